@@ -1,0 +1,28 @@
+"""A typed layer over the BentoML model store for `fraud_rf`: save, verify, load, pin."""
+
+from model_store.errors import (
+    ModelIntegrityError,
+    ModelNotFoundError,
+    ModelStoreError,
+    PromotionError,
+)
+from model_store.pinning import current, history, promote, rollback
+from model_store.store import StoredModel, feature_hash, get, list_models, load, save_model, verify
+
+__all__ = [
+    "ModelIntegrityError",
+    "ModelNotFoundError",
+    "ModelStoreError",
+    "PromotionError",
+    "StoredModel",
+    "current",
+    "feature_hash",
+    "get",
+    "history",
+    "list_models",
+    "load",
+    "promote",
+    "rollback",
+    "save_model",
+    "verify",
+]

@@ -1,0 +1,119 @@
+"""Promotion by model-tag pinning, with an append-only history and rollback.
+
+The pin file holds one exact tag; `bentoml build` bakes that tag into the Bento. Every change of
+the pin is appended to the promotion log as one JSON line: who, when, from, to, why.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from model_store import store
+from model_store.errors import PromotionError
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    time: str
+    user: str
+    action: str  # "promote" or "rollback"
+    from_tag: str | None
+    to_tag: str
+    reason: str
+    forced: bool = False
+
+
+def current(pin_file: Path) -> str | None:
+    if not pin_file.is_file():
+        return None
+    return pin_file.read_text().strip() or None
+
+
+def history(log_file: Path) -> list[PromotionRecord]:
+    if not log_file.is_file():
+        return []
+    return [
+        PromotionRecord(**json.loads(line))
+        for line in log_file.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def _write_pin(pin_file: Path, tag: str) -> None:
+    pin_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=pin_file.parent, delete=False) as handle:
+        handle.write(tag + "\n")
+    os.replace(handle.name, pin_file)
+
+
+def _record(log_file: Path, record: PromotionRecord) -> PromotionRecord:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as handle:
+        handle.write(json.dumps(asdict(record)) + "\n")
+    return record
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _pin(
+    pin_file: Path, log_file: Path, action: str, tag: str, reason: str, forced: bool
+) -> PromotionRecord:
+    stored = store.get(tag)
+    store.verify(stored)
+    record = PromotionRecord(
+        time=_now(),
+        user=getpass.getuser(),
+        action=action,
+        from_tag=current(pin_file),
+        to_tag=stored.tag,
+        reason=reason,
+        forced=forced,
+    )
+    _write_pin(pin_file, stored.tag)
+    return _record(log_file, record)
+
+
+def promote(
+    tag: str, *, pin_file: Path, log_file: Path, force: bool = False, reason: str = ""
+) -> PromotionRecord:
+    """Pin an exact, intact tag. A model that failed its gate needs `force`, which is logged."""
+    stored = store.get(tag)
+    if stored.tag == current(pin_file):
+        raise PromotionError(f"{stored.tag} is already the promoted model")
+    if not stored.gate_passed and not force:
+        raise PromotionError(
+            f"{stored.tag} failed its evaluation gate; promote it with --force if you must"
+        )
+    return _pin(pin_file, log_file, "promote", stored.tag, reason or "promoted", forced=force)
+
+
+def promoted_stack(log_file: Path) -> list[str]:
+    """The tags promoted and not rolled back, oldest first: the last one is pinned."""
+    stack: list[str] = []
+    for record in history(log_file):
+        if record.action == "promote":
+            stack.append(record.to_tag)
+        elif stack:
+            stack.pop()
+    return stack
+
+
+def rollback(*, pin_file: Path, log_file: Path, reason: str = "") -> PromotionRecord:
+    """Re-pin the tag that was promoted before the current one."""
+    stack = promoted_stack(log_file)
+    if len(stack) < 2:
+        raise PromotionError("no earlier promoted model to roll back to")
+    if stack[-1] != current(pin_file):
+        raise PromotionError(
+            f"the pin file ({current(pin_file)}) disagrees with the promotion log ({stack[-1]}): "
+            "promote the intended tag explicitly"
+        )
+    return _pin(pin_file, log_file, "rollback", stack[-2], reason or "rolled back", forced=False)

@@ -1,0 +1,139 @@
+"""Saving, verifying and loading `fraud_rf` models in the BentoML model store.
+
+Each model carries what serving needs (ordered feature schema, threshold, metrics) in its
+metadata, and two integrity labels: `feature_hash` of the schema and `sha256` of the artifact.
+Loading checks the artifact's hash before it is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import sklearn
+from bentoml.exceptions import NotFound
+
+from model_store.errors import ModelIntegrityError, ModelNotFoundError
+from settings import MODEL_NAME
+
+ARTIFACT_FILE = "model.pkl"
+
+
+def feature_hash(features: list[dict[str, Any]]) -> str:
+    """Hash of the ordered feature names and dtypes: equal hashes mean interchangeable inputs."""
+    ordered = [[feature["name"], feature["dtype"]] for feature in features]
+    return hashlib.sha256(json.dumps(ordered).encode()).hexdigest()
+
+
+def _without_none(value: Any) -> Any:
+    """BentoML metadata takes no None: leave such entries out."""
+    if isinstance(value, dict):
+        return {str(k): _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    tag: str
+    created: datetime
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def features(self) -> list[dict[str, Any]]:
+        return self.metadata["features"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata["threshold"])
+
+    @property
+    def gate_passed(self) -> bool:
+        return self.labels.get("gate") == "passed"
+
+
+def save_model(
+    model: Any,
+    *,
+    features: list[dict[str, Any]],
+    threshold: float,
+    gate_passed: bool,
+    metadata: dict[str, Any],
+) -> StoredModel:
+    """Register a fitted model; `metadata` adds to the schema and threshold kept here."""
+    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    labels = {
+        "feature_hash": feature_hash(features),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "gate": "passed" if gate_passed else "failed",
+        "framework_version": f"scikit-learn-{sklearn.__version__}",
+    }
+    full_metadata = _without_none({**metadata, "features": features, "threshold": float(threshold)})
+    with bentoml.models.create(
+        MODEL_NAME,
+        labels=labels,
+        metadata=full_metadata,
+        module=__name__,
+        context=bentoml.models.ModelContext(
+            framework_name="sklearn", framework_versions={"scikit-learn": sklearn.__version__}
+        ),
+    ) as bento_model:
+        (Path(bento_model.path) / ARTIFACT_FILE).write_bytes(payload)
+    return get(str(bento_model.tag))
+
+
+def get(tag: str) -> StoredModel:
+    """The stored model with exactly this tag (`name:version`; `latest` is refused)."""
+    parsed = bentoml.Tag.from_taglike(tag)
+    if parsed.version in (None, "latest"):
+        raise ModelNotFoundError(f"'{tag}' names no exact version: give the full tag name:version")
+    try:
+        bento_model = bentoml.models.get(parsed)
+    except NotFound as error:
+        raise ModelNotFoundError(f"model {tag} is not in the store: {error}") from error
+    return StoredModel(
+        tag=str(bento_model.tag),
+        created=bento_model.creation_time,
+        labels=dict(bento_model.info.labels),
+        metadata=dict(bento_model.info.metadata),
+        path=Path(bento_model.path),
+    )
+
+
+def _verified_artifact(stored: StoredModel) -> bytes:
+    """The artifact's bytes, hashed as read, so what is checked is what gets unpickled."""
+    artifact = stored.path / ARTIFACT_FILE
+    payload = artifact.read_bytes() if artifact.is_file() else b""
+    actual = hashlib.sha256(payload).hexdigest() if payload else "missing"
+    expected = stored.labels.get("sha256", "unlabelled")
+    if actual != expected:
+        raise ModelIntegrityError(stored.tag, expected, actual)
+    return payload
+
+
+def verify(stored: StoredModel) -> str:
+    """The artifact's sha256 if it matches its label, else ModelIntegrityError."""
+    _verified_artifact(stored)
+    return stored.labels["sha256"]
+
+
+def load(tag: str) -> tuple[StoredModel, Any]:
+    """The stored record and the unpickled model, after its hash check."""
+    stored = get(tag)
+    model = pickle.loads(_verified_artifact(stored))  # noqa: S301 - hash-verified, our own store
+    return stored, model
+
+
+def list_models() -> list[StoredModel]:
+    """Every `fraud_rf` model, oldest first."""
+    models = [get(str(m.tag)) for m in bentoml.models.list(MODEL_NAME)]
+    return sorted(models, key=lambda stored: stored.created)

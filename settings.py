@@ -1,0 +1,158 @@
+"""The one typed settings object for fraud-bento.
+
+Values come, highest priority first, from keyword arguments (the CLIs), environment variables
+prefixed ``FRAUD_`` (nested sections joined by ``__``, e.g. ``FRAUD_TUNING__TRIALS=5``), a TOML
+file (``--config`` or ``FRAUD_CONFIG``), then the defaults below. ``BENTOML_HOME`` is BentoML's own
+variable and is left to BentoML.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "FRAUD_"
+CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
+MODEL_NAME = "fraud_rf"
+
+
+class ColumnsConfig(BaseModel):
+    """Which input columns play which role. The defaults match the embedded simulator."""
+
+    transaction_id: str = "transaction_id"
+    timestamp: str = "tx_datetime"
+    customer_id: str = "customer_id"
+    terminal_id: str = "terminal_id"
+    amount: str = "tx_amount"
+    label: str = "tx_fraud"
+    extra_features: list[str] = Field(
+        default_factory=list,
+        description="Numeric columns passed to the model as they are, after the engineered ones.",
+    )
+
+
+class CleaningConfig(BaseModel):
+    """Explicit cleaning: off by default, so any bad row fails validation."""
+
+    drop_invalid_rows: bool = Field(
+        False,
+        description="Drop rows with nulls, bad amounts, bad timestamps or duplicate ids "
+        "(counted per reason in the run report) instead of failing.",
+    )
+
+
+class SplitConfig(BaseModel):
+    """Temporal split in whole days counted from the first day of the table."""
+
+    burn_in_days: int = Field(30, ge=0, description="History used only to build features.")
+    train_days: int = Field(49, ge=7)
+    delay_days: int = Field(7, ge=1, description="Label delay: gap before the test period.")
+    test_days: int = Field(28, ge=1)
+    folds: int = Field(3, ge=1, description="Time-ordered validation folds inside training.")
+    fold_validation_days: int = Field(7, ge=1)
+
+
+class TuningConfig(BaseModel):
+    trials: int = Field(15, ge=0, description="New trials; 0 reuses a study's best trial.")
+    timeout_s: float | None = Field(300.0, description="Stop tuning after this many seconds.")
+    storage: str | None = Field(
+        None, description="Optuna storage URL; default: a journal file in the run folder."
+    )
+    study_name: str | None = None
+    n_jobs: int = Field(2, ge=1, description="Threads for each forest fit.")
+    max_trees: int = Field(200, ge=10)
+    max_depth: int = Field(14, ge=2)
+
+
+class GateConfig(BaseModel):
+    min_test_roc_auc: float = Field(0.95, gt=0, le=1)
+    threshold_min_precision: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Decision threshold: highest recall at this precision on the last fold.",
+    )
+
+
+class SimulatorConfig(BaseModel):
+    customers: int = Field(1000, ge=10)
+    terminals: int = Field(2000, ge=10)
+    days: int = Field(120, ge=1)
+    seed: int = 7
+    drift_start_day: int | None = None
+
+
+class StoreConfig(BaseModel):
+    pin_file: Path = Field(Path("ops/model.lock"), description="The promoted model tag.")
+    promotion_log: Path = Field(
+        Path("ops/promotions.jsonl"), description="Append-only promotion history."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    seed: int = 42
+    runs_dir: Path = Path("runs")
+    shap_sample_rows: int = Field(500, ge=10)
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @model_validator(mode="after")
+    def _folds_fit_in_training(self) -> Settings:
+        split = self.split
+        needed = split.folds * split.fold_validation_days + split.delay_days
+        if needed >= split.train_days:
+            raise ValueError(
+                f"split: {split.folds} folds of {split.fold_validation_days} days plus a "
+                f"{split.delay_days}-day delay do not fit in {split.train_days} training days"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, an optional TOML file and explicit overrides."""
+    if config_file is None:
+        return Settings(**overrides)
+    if not Path(config_file).is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    previous = os.environ.get(CONFIG_FILE_ENV)
+    os.environ[CONFIG_FILE_ENV] = str(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        if previous is None:
+            del os.environ[CONFIG_FILE_ENV]
+        else:
+            os.environ[CONFIG_FILE_ENV] = previous

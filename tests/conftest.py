@@ -1,0 +1,40 @@
+"""Test isolation: a temporary BentoML store and promotion files, set before BentoML is imported."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SANDBOX = Path(tempfile.mkdtemp(prefix="fraud-bento-tests-"))
+os.environ["BENTOML_HOME"] = str(_SANDBOX / "bentoml")
+os.environ["FRAUD_STORE__PIN_FILE"] = str(_SANDBOX / "model.lock")
+os.environ["FRAUD_STORE__PROMOTION_LOG"] = str(_SANDBOX / "promotions.jsonl")
+os.environ["FRAUD_RUNS_DIR"] = str(_SANDBOX / "runs")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SMALL_TABLE = REPO_ROOT / "tests" / "fixtures" / "small_transactions.parquet"
+SMALL_TABLE_SIMULATION = {"customers": 200, "terminals": 400, "days": 115, "seed": 11}
+
+
+def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run `python -m ...` from the repository root with the test environment."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def promotion_files(tmp_path: Path) -> dict[str, Path]:
+    return {"pin_file": tmp_path / "model.lock", "log_file": tmp_path / "promotions.jsonl"}

@@ -1,0 +1,121 @@
+"""From a data file to model-ready arrays: validation, features and the leak-free temporal split.
+
+Periods are whole days counted from the midnight before the first transaction: a burn-in that
+only feeds feature windows, the training period, a gap as long as the label delay, then the test
+period. Validation folds inside training are time-ordered too: each fold fits on days before
+its validation days, minus the same gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from settings import Settings, SplitConfig
+from training import data, features
+from training.simulate import simulate
+
+
+@dataclass(frozen=True)
+class Period:
+    start: pd.Timestamp
+    end: pd.Timestamp  # exclusive
+
+    def contains(self, timestamps: pd.Series) -> np.ndarray:
+        return ((timestamps >= self.start) & (timestamps < self.end)).to_numpy()
+
+    def as_dict(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+@dataclass(frozen=True)
+class Fold:
+    fit: Period
+    validate: Period
+
+
+@dataclass(frozen=True)
+class TemporalSplit:
+    train: Period
+    test: Period
+    folds: tuple[Fold, ...]
+
+
+def temporal_split(
+    first_timestamp: pd.Timestamp, last_timestamp: pd.Timestamp, cfg: SplitConfig
+) -> TemporalSplit:
+    day0 = first_timestamp.normalize()
+    day = pd.Timedelta(days=1)
+    train = Period(day0 + cfg.burn_in_days * day, day0 + (cfg.burn_in_days + cfg.train_days) * day)
+    test_start = train.end + cfg.delay_days * day
+    test = Period(test_start, test_start + cfg.test_days * day)
+    if last_timestamp < test.end - day:
+        covered = (last_timestamp.normalize() - day0).days + 1
+        needed = cfg.burn_in_days + cfg.train_days + cfg.delay_days + cfg.test_days
+        raise ValueError(
+            f"the table covers {covered} days but the split needs {needed} "
+            f"(burn-in {cfg.burn_in_days}, train {cfg.train_days}, delay {cfg.delay_days}, "
+            f"test {cfg.test_days}); shorten the split in the config"
+        )
+    folds = []
+    for k in range(cfg.folds, 0, -1):
+        validate_start = train.end - k * cfg.fold_validation_days * day
+        validate = Period(validate_start, validate_start + cfg.fold_validation_days * day)
+        folds.append(Fold(Period(train.start, validate_start - cfg.delay_days * day), validate))
+    return TemporalSplit(train, test, tuple(folds))
+
+
+@dataclass
+class Dataset:
+    """Validated table, its features and split, and the arrays every stage uses."""
+
+    features: pd.DataFrame
+    split: TemporalSplit
+    summary: data.ValidationSummary
+    fingerprint: str
+    timestamps: pd.Series
+    X: np.ndarray
+    y: np.ndarray
+
+    def mask(self, period: Period) -> np.ndarray:
+        return period.contains(self.timestamps)
+
+
+def load_dataset(data_path: str | Path | None, settings: Settings) -> Dataset:
+    """Read (or simulate, when no path is given), validate and featurise a table."""
+    steps = tqdm(total=3, desc="dataset", unit="step", leave=False)
+    if data_path is None:
+        raw = simulate(settings.simulator, settings.columns)
+    else:
+        raw = data.read_table(data_path)
+    steps.update()
+    table, summary = data.validate(raw, settings.columns, settings.cleaning)
+    steps.update()
+    built = features.build_features(table, settings.columns, settings.split.delay_days)
+    steps.update()
+    steps.close()
+    split = temporal_split(
+        built[settings.columns.timestamp].min(),
+        built[settings.columns.timestamp].max(),
+        settings.split,
+    )
+    dataset = Dataset(
+        features=built,
+        split=split,
+        summary=summary,
+        fingerprint=data.fingerprint(table),
+        timestamps=built[settings.columns.timestamp],
+        X=features.feature_matrix(built, settings.columns),
+        y=built[settings.columns.label].to_numpy(dtype=np.int8),
+    )
+    print(
+        f"dataset: {summary.rows_out} rows ({summary.rows_in - summary.rows_out} dropped), "
+        f"fraud rate {summary.fraud_rate:.3%}, {dataset.X.shape[1]} features, "
+        f"train {int(dataset.mask(split.train).sum())} rows, "
+        f"test {int(dataset.mask(split.test).sum())} rows"
+    )
+    return dataset

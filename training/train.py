@@ -1,0 +1,183 @@
+"""The training run: tune, choose the threshold, refit, evaluate, explain, report, register."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+import model_store
+from settings import MODEL_NAME, Settings
+from training import evaluate, report
+from training.dataset import Dataset, load_dataset
+from training.features import WINDOWS_DAYS, feature_names, feature_schema
+from training.tune import default_storage, make_forest, tune
+
+SHAP_TOP_FEATURES = 5
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_dir: Path
+    tag: str
+    gate_passed: bool
+    metrics: dict
+
+
+def code_version() -> str:
+    """The git commit of the training code, marked dirty when the tree has local changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def new_run_dir(runs_dir: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = runs_dir / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = runs_dir / f"{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _threshold(dataset: Dataset, params: dict, settings: Settings) -> evaluate.Threshold:
+    last = dataset.split.folds[-1]
+    fit, validate = dataset.mask(last.fit), dataset.mask(last.validate)
+    model = make_forest(params, settings.seed, settings.tuning.n_jobs)
+    model.fit(dataset.X[fit], dataset.y[fit])
+    y_score = model.predict_proba(dataset.X[validate])[:, 1]
+    return evaluate.choose_threshold(
+        dataset.y[validate], y_score, settings.gate.threshold_min_precision
+    )
+
+
+def run_training(
+    settings: Settings, data_path: str | Path | None, *, promote: bool = False
+) -> TrainingResult:
+    started = time.monotonic()
+    run_dir = new_run_dir(settings.runs_dir)
+    print(f"run folder: {run_dir}")
+    columns = settings.columns
+    names = feature_names(columns)
+    dataset = load_dataset(data_path, settings)
+    report.write_json(run_dir / "data_validation.json", dataset.summary.as_dict())
+
+    storage = settings.tuning.storage or default_storage(run_dir)
+    study_name = settings.tuning.study_name or f"{MODEL_NAME}-{run_dir.name}"
+    study = tune(dataset, settings.tuning, storage, study_name, settings.seed)
+    params = dict(study.best_params)
+
+    steps = tqdm(total=4, desc="final model", unit="step")
+    threshold = _threshold(dataset, params, settings)
+    steps.update()
+    train, test = dataset.mask(dataset.split.train), dataset.mask(dataset.split.test)
+    model = make_forest(params, settings.seed, settings.tuning.n_jobs)
+    model.fit(dataset.X[train], dataset.y[train])
+    model.n_jobs = 1  # serving scores small batches, where joblib threads only add overhead
+    steps.update()
+    y_score = model.predict_proba(dataset.X[test])[:, 1]
+    test_rows = dataset.features.loc[test]
+    metrics = evaluate.holdout_metrics(
+        dataset.y[test],
+        y_score,
+        threshold.value,
+        test_rows[columns.timestamp],
+        test_rows[columns.customer_id].to_numpy(),
+    )
+    gate_passed = metrics["roc_auc"] > settings.gate.min_test_roc_auc
+    cost = evaluate.serving_cost(model, dataset.X[test])
+    steps.update()
+    shap_result = evaluate.explain(
+        model, dataset.X[test], names, settings.shap_sample_rows, settings.seed
+    )
+    steps.update()
+    steps.close()
+    print(
+        f"test: ROC-AUC {metrics['roc_auc']:.4f} PR-AUC {metrics['pr_auc']:.4f} "
+        f"(gate ROC-AUC > {settings.gate.min_test_roc_auc}: "
+        f"{'passed' if gate_passed else 'FAILED'}); {cost['trees']} trees, "
+        f"{cost['artifact_bytes'] / 1e6:.1f} MB, {cost['single_row_latency_ms']:.2f} ms/row"
+    )
+
+    images = [
+        *report.plot_curves(run_dir, dataset.y[test], y_score),
+        *report.plot_study(run_dir, study),
+        report.plot_shap(run_dir, shap_result, names),
+    ]
+    report.write_json(run_dir / "shap_importance.json", shap_result.mean_abs)
+    top_features = dict(list(shap_result.mean_abs.items())[:SHAP_TOP_FEATURES])
+    best_trial = study.best_trial
+    run_report = {
+        "params": params,
+        "threshold": asdict(threshold),
+        "test_metrics": metrics,
+        "validation": {
+            "pr_auc": best_trial.value,
+            "roc_auc": best_trial.user_attrs.get("roc_auc"),
+            "trials": len(study.trials),
+            "study": study_name,
+            "storage": storage,
+        },
+        "gate": {"passed": gate_passed, "min_test_roc_auc": settings.gate.min_test_roc_auc},
+        "serving_cost": cost,
+        "data": dataset.summary.as_dict(),
+        "shap_top_features": top_features,
+    }
+    stored = model_store.save_model(
+        model,
+        features=[feature.as_dict() for feature in feature_schema(columns)],
+        threshold=threshold.value,
+        gate_passed=gate_passed,
+        metadata={
+            "params": {key: str(value) for key, value in params.items()},
+            "threshold_rule": threshold.rule,
+            "test_metrics": metrics,
+            "validation_metrics": run_report["validation"],
+            "serving_cost": cost,
+            "train_window": dataset.split.train.as_dict(),
+            "test_window": dataset.split.test.as_dict(),
+            "label_delay_days": settings.split.delay_days,
+            "feature_windows_days": list(WINDOWS_DAYS),
+            "data_fingerprint": dataset.fingerprint,
+            "code_version": code_version(),
+            "shap_top_features": top_features,
+            "run": run_dir.name,
+        },
+    )
+    run_report["model_tag"] = stored.tag
+    run_report["labels"] = stored.labels
+    run_report["seconds"] = round(time.monotonic() - started, 1)
+    report.write_json(run_dir / "metrics.json", run_report)
+    report.write_summary(run_dir, run_report, images)
+    print(
+        f"registered {stored.tag} (gate {stored.labels['gate']}); report: {run_dir / 'summary.md'}"
+    )
+    if promote:
+        if not gate_passed:
+            raise model_store.PromotionError(f"{stored.tag} failed the gate: not promoted")
+        record = model_store.promote(
+            stored.tag,
+            pin_file=settings.store.pin_file,
+            log_file=settings.store.promotion_log,
+            reason=f"trained in run {run_dir.name}",
+        )
+        print(f"promoted {record.to_tag} (was {record.from_tag}) -> {settings.store.pin_file}")
+    return TrainingResult(run_dir, stored.tag, gate_passed, metrics)
