@@ -60,6 +60,16 @@ class SplitConfig(BaseModel):
     folds: int = Field(3, ge=1, description="Time-ordered validation folds inside training.")
     fold_validation_days: int = Field(7, ge=1)
 
+    @model_validator(mode="after")
+    def _folds_fit_in_training(self) -> SplitConfig:
+        needed = self.folds * self.fold_validation_days + self.delay_days
+        if needed >= self.train_days:
+            raise ValueError(
+                f"split: {self.folds} folds of {self.fold_validation_days} days plus a "
+                f"{self.delay_days}-day delay do not fit in {self.train_days} training days"
+            )
+        return self
+
 
 class TuningConfig(BaseModel):
     trials: int = Field(15, ge=0, description="New trials; 0 reuses a study's best trial.")
@@ -113,17 +123,6 @@ class Settings(BaseSettings):
     gate: GateConfig = Field(default_factory=GateConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
-
-    @model_validator(mode="after")
-    def _folds_fit_in_training(self) -> Settings:
-        split = self.split
-        needed = split.folds * split.fold_validation_days + split.delay_days
-        if needed >= split.train_days:
-            raise ValueError(
-                f"split: {split.folds} folds of {split.fold_validation_days} days plus a "
-                f"{split.delay_days}-day delay do not fit in {split.train_days} training days"
-            )
-        return self
 
     @classmethod
     def settings_customise_sources(

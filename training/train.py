@@ -15,7 +15,7 @@ from settings import MODEL_NAME, Settings
 from training import evaluate, report
 from training.dataset import Dataset, load_dataset
 from training.features import WINDOWS_DAYS, feature_names, feature_schema
-from training.tune import default_storage, make_forest, tune
+from training.tune import default_storage, fit_forest, tune
 
 SHAP_TOP_FEATURES = 5
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +61,9 @@ def new_run_dir(runs_dir: Path) -> Path:
 def _threshold(dataset: Dataset, params: dict, settings: Settings) -> evaluate.Threshold:
     last = dataset.split.folds[-1]
     fit, validate = dataset.mask(last.fit), dataset.mask(last.validate)
-    model = make_forest(params, settings.seed, settings.tuning.n_jobs)
-    model.fit(dataset.X[fit], dataset.y[fit])
+    model = fit_forest(
+        params, settings.seed, settings.tuning.n_jobs, dataset.X[fit], dataset.y[fit]
+    )
     y_score = model.predict_proba(dataset.X[validate])[:, 1]
     return evaluate.choose_threshold(
         dataset.y[validate], y_score, settings.gate.threshold_min_precision
@@ -89,9 +90,9 @@ def run_training(
     threshold = _threshold(dataset, params, settings)
     steps.update()
     train, test = dataset.mask(dataset.split.train), dataset.mask(dataset.split.test)
-    model = make_forest(params, settings.seed, settings.tuning.n_jobs)
-    model.fit(dataset.X[train], dataset.y[train])
-    model.n_jobs = 1  # serving scores small batches, where joblib threads only add overhead
+    model = fit_forest(
+        params, settings.seed, settings.tuning.n_jobs, dataset.X[train], dataset.y[train]
+    )
     steps.update()
     y_score = model.predict_proba(dataset.X[test])[:, 1]
     test_rows = dataset.features.loc[test]

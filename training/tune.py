@@ -7,6 +7,8 @@ larger and slower to serve for a similar AUC. Studies live in an Optuna storage,
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,20 @@ def suggest_params(trial: optuna.Trial, cfg: TuningConfig) -> dict[str, Any]:
     }
 
 
-def make_forest(params: dict[str, Any], seed: int, n_jobs: int) -> RandomForestClassifier:
+def fit_forest(
+    params: dict[str, Any], seed: int, n_jobs: int, X: np.ndarray, y: np.ndarray
+) -> RandomForestClassifier:
+    """Fit on `n_jobs` threads; predict on one.
+
+    Parallel predict_proba sums the trees in thread order, so its last bits vary from run to run;
+    a single thread keeps predictions reproducible and is faster on the small batches served.
+    """
     params = dict(params)
     if params.get("class_weight") == "none":
         params["class_weight"] = None
-    return RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
+    model = RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params).fit(X, y)
+    model.n_jobs = 1
+    return model
 
 
 def fold_scores(
@@ -60,7 +71,7 @@ def fold_scores(
     scores = []
     for step, fold in enumerate(dataset.split.folds):
         fit, validate = dataset.mask(fold.fit), dataset.mask(fold.validate)
-        model = make_forest(params, seed, n_jobs).fit(dataset.X[fit], dataset.y[fit])
+        model = fit_forest(params, seed, n_jobs, dataset.X[fit], dataset.y[fit])
         y_true = dataset.y[validate]
         y_score = model.predict_proba(dataset.X[validate])[:, 1]
         if y_true.min() == y_true.max():
@@ -96,6 +107,7 @@ def tune(
     study = create_study(storage, study_name, seed)
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         scores = fold_scores(dataset, suggest_params(trial, cfg), seed, cfg.n_jobs, trial)
         trial.set_user_attr("roc_auc", float(np.mean([s["roc_auc"] for s in scores])))
         return float(np.mean([s["pr_auc"] for s in scores]))
@@ -106,7 +118,7 @@ def tune(
         )
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
-        raise RuntimeError(f"study '{study_name}' has no completed trial")
+        raise ValueError(f"study '{study_name}' has no completed trial")
     best = study.best_trial
     print(
         f"tuning: {len(finished)} completed trials in study '{study_name}', best #{best.number} "

@@ -67,7 +67,9 @@ def test_drift_shifts_amounts_and_night_share():
     base_day = (baseline["tx_datetime"] - baseline["tx_datetime"].min().normalize()).dt.days
     early = baseline["tx_fraud"].eq(0) & (base_day < drift_day)
     np.testing.assert_allclose(
-        drifted.loc[before, "tx_amount"].median(), baseline.loc[early, "tx_amount"].median(), rtol=0.05
+        drifted.loc[before, "tx_amount"].median(),
+        baseline.loc[early, "tx_amount"].median(),
+        rtol=0.05,
     )
 
 
