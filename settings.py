@@ -108,6 +108,20 @@ class StoreConfig(BaseModel):
     )
 
 
+class ServingConfig(BaseModel):
+    max_batch_size: int = Field(
+        256, ge=2, description="Most rows one forest evaluation takes (adaptive batching)."
+    )
+    max_latency_ms: int = Field(
+        100, ge=1, description="Latency bound of the batcher; queued work past it gets 503."
+    )
+    max_rows_per_request: int = Field(1000, ge=1)
+    explain_max_rows: int = Field(50, ge=1, description="Rows one /explain call may ask for.")
+    grpc_port: int = Field(3001, ge=0, le=65535, description="0 disables the gRPC server.")
+    grpc_host: str = "0.0.0.0"  # noqa: S104 - a server binds all interfaces by design
+    workers: int = Field(1, ge=1, description="API worker processes.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -123,6 +137,10 @@ class Settings(BaseSettings):
     gate: GateConfig = Field(default_factory=GateConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    model_tag: str | None = Field(
+        None, description="Serve this exact tag instead of the pinned one (one run only)."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -6,7 +6,7 @@ from model_store.errors import (
     ModelStoreError,
     PromotionError,
 )
-from model_store.pinning import current, history, promote, rollback
+from model_store.pinning import current, history, promote, promotion_of, rollback
 from model_store.store import StoredModel, feature_hash, get, list_models, load, save_model, verify
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "list_models",
     "load",
     "promote",
+    "promotion_of",
     "rollback",
     "save_model",
     "verify",

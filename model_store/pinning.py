@@ -45,6 +45,12 @@ def history(log_file: Path) -> list[PromotionRecord]:
     ]
 
 
+def promotion_of(tag: str, log_file: Path) -> dict | None:
+    """The latest record that pinned `tag`, if this machine's promotion log has one."""
+    records = [asdict(r) for r in history(Path(log_file)) if r.to_tag == tag]
+    return records[-1] if records else None
+
+
 def _write_pin(pin_file: Path, tag: str) -> None:
     pin_file.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=pin_file.parent, delete=False) as handle:

@@ -1,0 +1,175 @@
+"""fraud-bento: the Bento serving the promoted `fraud_rf` model.
+
+The model is the pinned tag (`ops/model.lock`, or FRAUD_MODEL_TAG for one run), referenced as a
+class attribute so the Bento carries exactly that model. Request types are built from the model's
+own feature schema. HTTP /predict, the Open Inference Protocol over HTTP (/v2) and over gRPC all
+share one Scorer per worker: validation, adaptive batching, metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Annotated
+
+import anyio
+import bentoml
+import numpy as np
+from pydantic import Field
+
+import model_store
+from serving import grpc_server, http_app, schema, telemetry
+from serving.errors import InvalidInput
+from serving.explain import Explainer
+from serving.runtime import FraudModel, feature_specs, pinned_tag
+from serving.scorer import Scorer
+from settings import load_settings
+
+SETTINGS = load_settings()
+MODEL_TAG = pinned_tag(SETTINGS)
+FEATURES = feature_specs(model_store.get(MODEL_TAG))
+FEATURE_NAMES = [feature.name for feature in FEATURES]
+Transaction = schema.transaction_model(
+    FEATURES, on_invalid=lambda fields: telemetry.record_rejection("http", fields)
+)
+PredictBatch = Annotated[
+    list[Transaction], Field(min_length=1, max_length=SETTINGS.serving.max_rows_per_request)
+]
+ExplainBatch = Annotated[
+    list[Transaction], Field(min_length=1, max_length=SETTINGS.serving.explain_max_rows)
+]
+TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+logger = logging.getLogger("fraud_bento")
+
+
+def _request_id(ctx: bentoml.Context) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new one; echoed as a header."""
+    given = ctx.request.headers.get("x-request-id", "")
+    request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    ctx.response.headers["X-Request-ID"] = request_id
+    return request_id
+
+
+@bentoml.asgi_app(http_app.app, path="/")
+@bentoml.service(
+    name="fraud_detector",
+    workers=SETTINGS.serving.workers,
+    traffic={"timeout": 30},
+)
+class FraudDetector:
+    model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        self.runtime = FraudModel.load(MODEL_TAG)
+        self.scorer = Scorer(self.runtime, SETTINGS.serving)
+        self.explainer = Explainer(self.runtime)
+        self.grpc_server = None
+        logger.info(
+            "serving %s (sha256 %s verified)", MODEL_TAG, self.runtime.stored.labels["sha256"]
+        )
+
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        if SETTINGS.serving.grpc_port:
+            self.grpc_server = await grpc_server.start(
+                self.scorer, SETTINGS.serving.grpc_host, SETTINGS.serving.grpc_port
+            )
+            logger.info("gRPC Open Inference Protocol on port %d", SETTINGS.serving.grpc_port)
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=5)
+        self.scorer.shutdown()
+
+    @bentoml.api
+    async def predict(
+        self, transactions: PredictBatch, ctx: bentoml.Context
+    ) -> schema.PredictResponse:
+        """Score one or more transactions: fraud probability and decision for each."""
+        request_id = _request_id(ctx)
+        started = time.perf_counter()
+        try:
+            probabilities = await self.scorer.score(
+                schema.to_matrix(transactions, FEATURE_NAMES), "http"
+            )
+        except InvalidInput as error:
+            raise bentoml.exceptions.InvalidArgument(str(error)) from error
+        threshold = self.runtime.threshold
+        logger.info(
+            "predict request_id=%s model=%s rows=%d latency_ms=%.2f",
+            request_id,
+            MODEL_TAG,
+            len(transactions),
+            (time.perf_counter() - started) * 1000,
+        )
+        return schema.PredictResponse(
+            request_id=request_id,
+            model_tag=MODEL_TAG,
+            predictions=[
+                schema.Prediction(
+                    transaction_id=row.transaction_id,
+                    fraud_probability=float(probability),
+                    is_fraud=bool(probability >= threshold),
+                    threshold=threshold,
+                    model_tag=MODEL_TAG,
+                    request_id=request_id,
+                )
+                for row, probability in zip(transactions, probabilities, strict=True)
+            ],
+        )
+
+    @bentoml.api
+    async def explain(
+        self, transactions: ExplainBatch, ctx: bentoml.Context, top_k: TopK = 5
+    ) -> schema.ExplainResponse:
+        """SHAP contributions of the top_k features for each transaction."""
+        request_id = _request_id(ctx)
+        matrix = schema.to_matrix(transactions, FEATURE_NAMES)
+        probabilities = await self.scorer.score(matrix, "explain")
+        values, base = await anyio.to_thread.run_sync(self.explainer.explain, matrix)
+        explanations = []
+        for row, probability, contributions, features in zip(
+            transactions, probabilities, values, matrix, strict=True
+        ):
+            top = np.argsort(-np.abs(contributions))[:top_k]
+            explanations.append(
+                schema.Explanation(
+                    transaction_id=row.transaction_id,
+                    fraud_probability=float(probability),
+                    base_value=base,
+                    contributions=[
+                        schema.Contribution(
+                            feature=FEATURE_NAMES[i],
+                            value=float(features[i]),
+                            shap=float(contributions[i]),
+                        )
+                        for i in top
+                    ],
+                )
+            )
+        return schema.ExplainResponse(
+            request_id=request_id, model_tag=MODEL_TAG, explanations=explanations
+        )
+
+    def model_info(self) -> dict:
+        stored = self.runtime.stored
+        metadata = stored.metadata
+        return {
+            "tag": stored.tag,
+            "created": stored.created.isoformat(),
+            "engine": "sklearn",
+            "features": [feature.__dict__ for feature in FEATURES],
+            "feature_hash": stored.labels.get("feature_hash"),
+            "sha256": stored.labels.get("sha256"),
+            "gate": stored.labels.get("gate"),
+            "threshold": self.runtime.threshold,
+            "threshold_rule": metadata.get("threshold_rule"),
+            "metrics": metadata.get("test_metrics"),
+            "train_window": metadata.get("train_window"),
+            "test_window": metadata.get("test_window"),
+            "promotion": model_store.promotion_of(stored.tag, SETTINGS.store.promotion_log),
+        }

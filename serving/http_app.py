@@ -1,0 +1,172 @@
+"""GET endpoints and the Open Inference Protocol over HTTP, mounted into the Bento.
+
+Handlers reach the running service with `bentoml.get_current_service()`; the scoring itself goes
+through the same Scorer (validation, batching, metrics) as /predict and gRPC.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from serving import oip, telemetry
+from serving.batching import Overloaded
+from serving.errors import InvalidInput
+
+app = FastAPI(title="fraud-bento", version="1")
+
+
+class InferInputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class InferRequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferInputTensor] = Field(min_length=1)
+    outputs: list[InferRequestedOutput] | None = None
+
+
+class InferOutputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[InferOutputTensor]
+
+
+def _service():
+    return bentoml.get_current_service()
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@app.get("/health")
+def health() -> dict:
+    service = _service()
+    return {
+        "status": "healthy",
+        "model_tag": service.runtime.tag,
+        "integrity_check": "passed",
+        "uptime_s": round(time.time() - service.runtime.loaded_at, 1),
+        "grpc": "serving" if service.grpc_server is not None else "disabled",
+    }
+
+
+@app.get("/model_info")
+def model_info() -> dict:
+    return _service().model_info()
+
+
+@app.get("/stats")
+def stats() -> dict:
+    return {"model_tag": _service().runtime.tag, **telemetry.STATS.snapshot()}
+
+
+@app.get("/v2/health/live")
+def live() -> dict:
+    return {"live": True}
+
+
+@app.get("/v2/health/ready")
+def ready() -> dict:
+    return {"ready": True}
+
+
+@app.get("/v2")
+def server_metadata() -> dict:
+    return oip.server_metadata()
+
+
+def _model_or_error(name: str, version: str | None):
+    model = _service().runtime
+    oip.check_model(model, name, version)
+    return model
+
+
+@app.get("/v2/models/{name}")
+@app.get("/v2/models/{name}/versions/{version}")
+def model_metadata(name: str, version: str | None = None):
+    try:
+        return oip.model_metadata(_model_or_error(name, version))
+    except oip.OIPError as error:
+        return _error(str(error), error.status)
+
+
+@app.get("/v2/models/{name}/ready")
+@app.get("/v2/models/{name}/versions/{version}/ready")
+def model_ready(name: str, version: str | None = None):
+    try:
+        _model_or_error(name, version)
+    except oip.OIPError as error:
+        return _error(str(error), error.status)
+    return {"name": name, "ready": True}
+
+
+@app.post("/v2/models/{name}/infer", response_model=InferResponse)
+@app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
+async def infer(name: str, request: Request, version: str | None = None):
+    try:
+        body = InferRequest.model_validate_json(await request.body())
+    except ValueError as error:
+        telemetry.record_rejection("oip_http", {"request"})
+        return _error(f"invalid inference request: {error}", 400)
+    scorer = _service().scorer
+    try:
+        model = _model_or_error(name, version)
+        if len(body.inputs) != 1:
+            raise oip.OIPError(f"expected 1 input '{oip.INPUT_NAME}', got {len(body.inputs)}")
+        tensor = body.inputs[0]
+        try:
+            values = np.asarray(tensor.data, dtype=np.float64).ravel()
+        except (TypeError, ValueError) as error:
+            raise oip.OIPError(f"input '{tensor.name}': data must be numbers ({error})") from error
+        matrix = oip.to_matrix(tensor.name, tensor.datatype, tensor.shape, values)
+        outputs = oip.requested_outputs([output.name for output in body.outputs or []])
+        probabilities = await scorer.score(matrix, "oip_http")
+    except oip.OIPError as error:
+        if error.status == 400:
+            telemetry.record_rejection("oip_http", {"request"})
+        return _error(str(error), error.status)
+    except InvalidInput as error:
+        return _error(oip.invalid_input_message(error), 400)
+    except Overloaded as error:
+        return _error(str(error), 503)
+    result = oip.InferResult(probabilities, model.threshold)
+    return InferResponse(
+        model_name=name,
+        model_version=model.version,
+        id=body.id,
+        outputs=[
+            InferOutputTensor(
+                name=output,
+                shape=[len(probabilities)],
+                datatype=oip.OUTPUT_DATATYPES[output],
+                data=result.output(output).tolist(),
+            )
+            for output in outputs
+        ],
+    )

@@ -1,0 +1,123 @@
+"""The model runtime: load a pinned, hash-verified model and score feature matrices."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import model_store
+from model_store import StoredModel
+from serving.errors import InvalidInput, Violation
+from settings import Settings
+
+
+class NoModelPinned(RuntimeError):
+    pass
+
+
+def pinned_tag(settings: Settings) -> str:
+    """The tag to serve: `FRAUD_MODEL_TAG` for one run, else the promoted pin."""
+    tag = settings.model_tag or model_store.current(Path(settings.store.pin_file))
+    if not tag:
+        raise NoModelPinned(
+            f"no model to serve: {settings.store.pin_file} is missing. Train and promote one "
+            "(`make run`, or `python -m model_store promote TAG`), or set FRAUD_MODEL_TAG."
+        )
+    return tag
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    dtype: str
+    minimum: float | None
+    maximum: float | None
+    description: str
+
+    @property
+    def integral(self) -> bool:
+        return self.dtype.startswith("int")
+
+
+def feature_specs(stored: StoredModel) -> list[FeatureSpec]:
+    return [
+        FeatureSpec(
+            name=f["name"],
+            dtype=f["dtype"],
+            minimum=f.get("minimum"),
+            maximum=f.get("maximum"),
+            description=f.get("description", ""),
+        )
+        for f in stored.features
+    ]
+
+
+@dataclass
+class FraudModel:
+    """A loaded `fraud_rf` model: its schema, threshold and forest."""
+
+    stored: StoredModel
+    estimator: Any
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(cls, tag: str) -> FraudModel:
+        stored, estimator = model_store.load(tag)
+        return cls(stored, estimator)
+
+    @property
+    def tag(self) -> str:
+        return self.stored.tag
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[1]
+
+    @property
+    def threshold(self) -> float:
+        return self.stored.threshold
+
+    @property
+    def features(self) -> list[FeatureSpec]:
+        return feature_specs(self.stored)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.stored.features]
+
+    def validate(self, matrix: np.ndarray, max_rows: int) -> None:
+        """Shape, finiteness, integrality and documented ranges of a feature matrix."""
+        n_features = len(self.stored.features)
+        if matrix.ndim != 2 or matrix.shape[1] != n_features:
+            raise InvalidInput(
+                [Violation("shape", None, f"expected [N, {n_features}], got {list(matrix.shape)}")]
+            )
+        if not 1 <= matrix.shape[0] <= max_rows:
+            raise InvalidInput(
+                [Violation("shape", None, f"rows must be 1..{max_rows}, got {matrix.shape[0]}")]
+            )
+        violations: list[Violation] = []
+        for column, spec in enumerate(self.features):
+            values = matrix[:, column]
+            finite = np.isfinite(values)
+            checks = [(~finite, "must be a finite number")]
+            if spec.integral:
+                checks.append((finite & (values != np.round(values)), "must be an integer"))
+            if spec.minimum is not None:
+                checks.append((finite & (values < spec.minimum), f"must be >= {spec.minimum}"))
+            if spec.maximum is not None:
+                checks.append((finite & (values > spec.maximum), f"must be <= {spec.maximum}"))
+            for bad, reason in checks:
+                violations += [
+                    Violation(spec.name, int(row), reason) for row in np.flatnonzero(bad)
+                ]
+        if violations:
+            raise InvalidInput(sorted(violations, key=lambda v: (v.row, v.field)))
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Fraud probabilities (float32) for a validated [N, n_features] matrix."""
+        return self.estimator.predict_proba(matrix)[:, 1].astype(np.float32)

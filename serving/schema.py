@@ -1,0 +1,109 @@
+"""HTTP request and response types, built from the served model's own feature schema."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from serving.runtime import FeatureSpec
+
+UNKNOWN_FIELD = "unknown_field"
+
+
+def _failed_fields(error: ValidationError) -> set[str]:
+    fields = set()
+    for detail in error.errors():
+        if detail["type"] == "extra_forbidden":
+            fields.add(UNKNOWN_FIELD)  # client-chosen names would explode label cardinality
+        else:
+            fields.add(str(detail["loc"][0]) if detail["loc"] else "row")
+    return fields
+
+
+def transaction_model(
+    features: list[FeatureSpec], on_invalid: Callable[[set[str]], None]
+) -> type[BaseModel]:
+    """One transaction: every model feature, typed and range-checked, and an optional id.
+
+    Strict types: a string, a boolean or a NaN/inf never passes for a number. Unknown and
+    missing fields are errors. `on_invalid` receives the failing field names (for metrics).
+    """
+    fields: dict[str, Any] = {
+        "transaction_id": (
+            str | None,
+            Field(None, max_length=128, description="Your id for the transaction, echoed back."),
+        )
+    }
+    for spec in features:
+        constraints: dict[str, Any] = {"strict": True, "description": spec.description}
+        if spec.minimum is not None:
+            constraints["ge"] = spec.minimum
+        if spec.maximum is not None:
+            constraints["le"] = spec.maximum
+        if spec.integral:
+            fields[spec.name] = (int, Field(**constraints))
+        else:
+            fields[spec.name] = (float, Field(allow_inf_nan=False, **constraints))
+
+    def count_failures(cls: type[BaseModel], data: Any, handler: Any) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as error:
+            on_invalid(_failed_fields(error))
+            raise
+
+    return create_model(
+        "Transaction",
+        __config__=ConfigDict(extra="forbid"),
+        __validators__={"count_failures": model_validator(mode="wrap")(count_failures)},
+        **fields,
+    )
+
+
+def to_matrix(transactions: list[BaseModel], names: list[str]) -> np.ndarray:
+    return np.array(
+        [[getattr(row, name) for name in names] for row in transactions], dtype=np.float32
+    )
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    transaction_id: str | None = None
+    fraud_probability: float = Field(description="Probability of fraud, 0..1.")
+    is_fraud: bool = Field(description="fraud_probability >= threshold.")
+    threshold: float
+    model_tag: str
+    request_id: str
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str
+    model_tag: str
+    predictions: list[Prediction]
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float = Field(description="The feature's value in the request.")
+    shap: float = Field(description="Signed contribution to the fraud probability.")
+
+
+class Explanation(BaseModel):
+    transaction_id: str | None = None
+    fraud_probability: float
+    base_value: float = Field(description="Expected fraud probability over the training data.")
+    contributions: list[Contribution] = Field(description="Top features by |shap|, largest first.")
+
+
+class ExplainResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str
+    model_tag: str
+    explanations: list[Explanation]

@@ -1,0 +1,167 @@
+"""A real fraud-bento server: a small model trained and promoted into the test store, then
+`bentoml serve` in its own process group on free ports, always stopped at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import model_store
+from settings import ColumnsConfig, load_settings
+from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
+from training.data import read_table
+from training.features import build_features, feature_names
+
+COLUMNS = ColumnsConfig()
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(
+    target: str, log: Path, env: dict[str, str] | None = None, timeout: float = 90
+) -> Server:
+    http_port, grpc_port = free_port(), free_port()
+    handle = log.open("w")
+    process = subprocess.Popen(
+        [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(http_port)],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "FRAUD_SERVING__GRPC_PORT": str(grpc_port),
+            "FRAUD_SERVING__GRPC_HOST": "127.0.0.1",
+            **(env or {}),
+        },
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Server(process, http_port, grpc_port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return server
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise TimeoutError(f"server not ready in {timeout}s:\n{server.output()[-3000:]}")
+
+
+def stop_server(server: Server, grace: float = 20) -> int:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(10)
+    return server.process.returncode
+
+
+@pytest.fixture(scope="session")
+def served_tag(tmp_path_factory) -> str:
+    """A small model, trained and promoted to the test pin file."""
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_module(
+        "training",
+        "train",
+        "--data",
+        str(SMALL_TABLE),
+        "--trials",
+        "2",
+        "--runs-dir",
+        str(runs),
+        "--promote",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tag = model_store.current(load_settings().store.pin_file)
+    assert tag
+    return tag
+
+
+@pytest.fixture(scope="session")
+def server(served_tag, tmp_path_factory) -> Iterator[Server]:
+    running = start_server(".", tmp_path_factory.mktemp("server") / "serve.log")
+    assert running.process.poll() is None, running.output()[-3000:]
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def transactions() -> list[dict]:
+    """Feature rows of the small table's last days, as a client would send them."""
+    features = build_features(read_table(SMALL_TABLE), COLUMNS, delay_days=7).tail(300)
+    names = feature_names(COLUMNS)
+    rows = []
+    for record in features.to_dict("records"):
+        row = {
+            name: (
+                int(record[name])
+                if str(features[name].dtype).startswith("int")
+                else float(record[name])
+            )
+            for name in names
+        }
+        row["transaction_id"] = str(record[COLUMNS.transaction_id])
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def offline_probabilities(served_tag, transactions) -> np.ndarray:
+    """The served model's predict_proba over the same rows, in one offline call."""
+    _, estimator = model_store.load(served_tag)
+    names = feature_names(COLUMNS)
+    matrix = np.array([[row[name] for name in names] for row in transactions], dtype=np.float32)
+    return estimator.predict_proba(matrix)[:, 1].astype(np.float32)
+
+
+def metric_samples(server: Server, name: str) -> dict[str, float]:
+    """Prometheus samples whose name starts with `name`, keyed by the full sample line head."""
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def dump(payload) -> str:
+    return json.dumps(payload)

@@ -1,0 +1,201 @@
+"""The typed HTTP API of a real server: /predict, /explain, info endpoints, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+
+import model_store
+from tests.service.conftest import metric_samples
+
+pytestmark = pytest.mark.slow
+
+
+def _predict(server, rows, **headers) -> httpx.Response:
+    return httpx.post(f"{server.url}/predict", json={"transactions": rows}, headers=headers)
+
+
+def test_predict_scores_like_the_offline_model(server, transactions, offline_probabilities):
+    response = _predict(server, transactions[:50], **{"X-Request-ID": "req-42"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "req-42"
+    body = response.json()
+    assert body["request_id"] == "req-42"
+    predictions = body["predictions"]
+    assert [p["transaction_id"] for p in predictions] == [
+        row["transaction_id"] for row in transactions[:50]
+    ]
+    scores = np.array([p["fraud_probability"] for p in predictions], dtype=np.float32)
+    np.testing.assert_array_equal(scores, offline_probabilities[:50])
+    for prediction in predictions:
+        assert prediction["is_fraud"] == (
+            prediction["fraud_probability"] >= prediction["threshold"]
+        )
+        assert prediction["model_tag"] == body["model_tag"]
+        assert prediction["request_id"] == "req-42"
+
+
+def test_request_id_is_made_when_absent_or_unsafe(server, transactions):
+    first = _predict(server, transactions[:1])
+    unsafe = _predict(server, transactions[:1], **{"X-Request-ID": "a b\tc" * 30})
+    for response in (first, unsafe):
+        assert response.status_code == 200
+        assert len(response.headers["x-request-id"]) == 32
+    assert first.headers["x-request-id"] != unsafe.headers["x-request-id"]
+
+
+def test_bentoml_client(server, transactions, offline_probabilities):
+    with bentoml.SyncHTTPClient(server.url) as client:
+        result = client.predict(transactions=transactions[:3])
+    scores = [p["fraud_probability"] for p in result["predictions"]]
+    np.testing.assert_array_equal(np.float32(scores), offline_probabilities[:3])
+
+
+def _bad(row: dict, **change) -> dict:
+    bad = dict(row)
+    for key, value in change.items():
+        if value is KeyError:
+            del bad[key]
+        else:
+            bad[key] = value
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "kind"),
+    [
+        ({"tx_amount": -3.0}, "tx_amount", "greater_than_equal"),
+        ({"tx_amount": "12.5"}, "tx_amount", "float_type"),
+        ({"tx_amount": True}, "tx_amount", "float_type"),
+        ({"tx_during_night": 2}, "tx_during_night", "less_than_equal"),
+        ({"customer_nb_tx_7d": 3.5}, "customer_nb_tx_7d", "int_type"),
+        ({"terminal_risk_7d": KeyError}, "terminal_risk_7d", "missing"),
+        ({"merchant_secret": 1.0}, "merchant_secret", "extra_forbidden"),
+    ],
+)
+def test_bad_rows_get_400_naming_field_and_row(server, transactions, change, field, kind):
+    rows = [transactions[0], _bad(transactions[1], **change)]
+    response = _predict(server, rows)
+    assert response.status_code == 400, response.text
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["transactions", 1, field]
+    assert detail["type"] == kind
+    assert _predict(server, transactions[:1]).status_code == 200
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(server, transactions, literal):
+    body = httpx.Request("POST", "/", json={"transactions": [transactions[0]]}).content.decode()
+    value = f"{transactions[0]['tx_amount']}"
+    body = body.replace(f'"tx_amount":{value}', f'"tx_amount":{literal}', 1)
+    assert literal in body
+    response = httpx.post(
+        f"{server.url}/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert "tx_amount" in response.text
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+def test_row_count_is_bounded(server, transactions, count):
+    rows = (transactions * 4)[:count]
+    response = _predict(server, rows)
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"] == ["transactions"]
+
+
+def test_malformed_json_is_a_client_error(server):
+    response = httpx.post(
+        f"{server.url}/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500
+
+
+def test_validation_failures_are_counted_by_field(server, transactions):
+    key = 'fraud_validation_failures_total{field="terminal_risk_1d",protocol="http"}'
+    before = metric_samples(server, "fraud_validation_failures_total").get(key, 0.0)
+    response = _predict(server, [_bad(transactions[0], terminal_risk_1d=1.5)])
+    assert response.status_code == 400
+    after = metric_samples(server, "fraud_validation_failures_total")
+    assert after[key] == before + 1
+    assert not any("merchant_secret" in sample for sample in after)
+
+
+def test_explain_gives_additive_contributions(server, transactions, offline_probabilities):
+    n_features = len([k for k in transactions[0] if k != "transaction_id"])
+    response = httpx.post(
+        f"{server.url}/explain",
+        json={"transactions": transactions[:3], "top_k": n_features},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    for explanation, expected in zip(
+        response.json()["explanations"], offline_probabilities[:3], strict=True
+    ):
+        shap_values = [c["shap"] for c in explanation["contributions"]]
+        assert len(shap_values) == n_features
+        assert [abs(v) for v in shap_values] == sorted(map(abs, shap_values), reverse=True)
+        assert math.isclose(explanation["base_value"] + sum(shap_values), expected, abs_tol=1e-4)
+    short = httpx.post(
+        f"{server.url}/explain", json={"transactions": transactions[:1], "top_k": 2}, timeout=60
+    )
+    assert len(short.json()["explanations"][0]["contributions"]) == 2
+    too_many = httpx.post(f"{server.url}/explain", json={"transactions": transactions[:51]})
+    assert too_many.status_code == 400
+
+
+def test_model_info_health_and_stats(server, served_tag):
+    stored = model_store.get(served_tag)
+    info = httpx.get(f"{server.url}/model_info").json()
+    assert info["tag"] == served_tag
+    assert info["sha256"] == stored.labels["sha256"]
+    assert info["feature_hash"] == stored.labels["feature_hash"]
+    assert [f["name"] for f in info["features"]] == [f["name"] for f in stored.features]
+    assert info["threshold"] == stored.threshold
+    assert info["metrics"]["roc_auc"] > 0.5
+    assert info["train_window"]["start"] < info["test_window"]["start"]
+    assert info["promotion"]["to_tag"] == served_tag
+
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "healthy" and health["model_tag"] == served_tag
+    assert health["integrity_check"] == "passed" and health["grpc"] == "serving"
+
+    stats = httpx.get(f"{server.url}/stats").json()
+    assert stats["requests_total"] >= 1 and stats["rows"] >= 1
+    assert {"p50", "p95", "p99"} <= stats["latency_ms"].keys()
+    assert stats["batch_rows"]["batches"] >= 1
+    assert httpx.get(f"{server.url}/livez").status_code == 200
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_metrics_expose_ours_and_bentomls(server, transactions, served_tag):
+    _predict(server, transactions[:5])
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'fraud_model_info{engine="sklearn"' in text and served_tag in text
+    for name in (
+        "fraud_prediction_score_bucket",
+        'fraud_decisions_total{decision="genuine"',
+        "fraud_batch_rows_bucket",
+        "fraud_requests_total",
+        "bentoml_service_request_total",
+        "bentoml_service_request_duration_seconds_bucket",
+    ):
+        assert name in text, name
+
+
+def test_openapi_describes_every_endpoint(server):
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    paths = spec["paths"]
+    for path in ("/predict", "/explain"):
+        operation = paths[path]["post"]
+        assert operation["requestBody"]["content"]["application/json"]["schema"]
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"]
+    for path in ("/health", "/model_info", "/stats", "/v2", "/v2/models/{name}"):
+        assert "get" in paths[path]
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    assert infer["responses"]["200"]["content"]["application/json"]["schema"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
