@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -28,8 +29,10 @@ from serving.scorer import Scorer
 from settings import load_settings
 
 SETTINGS = load_settings()
-MODEL_TAG = pinned_tag(SETTINGS)
-FEATURES = feature_specs(model_store.get(MODEL_TAG))
+MODEL_TAG = pinned_tag(SETTINGS, Path(__file__))
+STORED_MODEL = model_store.get(MODEL_TAG)
+model_store.verify(STORED_MODEL)  # refuse a tampered model before any worker starts
+FEATURES = feature_specs(STORED_MODEL)
 FEATURE_NAMES = [feature.name for feature in FEATURES]
 Transaction = schema.transaction_model(
     FEATURES, on_invalid=lambda fields: telemetry.record_rejection("http", fields)

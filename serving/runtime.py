@@ -8,20 +8,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 import model_store
 from model_store import StoredModel
 from serving.errors import InvalidInput, Violation
-from settings import Settings
+from settings import MODEL_NAME, Settings
 
 
 class NoModelPinned(RuntimeError):
     pass
 
 
-def pinned_tag(settings: Settings) -> str:
-    """The tag to serve: `FRAUD_MODEL_TAG` for one run, else the promoted pin."""
-    tag = settings.model_tag or model_store.current(Path(settings.store.pin_file))
+def _bento_model_tag(service_file: Path) -> str | None:
+    """The model a built Bento carries, from its bento.yaml (None outside a built Bento)."""
+    source = service_file.resolve().parent
+    manifest = source.parent / "bento.yaml"
+    if source.name != "src" or not manifest.is_file():
+        return None
+    bento = yaml.safe_load(manifest.read_text())
+    for service in bento.get("services", []):
+        for model in service.get("models", []):
+            if model["tag"].split(":")[0] == MODEL_NAME:
+                return model["tag"]
+    return None
+
+
+def pinned_tag(settings: Settings, service_file: Path) -> str:
+    """The tag to serve: FRAUD_MODEL_TAG for one run; in a built Bento, the model it carries
+    (so re-pinning never changes a built Bento); else the promoted pin."""
+    tag = (
+        settings.model_tag
+        or _bento_model_tag(service_file)
+        or model_store.current(Path(settings.store.pin_file))
+    )
     if not tag:
         raise NoModelPinned(
             f"no model to serve: {settings.store.pin_file} is missing. Train and promote one "

@@ -1,0 +1,151 @@
+"""The Open Inference Protocol over HTTP (httpx) and over HTTP and gRPC with tritonclient."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+CLIENT_SCRIPT = Path(__file__).with_name("oip_clients.py")
+
+
+def _matrix(transactions: list[dict], order: list[str]) -> np.ndarray:
+    return np.array([[row[name] for name in order] for row in transactions], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def order(server) -> list[str]:
+    metadata = httpx.get(f"{server.url}/v2/models/fraud_rf").json()
+    return metadata["inputs"][0]["parameters"]["feature_order"].split(",")
+
+
+def _infer(server, body: dict, path: str = "/v2/models/fraud_rf/infer") -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body)
+
+
+def _tensor(matrix: np.ndarray, **change) -> dict:
+    tensor = {
+        "name": "features",
+        "shape": list(matrix.shape),
+        "datatype": "FP32",
+        "data": matrix.ravel().tolist(),
+    }
+    return {**tensor, **change}
+
+
+def test_server_and_model_metadata(server, served_tag, order):
+    version = served_tag.split(":")[1]
+    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{server.url}/v2").json()["name"] == "fraud-bento"
+    metadata = httpx.get(f"{server.url}/v2/models/fraud_rf/versions/{version}").json()
+    assert metadata["versions"] == [version]
+    assert metadata["inputs"][0]["shape"] == [-1, len(order)]
+    assert {o["name"] for o in metadata["outputs"]} == {"probability", "is_fraud"}
+    assert httpx.get(f"{server.url}/v2/models/fraud_rf/ready").json()["ready"] is True
+    missing = httpx.get(f"{server.url}/v2/models/fraud_rf/versions/nope/ready")
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/other").status_code == 404
+
+
+def test_http_infer_matches_offline(server, served_tag, transactions, order, offline_probabilities):
+    matrix = _matrix(transactions[:20], order)
+    version = served_tag.split(":")[1]
+    for path in ("/v2/models/fraud_rf/infer", f"/v2/models/fraud_rf/versions/{version}/infer"):
+        response = _infer(server, {"id": "r1", "inputs": [_tensor(matrix)]}, path)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["id"] == "r1" and body["model_version"] == version
+        outputs = {output["name"]: output for output in body["outputs"]}
+        assert outputs["probability"]["datatype"] == "FP32"
+        assert outputs["probability"]["shape"] == [20]
+        np.testing.assert_array_equal(
+            np.float32(outputs["probability"]["data"]), offline_probabilities[:20]
+        )
+        assert outputs["is_fraud"]["datatype"] == "BOOL"
+    selected = _infer(server, {"inputs": [_tensor(matrix)], "outputs": [{"name": "is_fraud"}]})
+    assert [output["name"] for output in selected.json()["outputs"]] == ["is_fraud"]
+    nested = _infer(server, {"inputs": [_tensor(matrix, data=matrix.tolist())]})
+    assert nested.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"datatype": "BYTES"}, "datatype BYTES"),
+        ({"name": "pixels"}, "unknown input 'pixels'"),
+        ({"shape": [20, 5]}, "needs 100 values"),
+        ({"shape": [360]}, "shape must be [N, n_features]"),
+        ({"data": ["a"] * 360}, "data must be numbers"),
+    ],
+)
+def test_http_infer_errors_use_the_protocol_error_body(
+    server, transactions, order, change, message
+):
+    matrix = _matrix(transactions[:20], order)
+    response = _infer(server, {"inputs": [_tensor(matrix, **change)]})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_http_infer_refuses_bad_values_naming_row_and_field(server, transactions, order):
+    matrix = _matrix(transactions[:3], order)
+    matrix[2, order.index("terminal_risk_7d")] = 3.0
+    response = _infer(server, {"inputs": [_tensor(matrix)]})
+    assert response.status_code == 400
+    assert "row 2, field 'terminal_risk_7d': must be <= 1.0" in response.json()["error"]
+    unknown_output = _infer(
+        server, {"inputs": [_tensor(matrix[:2])], "outputs": [{"name": "logits"}]}
+    )
+    assert unknown_output.status_code == 400 and "logits" in unknown_output.json()["error"]
+    assert _infer(server, {"inputs": []}).status_code == 400
+
+
+def test_tritonclient_http_and_grpc(server, transactions, tmp_path, offline_probabilities):
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(transactions[:25]))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(CLIENT_SCRIPT),
+            f"127.0.0.1:{server.http_port}",
+            f"127.0.0.1:{server.grpc_port}",
+            str(rows),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    http, grpc = report["http"], report["grpc"]
+    predict = httpx.post(f"{server.url}/predict", json={"transactions": transactions[:25]})
+    from_predict = np.float32([p["fraud_probability"] for p in predict.json()["predictions"]])
+    for via in (http["probability"], grpc["probability"], grpc["typed_contents"]):
+        np.testing.assert_array_equal(np.float32(via), from_predict)
+    np.testing.assert_array_equal(from_predict, offline_probabilities[:25])
+    decisions = [p["is_fraud"] for p in predict.json()["predictions"]]
+    assert http["is_fraud"] == decisions and grpc["is_fraud"] == decisions
+    assert http["live"] and http["ready"] and grpc["live"] and grpc["ready"]
+    assert grpc["selected_outputs"] == ["probability"]
+
+    errors = grpc["errors"]
+    assert errors["out_of_range"].startswith("StatusCode.INVALID_ARGUMENT")
+    assert "field 'tx_amount': must be >= 0.0" in errors["out_of_range"]
+    assert errors["int_datatype"].startswith("StatusCode.INVALID_ARGUMENT")
+    assert "INT32" in errors["int_datatype"]
+    assert "expected [N, 18]" in errors["wrong_width"]
+    for case in ("shape_mismatch", "raw_short", "raw_ragged", "huge_shape"):
+        assert errors[case].startswith("StatusCode.INVALID_ARGUMENT"), (case, errors[case])
+    assert errors["unknown_model"].startswith("StatusCode.NOT_FOUND")
+    assert grpc["live_after"]
