@@ -23,12 +23,12 @@ $(DATA): | $(VENV)/.installed
 
 run: $(VENV)/.installed $(DATA)
 	$(BIN)/python -m training train --data $(DATA) --promote
-	@if [ -f service.py ]; then \
-		$(BIN)/bentoml build . && $(BIN)/bentoml serve .; \
-	else \
-		echo "Promoted $$($(BIN)/python -m model_store current)." \
-			"service.py does not exist yet, so make run stops here."; \
-	fi
+	@tag=$$($(BIN)/bentoml build . --output tag | tail -n 1 | sed 's/^__tag__://') && \
+	echo "Built $$tag with model $$($(BIN)/python -m model_store current)." && \
+	echo "Serving: HTTP http://localhost:3000 (docs /docs), gRPC localhost:3001. Try:" && \
+	echo "  curl -X POST http://localhost:3000/predict -H 'Content-Type: application/json'" \
+		"-d @ops/examples/test_request.json" && \
+	exec $(BIN)/bentoml serve "$$tag" --port 3000
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,13 @@ class FraudModel:
     def feature_names(self) -> list[str]:
         return [f["name"] for f in self.stored.features]
 
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        specs = self.features
+        low = np.array([-np.inf if f.minimum is None else f.minimum for f in specs])
+        high = np.array([np.inf if f.maximum is None else f.maximum for f in specs])
+        return low, high, np.array([f.integral for f in specs])
+
     def validate(self, matrix: np.ndarray, max_rows: int) -> None:
         """Shape, finiteness, integrality and documented ranges of a feature matrix."""
         n_features = len(self.stored.features)
@@ -120,23 +128,23 @@ class FraudModel:
             raise InvalidInput(
                 [Violation("shape", None, f"rows must be 1..{max_rows}, got {matrix.shape[0]}")]
             )
-        violations: list[Violation] = []
-        for column, spec in enumerate(self.features):
-            values = matrix[:, column]
-            finite = np.isfinite(values)
-            checks = [(~finite, "must be a finite number")]
-            if spec.integral:
-                checks.append((finite & (values != np.round(values)), "must be an integer"))
-            if spec.minimum is not None:
-                checks.append((finite & (values < spec.minimum), f"must be >= {spec.minimum}"))
-            if spec.maximum is not None:
-                checks.append((finite & (values > spec.maximum), f"must be <= {spec.maximum}"))
-            for bad, reason in checks:
-                violations += [
-                    Violation(spec.name, int(row), reason) for row in np.flatnonzero(bad)
-                ]
-        if violations:
-            raise InvalidInput(sorted(violations, key=lambda v: (v.row, v.field)))
+        low, high, integral = self._bounds
+        finite = np.isfinite(matrix)
+        checks = [
+            (~finite, lambda column: "must be a finite number"),
+            (finite & integral & (matrix != np.round(matrix)), lambda column: "must be an integer"),
+            (finite & (matrix < low), lambda column: f"must be >= {low[column]}"),
+            (finite & (matrix > high), lambda column: f"must be <= {high[column]}"),
+        ]
+        if not any(bad.any() for bad, _ in checks):
+            return
+        names = self.feature_names
+        violations = [
+            Violation(names[column], int(row), reason(column))
+            for bad, reason in checks
+            for row, column in np.argwhere(bad)
+        ]
+        raise InvalidInput(sorted(violations, key=lambda v: (v.row, v.field)))
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities (float32) for a validated [N, n_features] matrix."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import model_store
+from tests.conftest import REPO_ROOT
 from tests.service.conftest import metric_samples
 
 pytestmark = pytest.mark.slow
@@ -199,3 +200,15 @@ def test_openapi_describes_every_endpoint(server):
     infer = paths["/v2/models/{name}/infer"]["post"]
     assert infer["responses"]["200"]["content"]["application/json"]["schema"]
     assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_readme_example_request(server):
+    example = REPO_ROOT / "ops" / "examples" / "test_request.json"
+    response = httpx.post(
+        f"{server.url}/predict",
+        content=example.read_bytes(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 2
+    assert "-d @ops/examples/test_request.json" in (REPO_ROOT / "README.md").read_text()

@@ -1,0 +1,124 @@
+"""Serving components without a server: validation, the batcher, codecs, request types."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sklearn.ensemble import RandomForestClassifier
+
+import model_store
+from serving import oip, schema
+from serving.batching import AdaptiveBatcher
+from serving.errors import InvalidInput
+from serving.runtime import FraudModel
+from settings import ColumnsConfig
+from training.features import feature_schema
+
+FEATURES = [feature.as_dict() for feature in feature_schema(ColumnsConfig())]
+NAMES = [feature["name"] for feature in FEATURES]
+
+
+@pytest.fixture(scope="module")
+def model() -> FraudModel:
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, size=(300, len(FEATURES))).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0)
+    forest.fit(X, (X[:, 0] > 0.7).astype(int))
+    stored = model_store.save_model(
+        forest, features=FEATURES, threshold=0.5, gate_passed=True, metadata={}
+    )
+    return FraudModel.load(stored.tag)
+
+
+def _valid_rows(count: int) -> np.ndarray:
+    return np.zeros((count, len(NAMES)), dtype=np.float32)
+
+
+def test_valid_matrix_passes_and_scores(model):
+    matrix = _valid_rows(4)
+    model.validate(matrix, max_rows=10)
+    scores = model.predict_proba(matrix)
+    assert scores.dtype == np.float32 and scores.shape == (4,)
+
+
+def test_validation_names_every_bad_row_and_field(model):
+    matrix = _valid_rows(3)
+    matrix[0, NAMES.index("tx_amount")] = np.nan
+    matrix[1, NAMES.index("customer_nb_tx_7d")] = 2.5
+    matrix[2, NAMES.index("terminal_risk_1d")] = 1.5
+    matrix[2, NAMES.index("tx_amount")] = -1
+    with pytest.raises(InvalidInput) as raised:
+        model.validate(matrix, max_rows=10)
+    found = {(v.row, v.field, v.reason) for v in raised.value.violations}
+    assert found == {
+        (0, "tx_amount", "must be a finite number"),
+        (1, "customer_nb_tx_7d", "must be an integer"),
+        (2, "terminal_risk_1d", "must be <= 1.0"),
+        (2, "tx_amount", "must be >= 0.0"),
+    }
+    assert "row 0, field 'tx_amount'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"), [((2, 5), "expected [N, 18]"), ((11, 18), "rows must be 1..10")]
+)
+def test_validation_checks_shape_and_row_count(model, shape, message):
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[")):
+        model.validate(np.zeros(shape, dtype=np.float32), max_rows=10)
+
+
+def test_batcher_merges_concurrent_calls_and_returns_each_its_own_rows():
+    calls: list[int] = []
+
+    def score(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return matrix.sum(axis=1)
+
+    async def run() -> list[tuple[np.ndarray, np.ndarray]]:
+        batcher = AdaptiveBatcher(score, max_batch_size=64, max_latency_ms=2000)
+        rng = np.random.default_rng(1)
+        results = []
+        for _wave in range(6):
+            inputs = [rng.normal(size=(int(rng.integers(1, 4)), 3)) for _ in range(40)]
+            outputs = await asyncio.gather(*(batcher.score(m) for m in inputs))
+            results += list(zip(inputs, outputs, strict=True))
+        batcher.shutdown()
+        return results
+
+    results = asyncio.run(run())
+    for matrix, scores in results:
+        np.testing.assert_array_equal(scores, matrix.sum(axis=1))
+    assert sum(calls) == sum(len(matrix) for matrix, _ in results)
+    assert max(calls) > 3, "no call held more than one request"
+    assert max(calls) <= 64
+
+
+def test_oip_codec_errors():
+    with pytest.raises(oip.OIPError, match="needs 6 values, got 5"):
+        oip.to_matrix("features", "FP32", [2, 3], np.zeros(5))
+    with pytest.raises(oip.OIPError, match="datatype INT64"):
+        oip.to_matrix("features", "INT64", [1, 3], np.zeros(3))
+    with pytest.raises(oip.OIPError, match="unknown output logits"):
+        oip.requested_outputs(["probability", "logits"])
+    assert oip.requested_outputs([]) == ["probability", "is_fraud"]
+    matrix = oip.to_matrix("features", "FP64", [2, 3], np.arange(6.0))
+    assert matrix.dtype == np.float32 and matrix.shape == (2, 3)
+
+
+def test_transaction_type_is_strict_and_reports_failed_fields(model):
+    failed: list[set[str]] = []
+    transaction = schema.transaction_model(model.features, on_invalid=failed.append)
+    row = dict.fromkeys(NAMES, 0)
+    assert transaction.model_validate({**row, "transaction_id": "t1"}).transaction_id == "t1"
+    for bad in (
+        {**row, "tx_amount": "3.0"},
+        {**row, "tx_during_night": True},
+        {**row, "tx_amount": float("inf")},
+        {**row, "surprise": 1},
+    ):
+        with pytest.raises(ValidationError):
+            transaction.model_validate(bad)
+    assert failed == [{"tx_amount"}, {"tx_during_night"}, {"tx_amount"}, {"unknown_field"}]
