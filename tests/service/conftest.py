@@ -49,16 +49,33 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def _private_home(folder: Path) -> Path:
+    """A BENTOML_HOME sharing the test store's models and Bentos.
+
+    BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir whenever a server starts, so two
+    servers on one home would erase each other's metrics.
+    """
+    shared = Path(os.environ["BENTOML_HOME"])
+    home = folder / "bentoml_home"
+    home.mkdir()
+    for name in ("models", "bentos"):
+        (shared / name).mkdir(parents=True, exist_ok=True)
+        (home / name).symlink_to(shared / name)
+    return home
+
+
 def start_server(
     target: str, log: Path, env: dict[str, str] | None = None, timeout: float = 90
 ) -> Server:
     http_port, grpc_port = free_port(), free_port()
+    home = _private_home(log.parent)
     handle = log.open("w")
     process = subprocess.Popen(
         [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(http_port)],
         cwd=REPO_ROOT,
         env={
             **os.environ,
+            "BENTOML_HOME": str(home),
             "FRAUD_SERVING__GRPC_PORT": str(grpc_port),
             "FRAUD_SERVING__GRPC_HOST": "127.0.0.1",
             **(env or {}),
