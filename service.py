@@ -66,7 +66,9 @@ class FraudDetector:
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        self.runtime = FraudModel.load(MODEL_TAG)
+        self.runtime = FraudModel.load(
+            MODEL_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
+        )
         self.scorer = Scorer(self.runtime, SETTINGS.serving)
         self.explainer = Explainer(self.runtime)
         self.grpc_server = None
@@ -164,7 +166,8 @@ class FraudDetector:
         return {
             "tag": stored.tag,
             "created": stored.created.isoformat(),
-            "engine": "sklearn",
+            "engine": self.runtime.engine,
+            "engine_parity": metadata.get("engine_parity"),
             "features": [feature.__dict__ for feature in FEATURES],
             "feature_hash": stored.labels.get("feature_hash"),
             "sha256": stored.labels.get("sha256"),

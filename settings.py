@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -120,6 +120,10 @@ class ServingConfig(BaseModel):
     grpc_port: int = Field(3001, ge=0, le=65535, description="0 disables the gRPC server.")
     grpc_host: str = "0.0.0.0"  # noqa: S104 - a server binds all interfaces by design
     workers: int = Field(1, ge=1, description="API worker processes.")
+    engine: Literal["auto", "sklearn"] = Field(
+        "auto", description="auto: ONNX Runtime when the model passed its parity gate."
+    )
+    intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime threads per forest call.")
 
 
 class Settings(BaseSettings):

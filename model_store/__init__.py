@@ -7,7 +7,16 @@ from model_store.errors import (
     PromotionError,
 )
 from model_store.pinning import current, history, promote, promotion_of, rollback
-from model_store.store import StoredModel, feature_hash, get, list_models, load, save_model, verify
+from model_store.store import (
+    StoredModel,
+    feature_hash,
+    get,
+    list_models,
+    load,
+    load_onnx,
+    save_model,
+    verify,
+)
 
 __all__ = [
     "ModelIntegrityError",
@@ -21,6 +30,7 @@ __all__ = [
     "history",
     "list_models",
     "load",
+    "load_onnx",
     "promote",
     "promotion_of",
     "rollback",

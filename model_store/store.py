@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
 import sklearn
 from bentoml.exceptions import NotFound
 
+from model_store import engines
 from model_store.errors import ModelIntegrityError, ModelNotFoundError
 from settings import MODEL_NAME
 
 ARTIFACT_FILE = "model.pkl"
+ONNX_FILE = "model.onnx"
 
 
 def feature_hash(features: list[dict[str, Any]]) -> str:
@@ -68,16 +71,35 @@ def save_model(
     threshold: float,
     gate_passed: bool,
     metadata: dict[str, Any],
+    parity_rows: np.ndarray | None = None,
 ) -> StoredModel:
-    """Register a fitted model; `metadata` adds to the schema and threshold kept here."""
+    """Register a fitted model; `metadata` adds to the schema and threshold kept here.
+
+    With `parity_rows` (held-out feature rows), an ONNX graph of the forest is stored beside it
+    when it passes the parity gate on those rows; the report goes into the metadata either way.
+    """
     payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    if parity_rows is None:
+        graph, parity = None, engines.ParityReport(engines.SKLEARN, "no parity rows given")
+    else:
+        graph, parity = engines.parity_gate(model, parity_rows, threshold)
     labels = {
         "feature_hash": feature_hash(features),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "gate": "passed" if gate_passed else "failed",
         "framework_version": f"scikit-learn-{sklearn.__version__}",
+        "engine": parity.engine,
     }
-    full_metadata = _without_none({**metadata, "features": features, "threshold": float(threshold)})
+    if graph is not None:
+        labels["onnx_sha256"] = hashlib.sha256(graph).hexdigest()
+    full_metadata = _without_none(
+        {
+            **metadata,
+            "features": features,
+            "threshold": float(threshold),
+            "engine_parity": parity.as_metadata(),
+        }
+    )
     with bentoml.models.create(
         MODEL_NAME,
         labels=labels,
@@ -88,6 +110,8 @@ def save_model(
         ),
     ) as bento_model:
         (Path(bento_model.path) / ARTIFACT_FILE).write_bytes(payload)
+        if graph is not None:
+            (Path(bento_model.path) / ONNX_FILE).write_bytes(graph)
     return get(str(bento_model.tag))
 
 
@@ -109,28 +133,37 @@ def get(tag: str) -> StoredModel:
     )
 
 
-def _verified_artifact(stored: StoredModel) -> bytes:
-    """The artifact's bytes, hashed as read, so what is checked is what gets unpickled."""
-    artifact = stored.path / ARTIFACT_FILE
+def _verified(stored: StoredModel, file_name: str, label: str) -> bytes:
+    """A file's bytes, hashed as read, so what is checked is what gets used."""
+    artifact = stored.path / file_name
     payload = artifact.read_bytes() if artifact.is_file() else b""
     actual = hashlib.sha256(payload).hexdigest() if payload else "missing"
-    expected = stored.labels.get("sha256", "unlabelled")
+    expected = stored.labels.get(label, "unlabelled")
     if actual != expected:
-        raise ModelIntegrityError(stored.tag, expected, actual)
+        raise ModelIntegrityError(f"{stored.tag} ({file_name})", expected, actual)
     return payload
 
 
 def verify(stored: StoredModel) -> str:
-    """The artifact's sha256 if it matches its label, else ModelIntegrityError."""
-    _verified_artifact(stored)
+    """The artifact's sha256 if it (and the ONNX graph, if any) match their labels."""
+    _verified(stored, ARTIFACT_FILE, "sha256")
+    if "onnx_sha256" in stored.labels:
+        _verified(stored, ONNX_FILE, "onnx_sha256")
     return stored.labels["sha256"]
 
 
 def load(tag: str) -> tuple[StoredModel, Any]:
     """The stored record and the unpickled model, after its hash check."""
     stored = get(tag)
-    model = pickle.loads(_verified_artifact(stored))  # noqa: S301 - hash-verified, our own store
+    model = pickle.loads(_verified(stored, ARTIFACT_FILE, "sha256"))  # noqa: S301 - verified
     return stored, model
+
+
+def load_onnx(stored: StoredModel) -> bytes | None:
+    """The hash-verified ONNX graph, or None when the model has the scikit-learn engine only."""
+    if stored.labels.get("engine") != engines.ONNX:
+        return None
+    return _verified(stored, ONNX_FILE, "onnx_sha256")
 
 
 def list_models() -> list[StoredModel]:

@@ -12,7 +12,8 @@ import numpy as np
 import yaml
 
 import model_store
-from model_store import StoredModel
+from model_store import StoredModel, engines
+from model_store.engines import OnnxForest
 from serving.errors import InvalidInput, Violation
 from settings import MODEL_NAME, Settings
 
@@ -79,16 +80,27 @@ def feature_specs(stored: StoredModel) -> list[FeatureSpec]:
 
 @dataclass
 class FraudModel:
-    """A loaded `fraud_rf` model: its schema, threshold and forest."""
+    """A loaded `fraud_rf` model: its schema, threshold, forest and the engine that scores.
+
+    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the ONNX Runtime
+    engine when the model passed its parity gate, unless `engine="sklearn"` asks otherwise.
+    """
 
     stored: StoredModel
     estimator: Any
+    fast: OnnxForest | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
-    def load(cls, tag: str) -> FraudModel:
+    def load(cls, tag: str, engine: str = "auto", intra_op_threads: int = 1) -> FraudModel:
         stored, estimator = model_store.load(tag)
-        return cls(stored, estimator)
+        graph = model_store.load_onnx(stored) if engine != engines.SKLEARN else None
+        fast = OnnxForest(graph, intra_op_threads) if graph is not None else None
+        return cls(stored, estimator, fast)
+
+    @property
+    def engine(self) -> str:
+        return engines.ONNX if self.fast is not None else engines.SKLEARN
 
     @property
     def tag(self) -> str:
@@ -148,4 +160,6 @@ class FraudModel:
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities (float32) for a validated [N, n_features] matrix."""
+        if self.fast is not None:
+            return self.fast.predict_proba(matrix).astype(np.float32, copy=False)
         return self.estimator.predict_proba(matrix)[:, 1].astype(np.float32)

@@ -27,7 +27,7 @@ class Scorer:
             model_tag=model.tag,
             feature_hash=model.stored.labels.get("feature_hash", ""),
             sha256=model.stored.labels.get("sha256", ""),
-            engine="sklearn",
+            engine=model.engine,
         ).set(1)
 
     @staticmethod

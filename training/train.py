@@ -147,6 +147,7 @@ def run_training(
         features=[feature.as_dict() for feature in feature_schema(columns)],
         threshold=threshold.value,
         gate_passed=gate_passed,
+        parity_rows=dataset.X[test],
         metadata={
             "params": {key: str(value) for key, value in params.items()},
             "threshold_rule": threshold.rule,
@@ -164,12 +165,14 @@ def run_training(
         },
     )
     run_report["model_tag"] = stored.tag
+    run_report["engine_parity"] = stored.metadata["engine_parity"]
     run_report["labels"] = stored.labels
     run_report["seconds"] = round(time.monotonic() - started, 1)
     report.write_json(run_dir / "metrics.json", run_report)
     report.write_summary(run_dir, run_report, images)
     print(
-        f"registered {stored.tag} (gate {stored.labels['gate']}); report: {run_dir / 'summary.md'}"
+        f"registered {stored.tag} (gate {stored.labels['gate']}, engine {stored.labels['engine']}: "
+        f"{stored.metadata['engine_parity']['reason']}); report: {run_dir / 'summary.md'}"
     )
     if promote:
         if not gate_passed:

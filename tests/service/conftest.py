@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 import model_store
+from model_store.engines import PARITY_TOLERANCE
+from serving.runtime import FraudModel
 from settings import ColumnsConfig, load_settings
 from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
 from training.data import read_table
@@ -162,11 +164,15 @@ def transactions() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def offline_probabilities(served_tag, transactions) -> np.ndarray:
-    """The served model's predict_proba over the same rows, in one offline call."""
-    _, estimator = model_store.load(served_tag)
+    """The served model's probabilities over the same rows, in one offline call of its engine
+    (and within the parity tolerance of scikit-learn's predict_proba)."""
+    model = FraudModel.load(served_tag)
     names = feature_names(COLUMNS)
     matrix = np.array([[row[name] for name in names] for row in transactions], dtype=np.float32)
-    return estimator.predict_proba(matrix)[:, 1].astype(np.float32)
+    probabilities = model.predict_proba(matrix)
+    reference = model.estimator.predict_proba(matrix)[:, 1]
+    np.testing.assert_allclose(probabilities, reference, atol=PARITY_TOLERANCE)
+    return probabilities
 
 
 def metric_samples(server: Server, name: str) -> dict[str, float]:

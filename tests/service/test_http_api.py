@@ -149,7 +149,8 @@ def test_explain_gives_additive_contributions(server, transactions, offline_prob
     assert too_many.status_code == 400
 
 
-def test_model_info_health_and_stats(server, served_tag):
+def test_model_info_health_and_stats(server, served_tag, transactions):
+    assert _predict(server, transactions[:2]).status_code == 200
     stored = model_store.get(served_tag)
     info = httpx.get(f"{server.url}/model_info").json()
     assert info["tag"] == served_tag
@@ -157,6 +158,7 @@ def test_model_info_health_and_stats(server, served_tag):
     assert info["feature_hash"] == stored.labels["feature_hash"]
     assert [f["name"] for f in info["features"]] == [f["name"] for f in stored.features]
     assert info["threshold"] == stored.threshold
+    assert info["engine"] == "onnx" and info["engine_parity"]["max_abs_diff"] <= 1e-5
     assert info["metrics"]["roc_auc"] > 0.5
     assert info["train_window"]["start"] < info["test_window"]["start"]
     assert info["promotion"]["to_tag"] == served_tag
@@ -176,7 +178,7 @@ def test_model_info_health_and_stats(server, served_tag):
 def test_metrics_expose_ours_and_bentomls(server, transactions, served_tag):
     _predict(server, transactions[:5])
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'fraud_model_info{engine="sklearn"' in text and served_tag in text
+    assert 'fraud_model_info{engine="onnx"' in text and served_tag in text
     for name in (
         "fraud_prediction_score_bucket",
         'fraud_decisions_total{decision="genuine"',
