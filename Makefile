@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean
+.PHONY: run test test-fast lint format clean bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ run: $(VENV)/.installed $(DATA)
 	echo "  curl -X POST http://localhost:3000/predict -H 'Content-Type: application/json'" \
 		"-d @ops/examples/test_request.json" && \
 	exec $(BIN)/bentoml serve "$$tag" --port 3000
+
+# The serving benchmark on the pinned model (trained first if nothing is pinned yet).
+bench bench-full: $(VENV)/.installed-dev $(DATA)
+	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
+		$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python ops/bench/run.py --profile $(if $(filter bench-full,$@),full,quick) \
+		--scratch runs/bench/scratch
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

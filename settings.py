@@ -110,10 +110,10 @@ class StoreConfig(BaseModel):
 
 class ServingConfig(BaseModel):
     max_batch_size: int = Field(
-        256, ge=2, description="Most rows one forest evaluation takes (adaptive batching)."
+        2048, ge=2, description="Most rows one forest evaluation takes (adaptive batching)."
     )
     max_latency_ms: int = Field(
-        100, ge=1, description="Latency bound of the batcher; queued work past it gets 503."
+        200, ge=1, description="Latency bound of the batcher; queued work past it gets 503."
     )
     max_rows_per_request: int = Field(1000, ge=1)
     explain_max_rows: int = Field(50, ge=1, description="Rows one /explain call may ask for.")

@@ -11,7 +11,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import model_store
 from serving import oip, schema
-from serving.batching import AdaptiveBatcher
+from serving.batching import AdaptiveBatcher, Overloaded
 from serving.errors import InvalidInput
 from serving.runtime import FraudModel
 from settings import ColumnsConfig
@@ -122,3 +122,46 @@ def test_transaction_type_is_strict_and_reports_failed_fields(model):
         with pytest.raises(ValidationError):
             transaction.model_validate(bad)
     assert failed == [{"tx_amount"}, {"tx_during_night"}, {"tx_amount"}, {"unknown_field"}]
+
+
+def test_batcher_sheds_work_that_waited_past_the_bound_and_keeps_serving():
+    def slow(matrix: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.05)
+        return matrix[:, 0]
+
+    async def run():
+        batcher = AdaptiveBatcher(slow, max_batch_size=1, max_latency_ms=20)
+        outcomes = await asyncio.gather(
+            *(batcher.score(np.full((1, 2), i, float)) for i in range(4)), return_exceptions=True
+        )
+        after = await batcher.score(np.full((1, 2), 9.0))
+        batcher.shutdown()
+        return outcomes, after
+
+    outcomes, after = asyncio.run(run())
+    assert outcomes[0] == np.array([0.0])
+    assert any(isinstance(o, Overloaded) for o in outcomes[1:])
+    np.testing.assert_array_equal(after, [9.0])
+
+
+def test_batcher_reports_engine_errors_to_that_batch_only():
+    def fragile(matrix: np.ndarray) -> np.ndarray:
+        if (matrix < 0).any():
+            raise RuntimeError("engine failure")
+        return matrix[:, 0]
+
+    async def run():
+        batcher = AdaptiveBatcher(fragile, max_batch_size=1, max_latency_ms=5000)
+        outcomes = await asyncio.gather(
+            batcher.score(np.full((1, 1), -1.0)),
+            batcher.score(np.full((1, 1), 2.0)),
+            return_exceptions=True,
+        )
+        batcher.shutdown()
+        return outcomes
+
+    failed, served = asyncio.run(run())
+    assert isinstance(failed, RuntimeError)
+    np.testing.assert_array_equal(served, [2.0])

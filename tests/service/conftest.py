@@ -51,7 +51,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def _private_home(folder: Path) -> Path:
+def private_home(folder: Path) -> Path:
     """A BENTOML_HOME sharing the test store's models and Bentos.
 
     BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir whenever a server starts, so two
@@ -70,7 +70,7 @@ def start_server(
     target: str, log: Path, env: dict[str, str] | None = None, timeout: float = 90
 ) -> Server:
     http_port, grpc_port = free_port(), free_port()
-    home = _private_home(log.parent)
+    home = private_home(log.parent)
     handle = log.open("w")
     process = subprocess.Popen(
         [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(http_port)],

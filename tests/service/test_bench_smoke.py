@@ -1,0 +1,53 @@
+"""The benchmark's quick path at a tiny size: it runs, and writes its JSON, table and plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.service.conftest import private_home
+
+pytestmark = pytest.mark.slow
+
+
+def test_benchmark_smoke(served_tag, tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "ops" / "bench" / "run.py"),
+            "--profile",
+            "smoke",
+            "--servers",
+            "seed,bento_sklearn,bento_fast",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "FRAUD_MODEL_TAG": served_tag,
+            "BENTOML_HOME": str(private_home(tmp_path)),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert report["machine"]["model"] == served_tag and report["machine"]["cores"] >= 1
+    assert set(report["results"]) == {"seed", "bento_sklearn", "bento_fast"}
+    for by_size in report["results"].values():
+        assert set(by_size) == {"1", "100"}
+        for measured in by_size.values():
+            assert measured["closed_loop"]["throughput_rps"] > 0
+            assert measured["open_loop"] and measured["cpu_s_per_1000_requests"] > 0
+            assert measured["peak_rss_mb"] > 10
+    table = (out / "results.md").read_text()
+    assert table.count("| bento_fast |") == 2 and "× seed" in table
+    assert (out / "p99_vs_rate.png").stat().st_size > 1000
