@@ -1,6 +1,6 @@
 """Three ways to put BentoML's adaptive batching in front of the forest, measured side by side.
 
-  A. fraud-bento: typed async APIs feeding one in-process CorkDispatcher per worker
+  A. fraud-bento: typed async APIs feeding one in-process batcher per worker
      (the one HTTP, OIP/HTTP and gRPC share);
   B. one service whose `@bentoml.api(batchable=True)` receives the HTTP requests directly;
   C. a gateway service calling a separate batchable runner service through `bentoml.depends`.
@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DESIGNS_DIR = REPO_ROOT / "ops" / "bench" / "designs"
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 DESIGNS = {
-    "A fraud-bento (shared dispatcher)": ("service:FraudDetector", REPO_ROOT),
+    "A fraud-bento (shared batcher)": ("service:FraudDetector", REPO_ROOT),
     "B batchable API, HTTP direct": ("batchable_api:BatchableAPI", DESIGNS_DIR),
     "C gateway + runner (depends)": ("gateway_runner:Gateway", DESIGNS_DIR),
 }
