@@ -18,17 +18,17 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import REPO_ROOT, Server  # noqa: E402  (ops/bench/run.py: the benchmark's servers)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from serving.runtime import pinned_tag  # noqa: E402
+from settings import load_settings  # noqa: E402
+
 DESIGNS_DIR = REPO_ROOT / "ops" / "bench" / "designs"
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 DESIGNS = {
@@ -37,46 +37,6 @@ DESIGNS = {
     "C gateway + runner (depends)": ("gateway_runner:Gateway", DESIGNS_DIR),
 }
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start(target: str, working_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FRAUD_SERVING__GRPC_PORT": "0"}
-    process = subprocess.Popen(
-        [BENTOML, "serve", target, "--working-dir", str(working_dir), "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{target} exited:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    _stop(process)
-    raise TimeoutError(f"{target} not ready")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _wrk(url: str, body: Path, connections: int, seconds: int) -> dict:
@@ -126,15 +86,22 @@ def main() -> None:
     body = scratch / "one_row.json"
     body.write_text(json.dumps({"transactions": example["transactions"][:1]}))
     results = {}
+    tag = pinned_tag(load_settings(), REPO_ROOT / "service.py")
     for name, (target, working_dir) in DESIGNS.items():
-        port = _free_port()
-        process = _start(target, working_dir, port, scratch / f"{target.split(':')[0]}.log")
+        command = [BENTOML, "serve", target, "--working-dir", str(working_dir), "--port", "{port}"]
+        env = {
+            "PYTHONPATH": str(REPO_ROOT),
+            "FRAUD_SERVING__GRPC_PORT": "0",
+            "FRAUD_MODEL_TAG": tag,
+        }
+        server = Server(name, command, "/readyz", "/predict", "rows", env)
+        server.start(scratch / f"{target.split(':')[0]}.log")
         try:
-            url = f"http://127.0.0.1:{port}/predict"
-            _wrk(url, body, args.connections, 3)  # warm-up; also trains the dispatcher
+            url = server.url("/predict")
+            _wrk(url, body, args.connections, 3)  # warm-up
             results[name] = _wrk(url, body, args.connections, args.seconds)
         finally:
-            _stop(process)
+            server.stop()
         print(f"{name}: {results[name]}", flush=True)
 
     baseline = results[next(iter(DESIGNS))]["requests_per_s"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -184,7 +183,3 @@ def metric_samples(server: Server, name: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
-
-
-def dump(payload) -> str:
-    return json.dumps(payload)
