@@ -126,6 +126,17 @@ class ServingConfig(BaseModel):
     intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime threads per forest call.")
 
 
+class MonitoringConfig(BaseModel):
+    drift_p_value: float = Field(0.01, gt=0, lt=1, description="Significance of a drift test.")
+    drift_min_effect: float = Field(
+        0.1, gt=0, le=1, description="Least KS distance (or Cramér's V) that counts as drift."
+    )
+    exclude_features: list[str] = Field(
+        default_factory=lambda: ["tx_during_weekend"],
+        description="Features left out of drift checks: calendar shares swing within a week.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -142,6 +153,7 @@ class Settings(BaseSettings):
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     model_tag: str | None = Field(
         None, description="Serve this exact tag instead of the pinned one (one run only)."
     )
