@@ -14,6 +14,7 @@ from model_store.store import (
     list_models,
     load,
     load_onnx,
+    load_reference_profile,
     save_model,
     verify,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "list_models",
     "load",
     "load_onnx",
+    "load_reference_profile",
     "promote",
     "promotion_of",
     "rollback",

@@ -26,6 +26,7 @@ from settings import MODEL_NAME
 
 ARTIFACT_FILE = "model.pkl"
 ONNX_FILE = "model.onnx"
+REFERENCE_FILE = "reference_profile.bin"
 
 
 def feature_hash(features: list[dict[str, Any]]) -> str:
@@ -72,11 +73,14 @@ def save_model(
     gate_passed: bool,
     metadata: dict[str, Any],
     parity_rows: np.ndarray | None = None,
+    reference_profile: bytes | None = None,
 ) -> StoredModel:
     """Register a fitted model; `metadata` adds to the schema and threshold kept here.
 
     With `parity_rows` (held-out feature rows), an ONNX graph of the forest is stored beside it
     when it passes the parity gate on those rows; the report goes into the metadata either way.
+    `reference_profile` (a serialised data profile of the training features) travels with the
+    model for drift monitoring; like the artifacts, it is hashed into a label.
     """
     payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     if parity_rows is None:
@@ -92,6 +96,8 @@ def save_model(
     }
     if graph is not None:
         labels["onnx_sha256"] = hashlib.sha256(graph).hexdigest()
+    if reference_profile is not None:
+        labels["reference_sha256"] = hashlib.sha256(reference_profile).hexdigest()
     full_metadata = _without_none(
         {
             **metadata,
@@ -112,6 +118,8 @@ def save_model(
         (Path(bento_model.path) / ARTIFACT_FILE).write_bytes(payload)
         if graph is not None:
             (Path(bento_model.path) / ONNX_FILE).write_bytes(graph)
+        if reference_profile is not None:
+            (Path(bento_model.path) / REFERENCE_FILE).write_bytes(reference_profile)
     return get(str(bento_model.tag))
 
 
@@ -145,10 +153,12 @@ def _verified(stored: StoredModel, file_name: str, label: str) -> bytes:
 
 
 def verify(stored: StoredModel) -> str:
-    """The artifact's sha256 if it (and the ONNX graph, if any) match their labels."""
+    """The artifact's sha256 if it and every other file (ONNX graph, reference profile) that
+    the model has match their labels."""
     _verified(stored, ARTIFACT_FILE, "sha256")
-    if "onnx_sha256" in stored.labels:
-        _verified(stored, ONNX_FILE, "onnx_sha256")
+    for file_name, label in ((ONNX_FILE, "onnx_sha256"), (REFERENCE_FILE, "reference_sha256")):
+        if label in stored.labels:
+            _verified(stored, file_name, label)
     return stored.labels["sha256"]
 
 
@@ -157,6 +167,13 @@ def load(tag: str) -> tuple[StoredModel, Any]:
     stored = get(tag)
     model = pickle.loads(_verified(stored, ARTIFACT_FILE, "sha256"))  # noqa: S301 - verified
     return stored, model
+
+
+def load_reference_profile(stored: StoredModel) -> bytes | None:
+    """The hash-verified reference profile, or None for a model saved without one."""
+    if "reference_sha256" not in stored.labels:
+        return None
+    return _verified(stored, REFERENCE_FILE, "reference_sha256")
 
 
 def load_onnx(stored: StoredModel) -> bytes | None:

@@ -8,9 +8,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 import model_store
+from monitoring import whylogs_adapter as profiles
+from monitoring.drift import SCORE_COLUMN
 from settings import MODEL_NAME, Settings
 from training import evaluate, report
 from training.dataset import Dataset, load_dataset
@@ -68,6 +72,15 @@ def _threshold(dataset: Dataset, params: dict, settings: Settings) -> evaluate.T
     return evaluate.choose_threshold(
         dataset.y[validate], y_score, settings.gate.threshold_min_precision
     )
+
+
+def reference_profile(
+    dataset: Dataset, train: np.ndarray, test_scores: np.ndarray, names: list[str]
+) -> bytes:
+    """A data profile of the training features and of the scores on the test period."""
+    features = profiles.profile(pd.DataFrame(dataset.X[train], columns=names))
+    scores = profiles.profile(pd.DataFrame({SCORE_COLUMN: test_scores.astype(np.float64)}))
+    return profiles.to_bytes(profiles.merge([features, scores]))
 
 
 def run_training(
@@ -148,6 +161,7 @@ def run_training(
         threshold=threshold.value,
         gate_passed=gate_passed,
         parity_rows=dataset.X[test],
+        reference_profile=reference_profile(dataset, train, y_score, names),
         metadata={
             "params": {key: str(value) for key, value in params.items()},
             "threshold_rule": threshold.rule,

@@ -6,7 +6,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import model_store
 from model_store import ModelIntegrityError, ModelNotFoundError, PromotionError
-from model_store.store import ARTIFACT_FILE
+from model_store.store import ARTIFACT_FILE, REFERENCE_FILE
 from settings import ColumnsConfig
 from tests.conftest import run_module
 from training.features import feature_schema
@@ -80,6 +80,26 @@ def test_tampered_artifact_is_refused_by_verify_and_load():
     result = run_module("model_store", "verify", stored.tag)
     assert result.returncode == 1
     assert "failed its integrity check" in result.stderr
+
+
+def test_tampered_reference_profile_fails_verification():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(100, len(FEATURES))).astype(np.float32)
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, X[:, 0] > 0)
+    stored = model_store.save_model(
+        model,
+        features=FEATURES,
+        threshold=0.5,
+        gate_passed=True,
+        metadata={},
+        reference_profile=b"profile bytes",
+    )
+    assert model_store.load_reference_profile(stored) == b"profile bytes"
+    (stored.path / REFERENCE_FILE).write_bytes(b"profile bytez")
+    with pytest.raises(ModelIntegrityError, match="reference_profile.bin"):
+        model_store.verify(stored)
+    with pytest.raises(ModelIntegrityError):
+        model_store.load_reference_profile(stored)
 
 
 def test_cli_verify_accepts_an_intact_model():

@@ -9,9 +9,12 @@ import optuna
 import pytest
 
 import model_store
-from settings import Settings
+from monitoring import whylogs_adapter as profiles
+from monitoring.drift import SCORE_COLUMN
+from settings import ColumnsConfig, Settings
 from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
 from training.dataset import load_dataset
+from training.features import feature_names
 from training.tune import create_study, fit_forest, tune
 
 pytestmark = pytest.mark.slow
@@ -71,6 +74,10 @@ def test_cli_trains_registers_and_reports(tmp_path):
     assert metadata["serving_cost"]["artifact_bytes"] > 0
     assert stored.labels["gate"] == ("passed" if report["gate"]["passed"] else "failed")
     assert model_store.verify(stored) == stored.labels["sha256"]
+    reference = profiles.from_bytes(model_store.load_reference_profile(stored))
+    assert set(profiles.columns(reference)) == {*feature_names(ColumnsConfig()), SCORE_COLUMN}
+    assert profiles.count(reference, SCORE_COLUMN) == report["test_metrics"]["rows"]
+    assert profiles.count(reference, "tx_amount") > profiles.count(reference, SCORE_COLUMN)
 
 
 def test_same_seed_same_predictions(dataset, settings):
