@@ -9,6 +9,7 @@ share one Scorer per worker: validation, adaptive batching, metrics.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -21,6 +22,9 @@ import numpy as np
 from pydantic import Field
 
 import model_store
+from monitoring import whylogs_adapter as profiles
+from monitoring.drift import SCORE_COLUMN, Thresholds
+from monitoring.profiler import RequestProfiler
 from serving import grpc_server, http_app, schema, telemetry
 from serving.errors import InvalidInput
 from serving.explain import Explainer
@@ -56,6 +60,23 @@ def _request_id(ctx: bentoml.Context) -> str:
     return request_id
 
 
+def _request_profiler(stored: model_store.StoredModel) -> RequestProfiler:
+    reference = model_store.load_reference_profile(stored)
+    config = SETTINGS.monitoring
+    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    return RequestProfiler(
+        reference=profiles.from_bytes(reference) if reference is not None else None,
+        features=FEATURE_NAMES,
+        monitored=[f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features],
+        directory=config.directory or home / "monitoring",
+        window_s=config.window_s,
+        thresholds=Thresholds(config.drift_p_value, config.drift_min_effect),
+        max_queued_rows=config.max_queued_rows,
+        on_report=telemetry.record_drift,
+        on_drop=telemetry.PROFILING_DROPPED.inc,
+    )
+
+
 @bentoml.asgi_app(http_app.app, path="/")
 @bentoml.service(
     name="fraud_detector",
@@ -69,7 +90,8 @@ class FraudDetector:
         self.runtime = FraudModel.load(
             MODEL_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
         )
-        self.scorer = Scorer(self.runtime, SETTINGS.serving)
+        self.profiler = _request_profiler(self.runtime.stored)
+        self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=self.profiler.submit)
         self.explainer = Explainer(self.runtime)
         self.grpc_server = None
         logger.info(
@@ -89,6 +111,7 @@ class FraudDetector:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
+        self.profiler.close()
 
     @bentoml.api
     async def predict(

@@ -135,6 +135,13 @@ class MonitoringConfig(BaseModel):
         default_factory=lambda: ["tx_during_weekend"],
         description="Features left out of drift checks: calendar shares swing within a week.",
     )
+    window_s: float = Field(300.0, gt=0, description="Length of a profiling window.")
+    directory: Path | None = Field(
+        None, description="Where window profiles go (default: $BENTOML_HOME/monitoring)."
+    )
+    max_queued_rows: int = Field(
+        100_000, ge=1, description="Rows waiting for the profiler; past it samples are dropped."
+    )
 
 
 class Settings(BaseSettings):

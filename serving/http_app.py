@@ -73,6 +73,7 @@ def health() -> dict:
         "integrity_check": "passed",
         "uptime_s": round(time.time() - service.runtime.loaded_at, 1),
         "grpc": "serving" if service.grpc_server is not None else "disabled",
+        "profiling": "available" if service.profiler.available else "unavailable",
     }
 
 
@@ -84,6 +85,15 @@ def model_info() -> dict:
 @app.get("/stats")
 def stats() -> dict:
     return {"model_tag": _service().runtime.tag, **telemetry.STATS.snapshot()}
+
+
+@app.get("/drift")
+def drift() -> dict:
+    """The latest closed profiling window compared with the model's reference profile."""
+    profiler = _service().profiler
+    if profiler.latest is None:
+        return {"status": "no window closed yet", "window_s": profiler.window_s}
+    return {"status": "ok", **profiler.latest.as_dict()}
 
 
 @app.get("/v2/health/live")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,8 +15,14 @@ from settings import ServingConfig
 
 
 class Scorer:
-    def __init__(self, model: FraudModel, config: ServingConfig):
+    def __init__(
+        self,
+        model: FraudModel,
+        config: ServingConfig,
+        on_scored: Callable[[np.ndarray, np.ndarray], None] = lambda matrix, scores: None,
+    ):
         self.model = model
+        self._on_scored = on_scored
         self.max_rows = config.max_rows_per_request
         self.batcher = AdaptiveBatcher(
             model.predict_proba,
@@ -50,6 +57,7 @@ class Scorer:
             telemetry.REQUESTS.labels(protocol=protocol, outcome="overloaded").inc()
             telemetry.STATS.record_error("overloaded")
             raise
+        self._on_scored(matrix, probabilities)
         frauds = int((probabilities >= self.model.threshold).sum())
         tag = self.model.tag
         for probability in probabilities:

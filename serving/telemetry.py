@@ -50,6 +50,42 @@ MODEL_INFO = bentoml.metrics.Gauge(
     labelnames=["model_tag", "feature_hash", "sha256", "engine"],
     multiprocess_mode="max",
 )
+DRIFT_DETECTED = bentoml.metrics.Gauge(
+    name="fraud_drift_detected",
+    documentation="1 when the latest profiling window drifted from the reference on any feature.",
+    multiprocess_mode="max",
+)
+DRIFT_STATISTIC = bentoml.metrics.Gauge(
+    name="fraud_drift_statistic",
+    documentation="Drift test statistic of the latest window (KS distance or Cramér's V).",
+    labelnames=["feature"],
+    multiprocess_mode="max",
+)
+DRIFT_P_VALUE = bentoml.metrics.Gauge(
+    name="fraud_drift_p_value",
+    documentation="Drift test p-value of the latest window.",
+    labelnames=["feature"],
+    multiprocess_mode="min",
+)
+DRIFT_CATEGORY = bentoml.metrics.Gauge(
+    name="fraud_drift_category",
+    documentation="0 no drift, 1 possible drift, 2 drift, in the latest window.",
+    labelnames=["feature"],
+    multiprocess_mode="max",
+)
+PROFILING_DROPPED = bentoml.metrics.Counter(
+    name="fraud_profiling_dropped_rows",
+    documentation="Scored rows not profiled because the profiler's queue was full.",
+)
+DRIFT_LEVELS = {"NO_DRIFT": 0, "POSSIBLE_DRIFT": 1, "DRIFT": 2}
+
+
+def record_drift(report) -> None:
+    DRIFT_DETECTED.set(1 if report.drift_detected else 0)
+    for feature in report.features:
+        DRIFT_STATISTIC.labels(feature=feature.feature).set(feature.statistic)
+        DRIFT_P_VALUE.labels(feature=feature.feature).set(feature.p_value)
+        DRIFT_CATEGORY.labels(feature=feature.feature).set(DRIFT_LEVELS[feature.category])
 
 
 class Stats:

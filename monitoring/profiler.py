@@ -1,0 +1,148 @@
+"""Request profiling off the request path, in rolling windows, with drift against the reference.
+
+The scorer hands each scored batch to `submit`, which only appends to a bounded queue (and drops
+the sample, counted, when the queue is full: profiling never slows or fails a request). A
+background thread profiles what accumulated in one go (whylogs costs milliseconds per call but
+little per row), merges it into the current window, and when the window's time is up writes it
+as a whylogs binary profile and compares it with the model's reference profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from monitoring import whylogs_adapter as profiles
+from monitoring.drift import DRIFT, SCORE_COLUMN, FeatureDrift, Thresholds, compare
+
+logger = logging.getLogger("fraud_bento.monitoring")
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    window_start: float
+    window_end: float
+    rows: int
+    features: list[FeatureDrift]
+
+    @property
+    def drift_detected(self) -> bool:
+        return any(feature.category == DRIFT for feature in self.features)
+
+    def as_dict(self) -> dict:
+        return {
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "rows": self.rows,
+            "drift_detected": self.drift_detected,
+            "drifted_features": [f.feature for f in self.features if f.category == DRIFT],
+            "features": [feature.as_dict() for feature in self.features],
+        }
+
+
+class RequestProfiler:
+    def __init__(
+        self,
+        *,
+        reference: profiles.ProfileView | None,
+        features: list[str],
+        monitored: list[str],
+        directory: Path,
+        window_s: float,
+        thresholds: Thresholds,
+        max_queued_rows: int,
+        on_report: Callable[[DriftReport], None] = lambda report: None,
+        on_drop: Callable[[int], None] = lambda rows: None,
+    ):
+        self._reference = reference
+        self._features = features
+        self._monitored = monitored
+        self._directory = directory
+        self.window_s = window_s
+        self._thresholds = thresholds
+        self._max_rows = max_queued_rows
+        self._on_report = on_report
+        self._on_drop = on_drop
+        self._queue: queue.Queue = queue.Queue()
+        self._queued_rows = 0
+        self._lock = threading.Lock()
+        self._window: profiles.ProfileView | None = None
+        self._window_rows = 0
+        self._window_start = time.time()
+        self.latest: DriftReport | None = None
+        self.available = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="request-profiler", daemon=True)
+        self._thread.start()
+
+    def submit(self, matrix: np.ndarray, scores: np.ndarray) -> None:
+        with self._lock:
+            if self._queued_rows + len(matrix) > self._max_rows:
+                self._on_drop(len(matrix))
+                return
+            self._queued_rows += len(matrix)
+        self._queue.put((matrix, scores))
+
+    def _drain(self) -> pd.DataFrame | None:
+        parts = []
+        try:
+            parts.append(self._queue.get(timeout=0.2))
+            while True:
+                parts.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        if not parts:
+            return None
+        with self._lock:
+            self._queued_rows -= sum(len(matrix) for matrix, _ in parts)
+        frame = pd.DataFrame(np.concatenate([m for m, _ in parts]), columns=self._features)
+        frame[SCORE_COLUMN] = np.concatenate([s for _, s in parts]).astype(np.float64)
+        return frame
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self._drain()
+            if frame is not None:
+                if self._window is None:  # a window starts with its first row
+                    self._window_start = time.time()
+                view = profiles.profile(frame)
+                self._window = view if self._window is None else self._window.merge(view)
+                self._window_rows += len(frame)
+            if time.time() - self._window_start >= self.window_s:
+                self._close_window()
+
+    def _close_window(self) -> None:
+        start, end = self._window_start, time.time()
+        window, rows = self._window, self._window_rows
+        self._window, self._window_rows, self._window_start = None, 0, end
+        if window is None:
+            return
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            (self._directory / f"window-{int(start)}-{int(end)}.bin").write_bytes(
+                profiles.to_bytes(window)
+            )
+            self.available = True
+        except OSError as error:
+            self.available = False
+            logger.warning("profiling unavailable: cannot write %s: %s", self._directory, error)
+        if self._reference is None:
+            return
+        report = DriftReport(
+            start, end, rows, compare(self._reference, window, self._monitored, self._thresholds)
+        )
+        self.latest = report
+        self._on_report(report)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._close_window()
