@@ -83,6 +83,10 @@ class RequestProfiler:
         self._thread = threading.Thread(target=self._run, name="request-profiler", daemon=True)
         self._thread.start()
 
+    @property
+    def has_reference(self) -> bool:
+        return self._reference is not None
+
     def submit(self, matrix: np.ndarray, scores: np.ndarray) -> None:
         with self._lock:
             if self._queued_rows + len(matrix) > self._max_rows:

@@ -91,6 +91,8 @@ def stats() -> dict:
 def drift() -> dict:
     """The latest closed profiling window compared with the model's reference profile."""
     profiler = _service().profiler
+    if not profiler.has_reference:
+        return {"status": "the served model has no reference profile (trained before monitoring)"}
     if profiler.latest is None:
         return {"status": "no window closed yet", "window_s": profiler.window_s}
     return {"status": "ok", **profiler.latest.as_dict()}
