@@ -3,7 +3,7 @@
     python ops/examples/send_traffic.py --rows 3000                       # like the training data
     python ops/examples/send_traffic.py --rows 3000 --drift-start-day 80  # shifted amounts, nights
 
-Rows come from the embedded simulator (a different seed than training), as feature rows built
+Rows come from the embedded simulator (its default size, another seed than training) as rows built
 by training/features.py, from day `--from-day` on (default: the drift day, or day 80).
 """
 
@@ -32,9 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=99)
     args = parser.parse_args()
     columns = ColumnsConfig()
-    config = SimulatorConfig(
-        customers=300, terminals=600, days=110, seed=args.seed, drift_start_day=args.drift_start_day
-    )
+    config = SimulatorConfig(days=110, seed=args.seed, drift_start_day=args.drift_start_day)
     features = build_features(simulate(config), columns, delay_days=7)
     day = (features[columns.timestamp] - features[columns.timestamp].min().normalize()).dt.days
     first = args.from_day if args.from_day is not None else (args.drift_start_day or 80)
