@@ -213,3 +213,15 @@ def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int)
 def feature_matrix(features: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
     """The model's input matrix: float32 in schema order."""
     return features[feature_names(columns)].to_numpy(dtype=np.float32)
+
+
+def request_rows(features: pd.DataFrame, columns: ColumnsConfig) -> list[dict]:
+    """Feature rows as a client sends them to /predict: ints for integer features, else floats."""
+    schema = feature_schema(columns)
+    return [
+        {
+            f.name: int(row[f.name]) if f.dtype.startswith("int") else float(row[f.name])
+            for f in schema
+        }
+        for row in features.to_dict("records")
+    ]

@@ -18,7 +18,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from settings import ColumnsConfig, SimulatorConfig  # noqa: E402
-from training.features import build_features, feature_schema  # noqa: E402
+from training.features import build_features, request_rows  # noqa: E402
 from training.simulate import simulate  # noqa: E402
 
 
@@ -36,12 +36,7 @@ def main() -> None:
     features = build_features(simulate(config), columns, delay_days=7)
     day = (features[columns.timestamp] - features[columns.timestamp].min().normalize()).dt.days
     first = args.from_day if args.from_day is not None else (args.drift_start_day or 80)
-    chosen = features.loc[day >= first].head(args.rows)
-    schema = feature_schema(columns)
-    rows = [
-        {f.name: int(r[f.name]) if f.dtype.startswith("int") else float(r[f.name]) for f in schema}
-        for r in chosen.to_dict("records")
-    ]
+    rows = request_rows(features.loc[day >= first].head(args.rows), columns)
     frauds = 0
     with httpx.Client(base_url=args.url, timeout=30) as client:
         for start in range(0, len(rows), args.batch):

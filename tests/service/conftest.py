@@ -23,7 +23,7 @@ from serving.runtime import FraudModel
 from settings import ColumnsConfig, load_settings
 from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
 from training.data import read_table
-from training.features import build_features, feature_names
+from training.features import build_features, feature_names, request_rows
 
 COLUMNS = ColumnsConfig()
 BENTOML = str(Path(sys.executable).parent / "bentoml")
@@ -145,20 +145,9 @@ def server(served_tag, tmp_path_factory) -> Iterator[Server]:
 def transactions() -> list[dict]:
     """Feature rows of the small table's last days, as a client would send them."""
     features = build_features(read_table(SMALL_TABLE), COLUMNS, delay_days=7).tail(300)
-    names = feature_names(COLUMNS)
-    rows = []
-    for record in features.to_dict("records"):
-        row = {
-            name: (
-                int(record[name])
-                if str(features[name].dtype).startswith("int")
-                else float(record[name])
-            )
-            for name in names
-        }
-        row["transaction_id"] = str(record[COLUMNS.transaction_id])
-        rows.append(row)
-    return rows
+    ids = features[COLUMNS.transaction_id].astype(str)
+    rows = request_rows(features, COLUMNS)
+    return [{**row, "transaction_id": tx_id} for row, tx_id in zip(rows, ids, strict=True)]
 
 
 @pytest.fixture(scope="session")

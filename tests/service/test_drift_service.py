@@ -9,7 +9,7 @@ import pytest
 
 from settings import ColumnsConfig, SimulatorConfig
 from tests.service.conftest import metric_samples, start_server, stop_server
-from training.features import build_features, feature_names
+from training.features import build_features, request_rows
 from training.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -24,15 +24,7 @@ def _rows(drift_start_day: int | None, first_day: int, count: int) -> list[dict]
     )
     features = build_features(simulate(config), COLUMNS, delay_days=7)
     day = (features[COLUMNS.timestamp] - features[COLUMNS.timestamp].min().normalize()).dt.days
-    names = feature_names(COLUMNS)
-    chosen = features.loc[day >= first_day, names].head(count)
-    return [
-        {
-            name: int(value) if str(chosen[name].dtype).startswith("int") else float(value)
-            for name, value in zip(names, values, strict=True)
-        }
-        for values in chosen.itertuples(index=False)
-    ]
+    return request_rows(features.loc[day >= first_day].head(count), COLUMNS)
 
 
 def _send_window(server, rows: list[dict]) -> dict:
