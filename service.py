@@ -8,11 +8,10 @@ share one Scorer per worker: validation, adaptive batching, metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import re
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -24,12 +23,13 @@ from pydantic import Field
 import model_store
 from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN, Thresholds
+from monitoring.feedback import FeedbackStore, Label, ScoredRequest
 from monitoring.profiler import RequestProfiler
 from serving import grpc_server, http_app, schema, telemetry
 from serving.errors import InvalidInput
 from serving.explain import Explainer
 from serving.runtime import FraudModel, feature_specs, pinned_tag
-from serving.scorer import Scorer
+from serving.scorer import Scored, Scorer, request_id_or_new
 from settings import load_settings
 
 SETTINGS = load_settings()
@@ -47,33 +47,54 @@ PredictBatch = Annotated[
 ExplainBatch = Annotated[
     list[Transaction], Field(min_length=1, max_length=SETTINGS.serving.explain_max_rows)
 ]
+FeedbackBatch = Annotated[
+    list[schema.FeedbackLabel],
+    Field(min_length=1, max_length=SETTINGS.monitoring.max_feedback_labels),
+]
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 logger = logging.getLogger("fraud_bento")
 
 
 def _request_id(ctx: bentoml.Context) -> str:
     """The caller's X-Request-ID when it is a sane token, else a new one; echoed as a header."""
-    given = ctx.request.headers.get("x-request-id", "")
-    request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id = request_id_or_new(ctx.request.headers.get("x-request-id"))
     ctx.response.headers["X-Request-ID"] = request_id
     return request_id
+
+
+def _monitoring_directory() -> Path:
+    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    return SETTINGS.monitoring.directory or home / "monitoring"
 
 
 def _request_profiler(stored: model_store.StoredModel) -> RequestProfiler:
     reference = model_store.load_reference_profile(stored)
     config = SETTINGS.monitoring
-    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
     return RequestProfiler(
         reference=profiles.from_bytes(reference) if reference is not None else None,
         features=FEATURE_NAMES,
         monitored=[f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features],
-        directory=config.directory or home / "monitoring",
+        directory=_monitoring_directory(),
         window_s=config.window_s,
         thresholds=Thresholds(config.drift_p_value, config.drift_min_effect),
         max_queued_rows=config.max_queued_rows,
         on_report=telemetry.record_drift,
         on_drop=telemetry.PROFILING_DROPPED.inc,
+    )
+
+
+def _feedback_store() -> FeedbackStore:
+    config = SETTINGS.monitoring
+    telemetry.PRECISION_FLOOR.set(config.precision_floor)
+    return FeedbackStore(
+        config.feedback_db or _monitoring_directory() / "feedback.db",
+        model_tag=MODEL_TAG,
+        window_days=config.realized_window_days,
+        retention_days=config.prediction_retention_days,
+        max_queued_rows=config.max_queued_rows,
+        on_realized=telemetry.record_realized,
+        on_drop=telemetry.PREDICTION_LOG_DROPPED.inc,
+        on_labels=telemetry.record_feedback,
     )
 
 
@@ -91,12 +112,26 @@ class FraudDetector:
             MODEL_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
         )
         self.profiler = _request_profiler(self.runtime.stored)
-        self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=self.profiler.submit)
+        self.feedback_store = _feedback_store()
+        self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=self._monitor)
         self.explainer = Explainer(self.runtime)
         self.grpc_server = None
         logger.info(
             "serving %s (sha256 %s verified)", MODEL_TAG, self.runtime.stored.labels["sha256"]
         )
+
+    def _monitor(self, scored: Scored) -> None:
+        self.profiler.submit(scored.matrix, scored.scores)
+        if scored.request_id is not None:
+            self.feedback_store.record(
+                ScoredRequest(
+                    scored.request_id,
+                    MODEL_TAG,
+                    scored.scores,
+                    scored.decisions,
+                    scored.transaction_ids,
+                )
+            )
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
@@ -112,6 +147,7 @@ class FraudDetector:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
         self.profiler.close()
+        self.feedback_store.close()
 
     @bentoml.api
     async def predict(
@@ -122,7 +158,10 @@ class FraudDetector:
         started = time.perf_counter()
         try:
             probabilities = await self.scorer.score(
-                schema.to_matrix(transactions, FEATURE_NAMES), "http"
+                schema.to_matrix(transactions, FEATURE_NAMES),
+                "http",
+                request_id,
+                [row.transaction_id for row in transactions],
             )
         except InvalidInput as error:
             raise bentoml.exceptions.InvalidArgument(str(error)) from error
@@ -181,6 +220,37 @@ class FraudDetector:
             )
         return schema.ExplainResponse(
             request_id=request_id, model_tag=MODEL_TAG, explanations=explanations
+        )
+
+    @bentoml.api
+    async def feedback(self, labels: FeedbackBatch) -> schema.FeedbackResponse:
+        """Delayed labels for earlier predictions; ids with no logged prediction come back."""
+        result = await asyncio.wrap_future(
+            self.feedback_store.submit_labels(
+                [
+                    Label(
+                        label=item.is_fraud,
+                        transaction_id=item.transaction_id,
+                        request_id=item.request_id,
+                        label_time=item.label_time.timestamp() if item.label_time else None,
+                    )
+                    for item in labels
+                ]
+            )
+        )
+        logger.info(
+            "feedback received=%d matched=%d unknown=%d ambiguous=%d",
+            result.received,
+            result.matched,
+            len(result.unknown),
+            len(result.ambiguous),
+        )
+        return schema.FeedbackResponse(
+            received=result.received,
+            matched=result.matched,
+            unknown=result.unknown,
+            ambiguous=result.ambiguous,
+            realized=schema.RealizedPerformance(**self.feedback_store.realized.as_dict()),
         )
 
     def model_info(self) -> dict:

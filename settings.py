@@ -142,6 +142,21 @@ class MonitoringConfig(BaseModel):
     max_queued_rows: int = Field(
         100_000, ge=1, description="Rows waiting for the profiler; past it samples are dropped."
     )
+    feedback_db: Path | None = Field(
+        None, description="Prediction log joined with labels (default: <directory>/feedback.db)."
+    )
+    realized_window_days: float = Field(
+        30.0, gt=0, description="Realized precision/recall cover predictions of this many days."
+    )
+    prediction_retention_days: float = Field(
+        90.0, gt=0, description="Logged predictions older than this are deleted."
+    )
+    precision_floor: float = Field(
+        0.5, ge=0, le=1, description="Realized precision below this raises an alert."
+    )
+    max_feedback_labels: int = Field(
+        10_000, ge=1, description="Labels one /feedback call may carry."
+    )
 
 
 class Settings(BaseSettings):

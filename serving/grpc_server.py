@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from serving import oip, telemetry
 from serving.batching import Overloaded
 from serving.errors import InvalidInput
-from serving.scorer import Scorer
+from serving.scorer import Scorer, request_id_or_new
 
 RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
 TYPED_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
@@ -88,7 +88,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             matrix = _input_matrix(request)
             outputs = oip.requested_outputs([output.name for output in request.outputs])
-            probabilities = await self._scorer.score(matrix, "grpc")
+            probabilities = await self._scorer.score(matrix, "grpc", request_id_or_new(request.id))
         except oip.OIPError as error:
             telemetry.record_rejection("grpc", {"request"})
             await context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from serving import oip, telemetry
 from serving.batching import Overloaded
 from serving.errors import InvalidInput
+from serving.scorer import request_id_or_new
 
 app = FastAPI(title="fraud-bento", version="1")
 
@@ -84,7 +85,12 @@ def model_info() -> dict:
 
 @app.get("/stats")
 def stats() -> dict:
-    return {"model_tag": _service().runtime.tag, **telemetry.STATS.snapshot()}
+    service = _service()
+    return {
+        "model_tag": service.runtime.tag,
+        **telemetry.STATS.snapshot(),
+        "realized": service.feedback_store.realized.as_dict(),
+    }
 
 
 @app.get("/drift")
@@ -158,7 +164,7 @@ async def infer(name: str, request: Request, version: str | None = None):
             raise oip.OIPError(f"input '{tensor.name}': data must be numbers ({error})") from error
         matrix = oip.to_matrix(tensor.name, tensor.datatype, tensor.shape, values)
         outputs = oip.requested_outputs([output.name for output in body.outputs or []])
-        probabilities = await scorer.score(matrix, "oip_http")
+        probabilities = await scorer.score(matrix, "oip_http", request_id_or_new(body.id))
     except oip.OIPError as error:
         if error.status == 400:
             telemetry.record_rejection("oip_http", {"request"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -107,3 +108,42 @@ class ExplainResponse(BaseModel):
     request_id: str
     model_tag: str
     explanations: list[Explanation]
+
+
+class FeedbackLabel(BaseModel):
+    """The true outcome of an earlier prediction, named by its transaction id or request id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: str | None = Field(None, min_length=1, max_length=128)
+    request_id: str | None = Field(
+        None, min_length=1, max_length=64, description="For requests that scored one transaction."
+    )
+    is_fraud: bool = Field(strict=True, description="The confirmed label.")
+    label_time: datetime | None = Field(None, description="When the label was established.")
+
+    @model_validator(mode="after")
+    def one_id(self) -> FeedbackLabel:
+        if (self.transaction_id is None) == (self.request_id is None):
+            raise ValueError("give exactly one of transaction_id and request_id")
+        return self
+
+
+class RealizedPerformance(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_tag: str
+    window_days: float
+    labelled: int = Field(description="Labelled predictions of the served model in the window.")
+    frauds: int
+    precision: float | None = Field(description="Of the decisions; null while undefined.")
+    recall: float | None
+    pr_auc: float | None = Field(description="Average precision of the scores.")
+
+
+class FeedbackResponse(BaseModel):
+    received: int
+    matched: int = Field(description="Labels that found their prediction.")
+    unknown: list[str] = Field(description="Ids with no logged prediction (none was changed).")
+    ambiguous: list[str] = Field(description="Request ids that scored several transactions.")
+    realized: RealizedPerformance

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,13 +16,31 @@ from serving.errors import InvalidInput
 from serving.runtime import FraudModel
 from settings import ServingConfig
 
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id_or_new(given: str | None) -> str:
+    """The caller's request id when it is a sane token, else a new one."""
+    return given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored request, as handed to the monitoring listeners."""
+
+    matrix: np.ndarray
+    scores: np.ndarray
+    decisions: np.ndarray
+    request_id: str | None
+    transaction_ids: list[str | None] | None
+
 
 class Scorer:
     def __init__(
         self,
         model: FraudModel,
         config: ServingConfig,
-        on_scored: Callable[[np.ndarray, np.ndarray], None] = lambda matrix, scores: None,
+        on_scored: Callable[[Scored], None] = lambda scored: None,
     ):
         self.model = model
         self._on_scored = on_scored
@@ -43,8 +64,17 @@ class Scorer:
         telemetry.BATCH_REQUESTS.observe(requests)
         telemetry.STATS.record_batch(rows)
 
-    async def score(self, matrix: np.ndarray, protocol: str) -> np.ndarray:
-        """Fraud probabilities of a [N, n_features] matrix; InvalidInput or Overloaded."""
+    async def score(
+        self,
+        matrix: np.ndarray,
+        protocol: str,
+        request_id: str | None = None,
+        transaction_ids: list[str | None] | None = None,
+    ) -> np.ndarray:
+        """Fraud probabilities of a [N, n_features] matrix; InvalidInput or Overloaded.
+
+        Requests with a `request_id` are decisions and go to the prediction log as well.
+        """
         started = time.perf_counter()
         try:
             self.model.validate(matrix, self.max_rows)
@@ -57,8 +87,9 @@ class Scorer:
             telemetry.REQUESTS.labels(protocol=protocol, outcome="overloaded").inc()
             telemetry.STATS.record_error("overloaded")
             raise
-        self._on_scored(matrix, probabilities)
-        frauds = int((probabilities >= self.model.threshold).sum())
+        decisions = probabilities >= self.model.threshold
+        self._on_scored(Scored(matrix, probabilities, decisions, request_id, transaction_ids))
+        frauds = int(decisions.sum())
         tag = self.model.tag
         for probability in probabilities:
             telemetry.PREDICTION_SCORE.labels(model_tag=tag).observe(float(probability))

@@ -77,7 +77,60 @@ PROFILING_DROPPED = bentoml.metrics.Counter(
     name="fraud_profiling_dropped_rows",
     documentation="Scored rows not profiled because the profiler's queue was full.",
 )
+PREDICTION_LOG_DROPPED = bentoml.metrics.Counter(
+    name="fraud_prediction_log_dropped_rows",
+    documentation="Scored rows not written to the prediction log (queue full or store error).",
+)
+FEEDBACK_LABELS = bentoml.metrics.Counter(
+    name="fraud_feedback_labels",
+    documentation="Labels received on /feedback by outcome: matched, unknown or ambiguous id.",
+    labelnames=["outcome"],
+)
+# Every worker reads the same prediction log, so the latest computation is the right value.
+REALIZED_PRECISION = bentoml.metrics.Gauge(
+    name="fraud_realized_precision",
+    documentation="Precision of the served decisions on labelled predictions (NaN: undefined).",
+    labelnames=["model_tag"],
+    multiprocess_mode="mostrecent",
+)
+REALIZED_RECALL = bentoml.metrics.Gauge(
+    name="fraud_realized_recall",
+    documentation="Recall of the served decisions on labelled predictions (NaN: undefined).",
+    labelnames=["model_tag"],
+    multiprocess_mode="mostrecent",
+)
+REALIZED_PR_AUC = bentoml.metrics.Gauge(
+    name="fraud_realized_pr_auc",
+    documentation="PR-AUC (average precision) of the scores of labelled predictions.",
+    labelnames=["model_tag"],
+    multiprocess_mode="mostrecent",
+)
+LABELLED_PREDICTIONS = bentoml.metrics.Gauge(
+    name="fraud_labelled_predictions",
+    documentation="Labelled predictions in the realized-performance window.",
+    labelnames=["model_tag"],
+    multiprocess_mode="mostrecent",
+)
+PRECISION_FLOOR = bentoml.metrics.Gauge(
+    name="fraud_realized_precision_floor",
+    documentation="Configured least acceptable realized precision (the alert threshold).",
+    multiprocess_mode="max",
+)
 DRIFT_LEVELS = {"NO_DRIFT": 0, "POSSIBLE_DRIFT": 1, "DRIFT": 2}
+
+
+def record_realized(realized) -> None:
+    tag = realized.model_tag
+    REALIZED_PRECISION.labels(model_tag=tag).set(realized.precision)
+    REALIZED_RECALL.labels(model_tag=tag).set(realized.recall)
+    REALIZED_PR_AUC.labels(model_tag=tag).set(realized.pr_auc)
+    LABELLED_PREDICTIONS.labels(model_tag=tag).set(realized.labelled)
+
+
+def record_feedback(result) -> None:
+    FEEDBACK_LABELS.labels(outcome="matched").inc(result.matched)
+    FEEDBACK_LABELS.labels(outcome="unknown").inc(len(result.unknown))
+    FEEDBACK_LABELS.labels(outcome="ambiguous").inc(len(result.ambiguous))
 
 
 def record_drift(report) -> None:

@@ -58,7 +58,7 @@ def private_home(folder: Path) -> Path:
     """
     shared = Path(os.environ["BENTOML_HOME"])
     home = folder / "bentoml_home"
-    home.mkdir()
+    home.mkdir(parents=True)
     for name in ("models", "bentos"):
         (shared / name).mkdir(parents=True, exist_ok=True)
         (home / name).symlink_to(shared / name)
