@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +24,7 @@ from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN, Thresholds
 from monitoring.feedback import FeedbackStore, Label, ScoredRequest
 from monitoring.profiler import RequestProfiler
-from serving import grpc_server, http_app, schema, telemetry
+from serving import grpc_server, http_app, logs, schema, telemetry
 from serving.errors import InvalidInput
 from serving.explain import Explainer
 from serving.runtime import FraudModel, feature_specs, pinned_tag
@@ -33,6 +32,7 @@ from serving.scorer import Scored, Scorer, request_id_or_new
 from settings import load_settings
 
 SETTINGS = load_settings()
+logs.configure(SETTINGS.serving.log_level)
 MODEL_TAG = pinned_tag(SETTINGS, Path(__file__))
 STORED_MODEL = model_store.get(MODEL_TAG)
 model_store.verify(STORED_MODEL)  # refuse a tampered model before any worker starts
@@ -52,7 +52,7 @@ FeedbackBatch = Annotated[
     Field(min_length=1, max_length=SETTINGS.monitoring.max_feedback_labels),
 ]
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
-logger = logging.getLogger("fraud_bento")
+logger = logging.getLogger("fraud_bento.service")
 
 
 def _request_id(ctx: bentoml.Context) -> str:
@@ -155,7 +155,6 @@ class FraudDetector:
     ) -> schema.PredictResponse:
         """Score one or more transactions: fraud probability and decision for each."""
         request_id = _request_id(ctx)
-        started = time.perf_counter()
         try:
             probabilities = await self.scorer.score(
                 schema.to_matrix(transactions, FEATURE_NAMES),
@@ -166,13 +165,6 @@ class FraudDetector:
         except InvalidInput as error:
             raise bentoml.exceptions.InvalidArgument(str(error)) from error
         threshold = self.runtime.threshold
-        logger.info(
-            "predict request_id=%s model=%s rows=%d latency_ms=%.2f",
-            request_id,
-            MODEL_TAG,
-            len(transactions),
-            (time.perf_counter() - started) * 1000,
-        )
         return schema.PredictResponse(
             request_id=request_id,
             model_tag=MODEL_TAG,

@@ -124,6 +124,9 @@ class ServingConfig(BaseModel):
         "auto", description="auto: ONNX Runtime when the model passed its parity gate."
     )
     intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime threads per forest call.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of the service's JSON log lines (INFO: one per request)."
+    )
 
 
 class MonitoringConfig(BaseModel):

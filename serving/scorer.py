@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -16,6 +17,7 @@ from serving.errors import InvalidInput
 from serving.runtime import FraudModel
 from settings import ServingConfig
 
+logger = logging.getLogger("fraud_bento.requests")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -79,13 +81,16 @@ class Scorer:
         try:
             self.model.validate(matrix, self.max_rows)
         except InvalidInput as error:
-            telemetry.record_rejection(protocol, {v.field for v in error.violations})
+            fields = {v.field for v in error.violations}
+            telemetry.record_rejection(protocol, fields)
+            self._log(protocol, request_id, len(matrix), started, "invalid", sorted(fields))
             raise
         try:
             probabilities = await self.batcher.score(matrix)
         except Overloaded:
             telemetry.REQUESTS.labels(protocol=protocol, outcome="overloaded").inc()
             telemetry.STATS.record_error("overloaded")
+            self._log(protocol, request_id, len(matrix), started, "overloaded")
             raise
         decisions = probabilities >= self.model.threshold
         self._on_scored(Scored(matrix, probabilities, decisions, request_id, transaction_ids))
@@ -101,7 +106,34 @@ class Scorer:
         telemetry.STATS.record_request(
             protocol, len(probabilities), frauds, time.perf_counter() - started
         )
+        self._log(protocol, request_id, len(matrix), started, "ok", frauds=frauds)
         return probabilities
+
+    def _log(
+        self,
+        protocol: str,
+        request_id: str | None,
+        rows: int,
+        started: float,
+        outcome: str,
+        invalid_fields: list[str] | None = None,
+        frauds: int | None = None,
+    ) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        fields = {
+            "request_id": request_id,
+            "model_tag": self.model.tag,
+            "protocol": protocol,
+            "rows": rows,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "outcome": outcome,
+        }
+        if invalid_fields:
+            fields["invalid_fields"] = invalid_fields
+        if frauds is not None:
+            fields["frauds"] = frauds
+        logger.info("scored" if outcome == "ok" else f"not scored: {outcome}", extra=fields)
 
     def shutdown(self) -> None:
         self.batcher.shutdown()

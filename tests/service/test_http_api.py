@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
 import bentoml
 import httpx
@@ -10,10 +12,13 @@ import numpy as np
 import pytest
 
 import model_store
+from settings import ColumnsConfig
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import metric_samples
+from training.features import feature_names
 
 pytestmark = pytest.mark.slow
+FEATURE_ORDER = feature_names(ColumnsConfig())
 
 
 def _predict(server, rows, **headers) -> httpx.Response:
@@ -193,7 +198,7 @@ def test_metrics_expose_ours_and_bentomls(server, transactions, served_tag):
 def test_openapi_describes_every_endpoint(server):
     spec = httpx.get(f"{server.url}/docs.json").json()
     paths = spec["paths"]
-    for path in ("/predict", "/explain"):
+    for path in ("/predict", "/explain", "/feedback"):
         operation = paths[path]["post"]
         assert operation["requestBody"]["content"]["application/json"]["schema"]
         assert operation["responses"]["200"]["content"]["application/json"]["schema"]
@@ -214,3 +219,47 @@ def test_readme_example_request(server):
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 2
     assert "-d @ops/examples/test_request.json" in (REPO_ROOT / "README.md").read_text()
+
+
+def _log_lines(server, request_id: str) -> list[dict]:
+    lines = []
+    for line in server.output().splitlines():
+        if line.startswith("{") and request_id in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_requests_are_logged_as_json_lines_without_feature_values(server, transactions, served_tag):
+    ok = httpx.post(
+        f"{server.url}/predict",
+        json={"transactions": transactions[:3]},
+        headers={"X-Request-ID": "log-check-ok"},
+    )
+    bad_row = {**transactions[0], "tx_amount": -5.0}
+    bad = httpx.post(
+        f"{server.url}/v2/models/fraud_rf/infer",
+        json={
+            "id": "log-check-bad",
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [1, 18],
+                    "datatype": "FP32",
+                    "data": [bad_row[name] for name in FEATURE_ORDER],
+                }
+            ],
+        },
+    )
+    assert ok.status_code == 200 and bad.status_code == 400
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(_log_lines(server, "log-check-")) < 2:
+        time.sleep(0.1)
+    (scored,) = _log_lines(server, "log-check-ok")
+    assert scored["logger"] == "fraud_bento.requests" and scored["level"] == "INFO"
+    assert scored["model_tag"] == served_tag and scored["protocol"] == "http"
+    assert scored["rows"] == 3 and scored["outcome"] == "ok" and scored["latency_ms"] > 0
+    (refused,) = _log_lines(server, "log-check-bad")
+    assert refused["outcome"] == "invalid" and refused["invalid_fields"] == ["tx_amount"]
+    for line in (scored, refused):
+        assert not set(line) & set(FEATURE_ORDER)
+        assert "-5.0" not in json.dumps(line)
