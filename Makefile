@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full
+.PHONY: run test test-fast lint format clean bench bench-full system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,17 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/black .
 
-test: lint
+# Debian packages the tests drive for real: Prometheus and promtool.
+SYSTEM_TOOLS := prometheus promtool
+system-deps:
+	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for: $$missing"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+			sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null'; \
+	fi
+
+test: lint system-deps
 	$(BIN)/pytest
 
 test-fast: lint

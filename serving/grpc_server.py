@@ -8,6 +8,8 @@ server feeds its own worker's batcher.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
@@ -18,6 +20,7 @@ from serving.batching import Overloaded
 from serving.errors import InvalidInput
 from serving.scorer import Scorer, request_id_or_new
 
+logger = logging.getLogger("fraud_bento.grpc")
 RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
 TYPED_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -96,6 +99,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, oip.invalid_input_message(error))
         except Overloaded as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except Exception:
+            telemetry.REQUESTS.labels(protocol="grpc", outcome="error").inc()
+            logger.exception("gRPC ModelInfer failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         result = oip.InferResult(probabilities, model.threshold)
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=model.version, id=request.id
