@@ -78,6 +78,7 @@ def _request_profiler(stored: model_store.StoredModel) -> RequestProfiler:
         window_s=config.window_s,
         thresholds=Thresholds(config.drift_p_value, config.drift_min_effect),
         max_queued_rows=config.max_queued_rows,
+        max_rows_per_s=config.profile_max_rows_per_s,
         on_report=telemetry.record_drift,
         on_drop=telemetry.PROFILING_DROPPED.inc,
     )
@@ -113,7 +114,8 @@ class FraudDetector:
         )
         self.profiler = _request_profiler(self.runtime.stored)
         self.feedback_store = _feedback_store()
-        self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=self._monitor)
+        monitor = self._monitor if SETTINGS.monitoring.enabled else None
+        self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=monitor)
         self.explainer = Explainer(self.runtime)
         self.grpc_server = None
         logger.info(

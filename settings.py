@@ -130,6 +130,9 @@ class ServingConfig(BaseModel):
 
 
 class MonitoringConfig(BaseModel):
+    enabled: bool = Field(
+        True, description="Profile requests and log predictions (off only to measure the cost)."
+    )
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="Significance of a drift test.")
     drift_min_effect: float = Field(
         0.1, gt=0, le=1, description="Least KS distance (or Cramér's V) that counts as drift."
@@ -144,6 +147,9 @@ class MonitoringConfig(BaseModel):
     )
     max_queued_rows: int = Field(
         100_000, ge=1, description="Rows waiting for the profiler; past it samples are dropped."
+    )
+    profile_max_rows_per_s: float = Field(
+        500.0, gt=0, description="Rows profiled per second; past it rows are sampled uniformly."
     )
     feedback_db: Path | None = Field(
         None, description="Prediction log joined with labels (default: <directory>/feedback.db)."

@@ -3,7 +3,8 @@
 Every scored request is appended to a prediction log (SQLite in WAL mode, so readers never block
 the writer and the log survives restarts). Labels arrive days later by transaction id or request
 id. One thread per process owns the connection and applies predictions and labels in arrival
-order, so a label never overtakes the prediction it refers to. Recording a prediction only
+order, so a label never overtakes the prediction it refers to; it writes predictions in batches,
+every half second. Recording a prediction only
 appends to a bounded queue: under overload the log drops rows (counted), never requests.
 """
 
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,13 @@ from sklearn.metrics import average_precision_score
 
 logger = logging.getLogger("fraud_bento.feedback")
 
+# Indexes cost ~1.5 us per inserted row each, so only what label lookups need is indexed:
+# every transaction id, the first row of each request, and labelled rows by time.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     request_id TEXT NOT NULL,
     position INTEGER NOT NULL,
+    request_rows INTEGER NOT NULL,
     transaction_id TEXT,
     model_tag TEXT NOT NULL,
     score REAL NOT NULL,
@@ -36,13 +41,26 @@ CREATE TABLE IF NOT EXISTS predictions (
     scored_at REAL NOT NULL,
     label INTEGER,
     label_time REAL,
-    labelled_at REAL,
-    PRIMARY KEY (request_id, position)
+    labelled_at REAL
 );
 CREATE INDEX IF NOT EXISTS predictions_by_transaction ON predictions (transaction_id);
-CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (scored_at);
+CREATE INDEX IF NOT EXISTS requests_by_id ON predictions (request_id) WHERE position = 0;
+CREATE INDEX IF NOT EXISTS labelled_by_time ON predictions (model_tag, scored_at)
+    WHERE label IS NOT NULL;
 """
+SCHEMA_VERSION = 1
 PURGE_EVERY_S = 3600.0
+FLUSH_EVERY_S = 0.5
+INSERT_PREDICTIONS = (
+    "INSERT INTO predictions (request_id, position, request_rows, transaction_id, model_tag,"
+    " score, decision, scored_at) VALUES"
+)
+ROW_PLACEHOLDER = "(?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_CHUNK_ROWS = 4000  # 8 values a row, within SQLite's 32,766 bound variables
+
+
+class IncompatibleLog(RuntimeError):
+    """The prediction log file was written by another schema version."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,18 @@ class FeedbackStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")  # other worker processes share the file
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        has_table = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'predictions'"
+        ).fetchone()
+        if has_table and version != SCHEMA_VERSION:
+            self._db.close()
+            raise IncompatibleLog(
+                f"{path}: prediction log schema {version}, this service writes"
+                f" {SCHEMA_VERSION}; move the file aside or set FRAUD_MONITORING__FEEDBACK_DB"
+            )
         self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._last_purge = 0.0
         self.realized = self._refresh_realized()
         self._thread = threading.Thread(target=self._run, name="feedback-store", daemon=True)
@@ -182,6 +211,10 @@ class FeedbackStore:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if isinstance(item, ScoredRequest):
+                # One transaction for many requests: waking per request costs the event loop
+                # a GIL hand-over each time.
+                time.sleep(FLUSH_EVERY_S)
             pending = [item]
             while item is not None:
                 try:
@@ -225,28 +258,28 @@ class FeedbackStore:
             return
         rows = []
         for scored in predictions:
-            ids = scored.transaction_ids or [None] * len(scored.scores)
-            for position, (transaction_id, score, decision) in enumerate(
-                zip(ids, scored.scores, scored.decisions, strict=True)
-            ):
-                rows.append(
-                    (
-                        scored.request_id,
-                        position,
-                        transaction_id,
-                        scored.model_tag,
-                        float(score),
-                        int(decision),
-                        scored.scored_at,
-                    )
-                )
+            count = len(scored.scores)
+            rows += zip(
+                repeat(scored.request_id, count),
+                range(count),
+                repeat(count, count),
+                scored.transaction_ids or repeat(None, count),
+                repeat(scored.model_tag, count),
+                scored.scores.tolist(),
+                scored.decisions.astype(int).tolist(),
+                repeat(scored.scored_at, count),
+                strict=True,
+            )
+        # Multi-row INSERTs: sqlite3 releases and retakes the GIL at every statement step, and
+        # each retake waits for the busy event loop; one step per chunk, not per row.
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO predictions (request_id, position, transaction_id,"
-                " model_tag, score, decision, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                self._db.execute(
+                    f"{INSERT_PREDICTIONS} {', '.join([ROW_PLACEHOLDER] * len(chunk))}",
+                    [value for row in chunk for value in row],
+                )
 
     def _label(self, labels: list[Label]) -> FeedbackResult:
         now = time.time()
@@ -262,16 +295,18 @@ class FeedbackStore:
                         (*values, item.transaction_id),
                     ).rowcount
                 else:
-                    (rows,) = self._db.execute(
-                        "SELECT count(*) FROM predictions WHERE request_id = ?", (item.request_id,)
-                    ).fetchone()
-                    if rows > 1:  # a label names one transaction, not a batch of them
-                        ambiguous.append(item.request_id)
+                    requests = self._db.execute(
+                        "SELECT rowid, request_rows FROM predictions"
+                        " WHERE request_id = ? AND position = 0",
+                        (item.request_id,),
+                    ).fetchall()
+                    if any(rows > 1 for _, rows in requests):
+                        ambiguous.append(item.request_id)  # a label names one transaction
                         continue
-                    updated = self._db.execute(
+                    updated = self._db.executemany(
                         "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
-                        " WHERE request_id = ?",
-                        (*values, item.request_id),
+                        " WHERE rowid = ?",
+                        [(*values, rowid) for rowid, _ in requests],
                     ).rowcount
                 if updated:
                     matched += 1
@@ -283,7 +318,7 @@ class FeedbackStore:
         since = time.time() - self._window_days * 86400
         rows = self._db.execute(
             "SELECT label, score, decision FROM predictions"
-            " WHERE model_tag = ? AND label IS NOT NULL AND scored_at >= ?",
+            " WHERE label IS NOT NULL AND model_tag = ? AND scored_at >= ?",
             (self._model_tag, since),
         ).fetchall()
         table = np.array(rows, dtype=np.float64).reshape(-1, 3)

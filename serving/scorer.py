@@ -42,7 +42,7 @@ class Scorer:
         self,
         model: FraudModel,
         config: ServingConfig,
-        on_scored: Callable[[Scored], None] = lambda scored: None,
+        on_scored: Callable[[Scored], None] | None = None,
     ):
         self.model = model
         self._on_scored = on_scored
@@ -93,7 +93,8 @@ class Scorer:
             self._log(protocol, request_id, len(matrix), started, "overloaded")
             raise
         decisions = probabilities >= self.model.threshold
-        self._on_scored(Scored(matrix, probabilities, decisions, request_id, transaction_ids))
+        if self._on_scored is not None:
+            self._on_scored(Scored(matrix, probabilities, decisions, request_id, transaction_ids))
         frauds = int(decisions.sum())
         tag = self.model.tag
         for probability in probabilities:

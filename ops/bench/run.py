@@ -201,6 +201,9 @@ def servers(names: list[str], scratch: Path, tag: str) -> list[Server]:
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
         elif name == "bento_fast":
             made.append(Server(name, bento, "/readyz", "/predict", "rows", dict(bento_env)))
+        elif name == "bento_fast_unmonitored":  # the cost of profiling and the prediction log
+            env = {**bento_env, "FRAUD_MONITORING__ENABLED": "false"}
+            made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
         else:
             raise ValueError(f"unknown server {name}")
     return made
@@ -323,6 +326,29 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
+def monitoring_overhead(results: dict, sizes: tuple[int, ...]) -> str:
+    """Both sides of the monitoring cost: the same server with and without it, run back to back."""
+    on, off = results.get("bento_fast"), results.get("bento_fast_unmonitored")
+    if not (on and off):
+        return ""
+    lines = [
+        "\nMonitoring overhead (request profiling + prediction log), bento_fast with and without",
+        "",
+        "| rows/request | closed-loop req/s on / off | throughput cost | "
+        "CPU s/1000 req on / off | CPU cost |",
+        "|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        with_, without = on[str(size)], off[str(size)]
+        rps_on, rps_off = (r["closed_loop"]["throughput_rps"] for r in (with_, without))
+        cpu_on, cpu_off = (r["cpu_s_per_1000_requests"] for r in (with_, without))
+        lines.append(
+            f"| {size} | {rps_on:.0f} / {rps_off:.0f} | {100 * (1 - rps_on / rps_off):+.1f}% "
+            f"| {cpu_on:.2f} / {cpu_off:.2f} | {100 * (cpu_on / cpu_off - 1):+.1f}% |"
+        )
+    return "\n".join(lines)
+
+
 def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for ax, size in zip(axes[0], sizes, strict=True):
@@ -343,7 +369,9 @@ def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--servers", default="seed,mlserver,bento_sklearn,bento_fast")
+    parser.add_argument(
+        "--servers", default="seed,mlserver,bento_sklearn,bento_fast,bento_fast_unmonitored"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     parser.add_argument("--scratch", type=Path, help="reuse a folder (keeps the MLServer venv)")
     args = parser.parse_args()
@@ -386,7 +414,7 @@ def main() -> None:
     (args.out / "results.json").write_text(
         json.dumps({"machine": machine, "results": results}, indent=2)
     )
-    markdown = table(results, profile.sizes)
+    markdown = table(results, profile.sizes) + monitoring_overhead(results, profile.sizes)
     print(markdown)
     (args.out / "results.md").write_text(markdown + "\n")
     plot(results, profile.sizes, args.out / "p99_vs_rate.png")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
-from monitoring.feedback import FeedbackStore, Label, ScoredRequest
+from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
 
 TAG = "fraud_rf:test"
 
@@ -96,3 +97,11 @@ def test_a_full_queue_drops_log_rows_and_counts_them(tmp_path):
     store.close()
     assert dropped == [6]
     assert result.unknown == ["big"]
+
+
+def test_a_log_of_another_schema_version_is_refused_by_name(tmp_path):
+    path = tmp_path / "feedback.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE predictions (request_id TEXT)")
+    with pytest.raises(IncompatibleLog, match="feedback.db"):
+        _store(path)

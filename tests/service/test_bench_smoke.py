@@ -24,7 +24,7 @@ def test_benchmark_smoke(served_tag, tmp_path):
             "--profile",
             "smoke",
             "--servers",
-            "seed,bento_sklearn,bento_fast",
+            "seed,bento_sklearn,bento_fast,bento_fast_unmonitored",
             "--out",
             str(out),
         ],
@@ -41,7 +41,12 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
     assert report["machine"]["model"] == served_tag and report["machine"]["cores"] >= 1
-    assert set(report["results"]) == {"seed", "bento_sklearn", "bento_fast"}
+    assert set(report["results"]) == {
+        "seed",
+        "bento_sklearn",
+        "bento_fast",
+        "bento_fast_unmonitored",
+    }
     for by_size in report["results"].values():
         assert set(by_size) == {"1", "100"}
         for measured in by_size.values():
@@ -50,4 +55,5 @@ def test_benchmark_smoke(served_tag, tmp_path):
             assert measured["peak_rss_mb"] > 10
     table = (out / "results.md").read_text()
     assert table.count("| bento_fast |") == 2 and "× seed" in table
+    assert "Monitoring overhead" in table and table.count("% |") == 2
     assert (out / "p99_vs_rate.png").stat().st_size > 1000

@@ -44,13 +44,14 @@ def test_drift_endpoint_and_gauge_follow_the_traffic(served_tag, tmp_path):
         tmp_path / "serve.log",
         env={
             "FRAUD_MONITORING__WINDOW_S": str(WINDOW_S),
+            "FRAUD_MONITORING__PROFILE_MAX_ROWS_PER_S": "100000",  # profile every row
             "FRAUD_MONITORING__DIRECTORY": str(directory),
         },
     )
     try:
         assert httpx.get(f"{server.url}/drift").json()["status"] == "no window closed yet"
         steady = _send_window(server, _rows(None, DRIFT_DAY, 2000))
-        assert steady["status"] == "ok" and steady["rows"] == 2000
+        assert steady["status"] == "ok" and steady["rows"] == steady["scored_rows"] == 2000
         assert steady["drift_detected"] is False, steady["drifted_features"]
         assert metric_samples(server, "fraud_drift_detected")["fraud_drift_detected"] == 0
 
