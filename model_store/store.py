@@ -184,6 +184,10 @@ def load_onnx(stored: StoredModel) -> bytes | None:
 
 
 def list_models() -> list[StoredModel]:
-    """Every `fraud_rf` model, oldest first."""
-    models = [get(str(m.tag)) for m in bentoml.models.list(MODEL_NAME)]
+    """Every `fraud_rf` model, oldest first (none in an empty store)."""
+    try:
+        found = bentoml.models.list(MODEL_NAME)
+    except NotFound:
+        return []
+    models = [get(str(m.tag)) for m in found]
     return sorted(models, key=lambda stored: stored.created)
