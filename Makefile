@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full system-deps
+.PHONY: run test test-fast lint format clean bench bench-full system-deps image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,15 +45,25 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/black .
 
-# Debian packages the tests drive for real: Prometheus and promtool.
-SYSTEM_TOOLS := prometheus promtool
+# Debian packages the tests drive for real: Prometheus and promtool; buildah, podman and
+# debootstrap for the container image (installed only when a tool is missing; root or sudo).
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus buildah:buildah podman:podman \
+	runc:runc fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns newuidmap:uidmap \
+	debootstrap:debootstrap
 system-deps:
-	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || \
+		echo $${pair#*:}; done | sort -u | tr '\n' ' '); \
 	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages for: $$missing"; \
-		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
-			sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null'; \
+		echo "installing Debian packages: $$missing"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive sh -c \
+			"apt-get update -qq && apt-get install -y -qq $$missing >/dev/null"; \
 	fi
+
+# The container image of the pinned model (trained first if nothing is pinned); prints its tag.
+image: $(VENV)/.installed system-deps $(DATA)
+	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
+		$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python ops/container/image.py build
 
 test: lint system-deps
 	$(BIN)/pytest
