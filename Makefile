@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full system-deps image
+.PHONY: run test test-fast lint format clean bench bench-full system-deps image security
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,7 +65,15 @@ image: $(VENV)/.installed system-deps $(DATA)
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/container/image.py build
 
-test: lint system-deps
+# Static security checks: bandit against its reviewed baseline, no secret in tracked files,
+# known vulnerabilities in the installed packages.
+BANDIT_PATHS := serving model_store monitoring training service.py settings.py ops
+security: $(VENV)/.installed-dev
+	$(BIN)/bandit -q -r $(BANDIT_PATHS) -b ops/security/bandit-baseline.json
+	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --
+	$(BIN)/python ops/security/audit_dependencies.py
+
+test: lint security system-deps
 	$(BIN)/pytest
 
 test-fast: lint

@@ -24,7 +24,7 @@ from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN, Thresholds
 from monitoring.feedback import FeedbackStore, Label, ScoredRequest
 from monitoring.profiler import RequestProfiler
-from serving import grpc_server, http_app, logs, schema, telemetry
+from serving import grpc_server, http_app, logs, schema, security, telemetry
 from serving.errors import InvalidInput
 from serving.explain import Explainer
 from serving.runtime import FraudModel, feature_specs, pinned_tag
@@ -36,6 +36,7 @@ logs.configure(SETTINGS.serving.log_level)
 MODEL_TAG = pinned_tag(SETTINGS, Path(__file__))
 STORED_MODEL = model_store.get(MODEL_TAG)
 model_store.verify(STORED_MODEL)  # refuse a tampered model before any worker starts
+GUARD = security.Guard.from_config(SETTINGS.security)  # bad key configuration stops start-up
 FEATURES = feature_specs(STORED_MODEL)
 FEATURE_NAMES = [feature.name for feature in FEATURES]
 Transaction = schema.transaction_model(
@@ -139,7 +140,11 @@ class FraudDetector:
     async def start_grpc(self) -> None:
         if SETTINGS.serving.grpc_port:
             self.grpc_server = await grpc_server.start(
-                self.scorer, SETTINGS.serving.grpc_host, SETTINGS.serving.grpc_port
+                self.scorer,
+                SETTINGS.serving.grpc_host,
+                SETTINGS.serving.grpc_port,
+                SETTINGS.security.max_grpc_message_bytes,
+                (security.GrpcGuard(GUARD),),
             )
             logger.info("gRPC Open Inference Protocol on port %d", SETTINGS.serving.grpc_port)
 
@@ -266,3 +271,11 @@ class FraudDetector:
             "test_window": metadata.get("test_window"),
             "promotion": model_store.promotion_of(stored.tag, SETTINGS.store.promotion_log),
         }
+
+
+FraudDetector.add_asgi_middleware(
+    security.SecurityMiddleware,
+    guard=GUARD,
+    max_body_bytes=SETTINGS.security.max_body_bytes,
+    metrics_open=SETTINGS.security.metrics_open,
+)

@@ -168,6 +168,25 @@ class MonitoringConfig(BaseModel):
     )
 
 
+class SecurityConfig(BaseModel):
+    """API keys themselves come from $FRAUD_API_KEYS or `api_keys_file`, never from settings."""
+
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one per line (e.g. a mounted secret)."
+    )
+    metrics_open: bool = Field(True, description="/metrics answers without an API key.")
+    rate_limit_per_s: float = Field(
+        0.0, ge=0, description="Requests a second per API key (or client address); 0: no limit."
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="Requests a client may send at once.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest HTTP request body (413 past it)."
+    )
+    max_grpc_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest gRPC message (RESOURCE_EXHAUSTED past it)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -185,6 +204,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     model_tag: str | None = Field(
         None, description="Serve this exact tag instead of the pinned one (one run only)."
     )

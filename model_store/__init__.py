@@ -5,6 +5,7 @@ from model_store.errors import (
     ModelNotFoundError,
     ModelStoreError,
     PromotionError,
+    UntrustedArtifactError,
 )
 from model_store.pinning import current, history, promote, promotion_of, rollback
 from model_store.store import (
@@ -24,6 +25,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelStoreError",
     "PromotionError",
+    "UntrustedArtifactError",
     "StoredModel",
     "current",
     "feature_hash",

@@ -20,5 +20,9 @@ class ModelIntegrityError(ModelStoreError):
         )
 
 
+class UntrustedArtifactError(ModelStoreError):
+    """The artifact would need types (or a format) that loading does not trust."""
+
+
 class PromotionError(ModelStoreError):
     pass

@@ -2,14 +2,16 @@
 
 Each model carries what serving needs (ordered feature schema, threshold, metrics) in its
 metadata, and two integrity labels: `feature_hash` of the schema and `sha256` of the artifact.
-Loading checks the artifact's hash before it is unpickled.
+
+The scikit-learn model is stored with skops, which rebuilds objects from an allow-list of types
+instead of running code as a pickle can: loading checks the artifact's hash, then refuses any
+type outside `TRUSTED_TYPES` and skops' own defaults (scikit-learn estimators, NumPy arrays).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,13 +20,17 @@ from typing import Any
 import bentoml
 import numpy as np
 import sklearn
+import skops.io
 from bentoml.exceptions import NotFound
 
 from model_store import engines
-from model_store.errors import ModelIntegrityError, ModelNotFoundError
+from model_store.errors import ModelIntegrityError, ModelNotFoundError, UntrustedArtifactError
 from settings import MODEL_NAME
 
-ARTIFACT_FILE = "model.pkl"
+ARTIFACT_FILE = "model.skops"
+LEGACY_PICKLE = "model.pkl"
+# Beyond skops' defaults, what a fitted RandomForestClassifier holds.
+TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference_profile.bin"
 
@@ -82,7 +88,7 @@ def save_model(
     `reference_profile` (a serialised data profile of the training features) travels with the
     model for drift monitoring; like the artifacts, it is hashed into a label.
     """
-    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = serialize(model)
     if parity_rows is None:
         graph, parity = None, engines.ParityReport(engines.SKLEARN, "no parity rows given")
     else:
@@ -121,6 +127,10 @@ def save_model(
         if reference_profile is not None:
             (Path(bento_model.path) / REFERENCE_FILE).write_bytes(reference_profile)
     return get(str(bento_model.tag))
+
+
+def serialize(model: Any) -> bytes:
+    return skops.io.dumps(model)
 
 
 def get(tag: str) -> StoredModel:
@@ -163,10 +173,17 @@ def verify(stored: StoredModel) -> str:
 
 
 def load(tag: str) -> tuple[StoredModel, Any]:
-    """The stored record and the unpickled model, after its hash check."""
+    """The stored record and the model, after its hash check, from trusted types only."""
     stored = get(tag)
-    model = pickle.loads(_verified(stored, ARTIFACT_FILE, "sha256"))  # noqa: S301 - verified
-    return stored, model
+    if (stored.path / LEGACY_PICKLE).is_file() and not (stored.path / ARTIFACT_FILE).is_file():
+        raise UntrustedArtifactError(
+            f"model {stored.tag} is a pickle (saved before skops artifacts); retrain it"
+        )
+    payload = _verified(stored, ARTIFACT_FILE, "sha256")
+    untrusted = [t for t in skops.io.get_untrusted_types(data=payload) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise UntrustedArtifactError(f"model {stored.tag} holds untrusted types {untrusted}")
+    return stored, skops.io.loads(payload, trusted=TRUSTED_TYPES)
 
 
 def load_reference_profile(stored: StoredModel) -> bytes | None:

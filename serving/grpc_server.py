@@ -23,7 +23,6 @@ from serving.scorer import Scorer, request_id_or_new
 logger = logging.getLogger("fraud_bento.grpc")
 RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
 TYPED_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
 
 
@@ -122,13 +121,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(_STATUS[error.status], str(error))
 
 
-async def start(scorer: Scorer, host: str, port: int) -> grpc.aio.Server:
+async def start(
+    scorer: Scorer,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+) -> grpc.aio.Server:
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(scorer), server)
     if not server.add_insecure_port(f"{host}:{port}"):

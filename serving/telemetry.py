@@ -77,6 +77,11 @@ PROFILING_DROPPED = bentoml.metrics.Counter(
     name="fraud_profiling_dropped_rows",
     documentation="Scored rows not profiled because the profiler's queue was full.",
 )
+SECURITY_REFUSALS = bentoml.metrics.Counter(
+    name="fraud_security_refusals",
+    documentation="Requests refused before scoring: unauthenticated, rate_limited, too_large.",
+    labelnames=["protocol", "reason"],
+)
 PREDICTION_LOG_DROPPED = bentoml.metrics.Counter(
     name="fraud_prediction_log_dropped_rows",
     documentation="Scored rows not written to the prediction log (queue full or store error).",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass
 
@@ -16,6 +15,8 @@ from sklearn.metrics import (
     precision_recall_curve,
     roc_auc_score,
 )
+
+from model_store.store import serialize
 
 TOP_K_PER_DAY = 100
 
@@ -99,7 +100,7 @@ def serving_cost(model: RandomForestClassifier, X: np.ndarray, repeats: int = 50
         timings.append(time.perf_counter() - start)
     depths = [estimator.get_depth() for estimator in model.estimators_]
     return {
-        "artifact_bytes": len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)),
+        "artifact_bytes": len(serialize(model)),
         "single_row_latency_ms": float(np.median(timings) * 1000),
         "trees": len(model.estimators_),
         "max_tree_depth": int(max(depths)),

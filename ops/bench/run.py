@@ -28,6 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+import joblib
 import matplotlib
 
 matplotlib.use("Agg")
@@ -38,7 +39,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 import model_store  # noqa: E402
-from model_store.store import ARTIFACT_FILE  # noqa: E402
 from serving.runtime import pinned_tag  # noqa: E402
 from settings import load_settings  # noqa: E402
 
@@ -150,11 +150,10 @@ def mlserver_venv(folder: Path) -> Path:
 
 def mlserver_repository(folder: Path, tag: str) -> Path:
     """An MLServer model folder serving the same artifact with adaptive batching on."""
-    stored = model_store.get(tag)
-    model_store.verify(stored)
+    _, model = model_store.load(tag)
     model_dir = folder / "fraud_rf"
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "model.joblib").write_bytes((stored.path / ARTIFACT_FILE).read_bytes())
+    joblib.dump(model, model_dir / "model.joblib")  # MLServer's scikit-learn runtime reads joblib
     (model_dir / "model-settings.json").write_text(
         json.dumps(
             {

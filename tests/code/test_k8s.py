@@ -81,6 +81,10 @@ def test_manifests_agree_with_each_other_and_the_service(monkeypatch):
     mounts = {v["mountPath"] for v in container["volumeMounts"]}
     assert {"/tmp", env["BENTOML_HOME"]} <= mounts  # noqa: S108 - an emptyDir mount
     assert any(env["FRAUD_MONITORING__DIRECTORY"].startswith(path) for path in mounts)
+    keys_file = env["FRAUD_SECURITY__API_KEYS_FILE"]
+    (secret_mount,) = [v for v in container["volumeMounts"] if keys_file.startswith(v["mountPath"])]
+    (secret,) = [v for v in pod["spec"]["volumes"] if v["name"] == secret_mount["name"]]
+    assert secret_mount["readOnly"] and secret["secret"]["secretName"]
     probes = {
         name: container[name]["httpGet"]["path"]
         for name in ("startupProbe", "readinessProbe", "livenessProbe")

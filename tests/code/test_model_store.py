@@ -1,12 +1,21 @@
 """The model store: integrity labels, hash-verified loading, promotion by pinning, rollback."""
 
+import hashlib
+
 import numpy as np
 import pytest
+import skops.io
+import yaml
 from sklearn.ensemble import RandomForestClassifier
 
 import model_store
-from model_store import ModelIntegrityError, ModelNotFoundError, PromotionError
-from model_store.store import ARTIFACT_FILE, REFERENCE_FILE
+from model_store import (
+    ModelIntegrityError,
+    ModelNotFoundError,
+    PromotionError,
+    UntrustedArtifactError,
+)
+from model_store.store import ARTIFACT_FILE, LEGACY_PICKLE, REFERENCE_FILE
 from settings import ColumnsConfig
 from tests.conftest import run_module
 from training.features import feature_schema
@@ -206,3 +215,30 @@ def test_cli_promote_list_current_rollback(promotion_files):
     assert refused.returncode == 1 and "failed its evaluation gate" in refused.stderr
     forced = run_module("model_store", *files, "promote", failed.tag, "--force")
     assert forced.returncode == 0 and "WARNING" in forced.stderr
+
+
+class Sneaky:
+    """Stands for any class a crafted artifact could ask the loader to build."""
+
+
+def _relabel(stored: model_store.StoredModel, payload: bytes) -> None:
+    """Write an artifact and a matching sha256 label: what an attacker with store access does."""
+    (stored.path / ARTIFACT_FILE).write_bytes(payload)
+    info = yaml.safe_load((stored.path / "model.yaml").read_text())
+    info["labels"]["sha256"] = hashlib.sha256(payload).hexdigest()
+    (stored.path / "model.yaml").write_text(yaml.safe_dump(info))
+
+
+def test_artifacts_load_only_trusted_types_even_with_a_matching_hash():
+    stored = _save(seed=11)
+    _, model = model_store.load(stored.tag)
+    _relabel(stored, skops.io.dumps({"model": model, "payload": Sneaky()}))
+    with pytest.raises(UntrustedArtifactError, match="Sneaky"):
+        model_store.load(stored.tag)
+
+
+def test_a_pickled_artifact_is_refused():
+    stored = _save(seed=12)
+    (stored.path / ARTIFACT_FILE).rename(stored.path / LEGACY_PICKLE)
+    with pytest.raises(UntrustedArtifactError, match="pickle"):
+        model_store.load(stored.tag)

@@ -55,5 +55,6 @@ def test_benchmark_smoke(served_tag, tmp_path):
             assert measured["peak_rss_mb"] > 10
     table = (out / "results.md").read_text()
     assert table.count("| bento_fast |") == 2 and "× seed" in table
-    assert "Monitoring overhead" in table and table.count("% |") == 2
+    overhead = table.split("Monitoring overhead")[1]
+    assert overhead.count("| 1 | ") == 1 and overhead.count("| 100 | ") == 1
     assert (out / "p99_vs_rate.png").stat().st_size > 1000

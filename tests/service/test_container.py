@@ -1,6 +1,6 @@
 """The container image for real: `ops/container/image.py build` (bentoml build + containerize
 with the machine's backend), run with a read-only root filesystem as in Kubernetes, answering
-HTTP and gRPC, reporting its model, and draining in-flight requests on SIGTERM."""
+HTTP and gRPC with an API key, reporting its model, and draining in-flight requests on SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,17 +13,25 @@ import threading
 import time
 import uuid
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 import model_store
+from settings import ColumnsConfig
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import free_port
+from training.features import feature_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(2400)]
 IMAGE_SCRIPT = REPO_ROOT / "ops" / "container" / "image.py"
-CLIENT_SCRIPT = REPO_ROOT / "tests" / "service" / "oip_clients.py"
 GRACE_S = 30
+API_KEY = "container-test-key-0123456789"  # pragma: allowlist secret
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ORDER = feature_names(ColumnsConfig())
 
 
 def _backend_available() -> bool:
@@ -82,6 +90,9 @@ def image(served_tag, state) -> str:
 
 def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, served_tag):
     http_port, grpc_port = free_port(), free_port()
+    keys = state / "api-keys"
+    keys.write_text(f"{API_KEY}\n")
+    keys.chmod(0o444)
     name = f"fraud-bento-test-{uuid.uuid4().hex[:8]}"
     _podman(
         state,
@@ -101,10 +112,12 @@ def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, serv
         "/var/lib/bentoml",
         "--tmpfs",
         "/var/lib/fraud-bento",
+        "--volume",
+        f"{keys}:/run/secrets/fraud-bento/api-keys:ro",  # authentication is on in the image
         "--env",
         "BENTOML_HOME=/var/lib/bentoml",
         "--env",
-        "FRAUD_MONITORING__DIRECTORY=/var/lib/fraud-bento/monitoring",
+        "FRAUD_MONITORING__DIRECTORY=/var/lib/fraud-bento/monitoring",  # pragma: allowlist secret
         image,
     )
     url = f"http://127.0.0.1:{http_port}"
@@ -121,33 +134,20 @@ def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, serv
             pytest.fail("container not ready:\n" + _podman(state, "logs", name).stderr[-3000:])
 
         example = json.loads((REPO_ROOT / "ops" / "examples" / "test_request.json").read_text())
-        predicted = httpx.post(f"{url}/predict", json=example, timeout=30)
+        assert httpx.post(f"{url}/predict", json=example, timeout=30).status_code == 401
+        predicted = httpx.post(f"{url}/predict", json=example, headers=AUTH, timeout=30)
         assert predicted.status_code == 200, predicted.text
         assert predicted.json()["model_tag"] == served_tag
 
-        info = httpx.get(f"{url}/model_info", timeout=10).json()
+        info = httpx.get(f"{url}/model_info", headers=AUTH, timeout=10).json()
         stored = model_store.get(served_tag)
         assert info["tag"] == served_tag
         assert info["sha256"] == stored.labels["sha256"]
 
-        rows = state / "rows.json"
-        rows.write_text(json.dumps(example["transactions"]))
-        grpc = subprocess.run(
-            [
-                sys.executable,
-                str(CLIENT_SCRIPT),
-                f"127.0.0.1:{http_port}",
-                f"127.0.0.1:{grpc_port}",
-                str(rows),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert grpc.returncode == 0, grpc.stderr[-3000:]
-        report = json.loads(grpc.stdout)["grpc"]
         expected = [p["fraud_probability"] for p in predicted.json()["predictions"]]
-        assert report["probability"] == pytest.approx(expected, abs=1e-6)
+        assert _grpc_probabilities(grpc_port, example["transactions"]) == pytest.approx(
+            expected, abs=1e-6
+        )
 
         outcomes = _sigterm_under_load(state, name, url, example)
         print(f"SIGTERM under load: {outcomes}")
@@ -156,6 +156,17 @@ def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, serv
         assert outcomes["exit_code"] == 0 and outcomes["stop_s"] < GRACE_S, outcomes
     finally:
         _podman(state, "rm", "--force", name, check=False)
+
+
+def _grpc_probabilities(port: int, transactions: list[dict]) -> list[float]:
+    matrix = np.array([[row[name] for name in ORDER] for row in transactions], np.float32)
+    request = pb.ModelInferRequest(model_name="fraud_rf")
+    request.inputs.add(name="features", datatype="FP32", shape=list(matrix.shape))
+    request.raw_input_contents.append(matrix.tobytes())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        answer = stub.ModelInfer(request, metadata=(("x-api-key", API_KEY),), timeout=30)
+    return np.frombuffer(answer.raw_output_contents[0], np.float32).tolist()
 
 
 def _sigterm_under_load(state, name: str, url: str, example: dict) -> dict:
@@ -171,7 +182,7 @@ def _sigterm_under_load(state, name: str, url: str, example: dict) -> dict:
             while not stop.is_set():
                 sent = time.monotonic()
                 try:
-                    response = session.post(f"{url}/predict", json=body)
+                    response = session.post(f"{url}/predict", json=body, headers=AUTH)
                     ok, detail = response.status_code == 200, response.status_code
                 except httpx.HTTPError as error:
                     ok, detail = False, repr(error)
