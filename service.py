@@ -39,6 +39,7 @@ model_store.verify(STORED_MODEL)  # refuse a tampered model before any worker st
 GUARD = security.Guard.from_config(SETTINGS.security)  # bad key configuration stops start-up
 FEATURES = feature_specs(STORED_MODEL)
 FEATURE_NAMES = [feature.name for feature in FEATURES]
+schema.document_validation_errors()
 Transaction = schema.transaction_model(
     FEATURES, on_invalid=lambda fields: telemetry.record_rejection("http", fields)
 )

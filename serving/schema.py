@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from serving.runtime import FeatureSpec
 
 UNKNOWN_FIELD = "unknown_field"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _failed_fields(error: ValidationError) -> set[str]:
@@ -47,6 +48,9 @@ def transaction_model(
         if spec.integral:
             fields[spec.name] = (int, Field(**constraints))
         else:
+            # The model computes in float32: a larger magnitude would become infinite.
+            constraints["ge"] = max(constraints.get("ge", -FLOAT32_MAX), -FLOAT32_MAX)
+            constraints["le"] = min(constraints.get("le", FLOAT32_MAX), FLOAT32_MAX)
             fields[spec.name] = (float, Field(allow_inf_nan=False, **constraints))
 
     def count_failures(cls: type[BaseModel], data: Any, handler: Any) -> Any:
@@ -147,3 +151,28 @@ class FeedbackResponse(BaseModel):
     unknown: list[str] = Field(description="Ids with no logged prediction (none was changed).")
     ambiguous: list[str] = Field(description="Request ids that scored several transactions.")
     realized: RealizedPerformance
+
+
+def document_validation_errors() -> None:
+    """BentoML's OpenAPI document says a 400's body is `{"error": str, "detail": str}`, but a
+    request that fails validation gets pydantic's list of errors as `detail` and no `error`:
+    document the body that is actually sent (BentoML's schema objects are shared and cached)."""
+    from bentoml._internal.service.openapi.specification import Schema
+    from bentoml._internal.service.openapi.utils import exception_components_schema
+
+    invalid = exception_components_schema()["InvalidArgument"]
+    error_item = Schema(
+        type="object",
+        properties={
+            "loc": Schema(
+                type="array", items=Schema(anyOf=[Schema(type="string"), Schema(type="integer")])
+            ),
+            "msg": Schema(type="string"),
+            "type": Schema(type="string"),
+        },
+    )
+    invalid.properties["detail"] = Schema(
+        title="Error Detail",
+        anyOf=[Schema(type="string"), Schema(type="array", items=error_item)],
+    )
+    invalid.required.clear()

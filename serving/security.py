@@ -117,6 +117,14 @@ def _presented_key(headers: dict[str, str]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def _is_json(content_type: str | None) -> bool:
+    """Every POST endpoint takes JSON; other bodies are refused before anything parses them."""
+    if content_type is None:
+        return True
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 Send = Callable[[dict], Awaitable[None]]
 
 
@@ -137,7 +145,8 @@ async def _respond(send: Send, status: int, body: dict, headers: list | None = N
 
 
 class SecurityMiddleware:
-    """ASGI middleware: 401 without a valid key, 429 past the client's rate, 413 past the size."""
+    """ASGI middleware: 401 without a valid key, 429 past the client's rate, 415 for a body that
+    is not JSON, 413 past the size."""
 
     def __init__(self, app, guard: Guard, max_body_bytes: int, metrics_open: bool):
         self.app = app
@@ -161,6 +170,10 @@ class SecurityMiddleware:
             telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="rate_limited").inc()
             retry = str(max(1, int(wait + 0.999))).encode()
             await _respond(send, 429, {"error": "too many requests"}, [(b"retry-after", retry)])
+            return
+        if scope["method"] == "POST" and not _is_json(headers.get("content-type")):
+            telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="media_type").inc()
+            await _respond(send, 415, {"error": "Content-Type must be application/json"})
             return
         length = headers.get("content-length")
         if length is not None:

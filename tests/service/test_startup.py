@@ -35,6 +35,7 @@ def _tampered_model() -> str:
         ({"FRAUD_MODEL_TAG": "tampered"}, "failed its integrity check"),
         ({"FRAUD_STORE__PIN_FILE": "/nonexistent/model.lock"}, "no model to serve"),
         ({"FRAUD_MODEL_TAG": "fraud_rf:latest"}, "names no exact version"),
+        ({"FRAUD_MODEL_TAG": "fraud_rf:notinthestore1"}, "is not in the store"),
     ],
 )
 def test_refuses_to_start(tmp_path, env, message):
@@ -47,3 +48,21 @@ def test_refuses_to_start(tmp_path, env, message):
         stop_server(server)
     assert code != 0
     assert message in server.output()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRAUD_SECURITY__API_KEYS_FILE": "/nonexistent/api-keys"}, "cannot read API keys file"),
+        ({"FRAUD_API_KEYS": "tiny-key-x"}, "shorter than 16 characters"),
+    ],
+)
+def test_refuses_to_start_with_broken_key_configuration(served_tag, tmp_path, env, message):
+    server = start_server(".", tmp_path / "serve.log", env=env, timeout=60)
+    try:
+        code = server.process.wait(60)
+    finally:
+        stop_server(server)
+    assert code != 0
+    assert message in server.output()
+    assert "tiny-key-x" not in server.output()  # a key is never echoed
