@@ -24,6 +24,7 @@ from serving import telemetry
 from settings import SecurityConfig
 
 KEYS_ENV = "FRAUD_API_KEYS"
+_MALFORMED = object()
 PROBES = frozenset({"/livez", "/readyz", "/v2/health/live", "/v2/health/ready"})
 GRPC_PROBES = frozenset({"ServerLive", "ServerReady"})
 
@@ -219,7 +220,8 @@ class SecurityMiddleware:
 
 class GrpcGuard(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED without a valid key (metadata `authorization: Bearer KEY` or `x-api-key`),
-    RESOURCE_EXHAUSTED past the client's rate; the health RPCs stay open."""
+    RESOURCE_EXHAUSTED past the client's rate, INVALID_ARGUMENT for a message that does not
+    decode; the health RPCs stay open."""
 
     def __init__(self, guard: Guard):
         self.guard = guard
@@ -232,8 +234,18 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
         metadata = {k.lower(): v for k, v in (handler_call_details.invocation_metadata or ())}
         presented = _presented_key(metadata)
         guard = self.guard
+        parse = handler.request_deserializer
+
+        def tolerant_parse(data: bytes):
+            try:
+                return parse(data)
+            except Exception:  # any undecodable message: answered below, not an INTERNAL error
+                return _MALFORMED
 
         async def guarded(request, context):
+            if request is _MALFORMED:
+                telemetry.record_rejection("grpc", {"request"})
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
             if not guard.authenticate(presented):
                 telemetry.SECURITY_REFUSALS.labels(protocol="grpc", reason="unauthenticated").inc()
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
@@ -245,6 +257,6 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=tolerant_parse,
             response_serializer=handler.response_serializer,
         )

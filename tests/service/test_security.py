@@ -140,3 +140,15 @@ def test_rate_limit_per_key_with_retry_after(served_tag, transactions, tmp_path)
         assert 'reason="rate_limited"' in metrics
     finally:
         stop_server(server)
+
+
+def test_grpc_malformed_messages_are_invalid_argument(guarded, transactions):
+    with grpc.insecure_channel(f"127.0.0.1:{guarded.grpc_port}") as channel:
+        raw_infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for garbage in (b"\xff\xff\xff\xff", b"\x0a\x80", bytes(range(256))[:100]):
+            with pytest.raises(grpc.RpcError) as refused:
+                raw_infer(garbage, metadata=(("x-api-key", KEY),), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, garbage
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        answer = stub.ModelInfer(_infer_request(transactions, 3), metadata=(("x-api-key", KEY),))
+        assert len(answer.raw_output_contents[0]) == 3 * 4  # the server still answers
