@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from pydantic import Field
 import model_store
 from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN, Thresholds
-from monitoring.feedback import FeedbackStore, Label, ScoredRequest
+from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
 from monitoring.profiler import RequestProfiler
 from serving import grpc_server, http_app, logs, schema, security, telemetry
 from serving.errors import InvalidInput
@@ -86,11 +87,22 @@ def _request_profiler(stored: model_store.StoredModel) -> RequestProfiler:
     )
 
 
-def _feedback_store() -> FeedbackStore:
+def _feedback_store() -> FeedbackStore | None:
+    """The prediction log, or None when its file cannot be opened: scoring goes on without it."""
     config = SETTINGS.monitoring
     telemetry.PRECISION_FLOOR.set(config.precision_floor)
+    path = config.feedback_db or _monitoring_directory() / "feedback.db"
+    try:
+        return _open_feedback_store(path)
+    except (OSError, sqlite3.Error, IncompatibleLog) as error:
+        logger.error("feedback unavailable: cannot open the prediction log %s: %s", path, error)
+        return None
+
+
+def _open_feedback_store(path: Path) -> FeedbackStore:
+    config = SETTINGS.monitoring
     return FeedbackStore(
-        config.feedback_db or _monitoring_directory() / "feedback.db",
+        path,
         model_tag=MODEL_TAG,
         window_days=config.realized_window_days,
         retention_days=config.prediction_retention_days,
@@ -126,7 +138,7 @@ class FraudDetector:
 
     def _monitor(self, scored: Scored) -> None:
         self.profiler.submit(scored.matrix, scored.scores)
-        if scored.request_id is not None:
+        if scored.request_id is not None and self.feedback_store is not None:
             self.feedback_store.record(
                 ScoredRequest(
                     scored.request_id,
@@ -155,7 +167,8 @@ class FraudDetector:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
         self.profiler.close()
-        self.feedback_store.close()
+        if self.feedback_store is not None:
+            self.feedback_store.close()
 
     @bentoml.api
     async def predict(
@@ -225,6 +238,8 @@ class FraudDetector:
     @bentoml.api
     async def feedback(self, labels: FeedbackBatch) -> schema.FeedbackResponse:
         """Delayed labels for earlier predictions; ids with no logged prediction come back."""
+        if self.feedback_store is None:
+            raise bentoml.exceptions.ServiceUnavailable("feedback unavailable: no prediction log")
         result = await asyncio.wrap_future(
             self.feedback_store.submit_labels(
                 [

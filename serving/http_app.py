@@ -75,6 +75,7 @@ def health() -> dict:
         "uptime_s": round(time.time() - service.runtime.loaded_at, 1),
         "grpc": "serving" if service.grpc_server is not None else "disabled",
         "profiling": "available" if service.profiler.available else "unavailable",
+        "feedback": "available" if service.feedback_store is not None else "unavailable",
     }
 
 
@@ -89,7 +90,7 @@ def stats() -> dict:
     return {
         "model_tag": service.runtime.tag,
         **telemetry.STATS.snapshot(),
-        "realized": service.feedback_store.realized.as_dict(),
+        "realized": (service.feedback_store.realized.as_dict() if service.feedback_store else None),
     }
 
 
