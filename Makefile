@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full system-deps image security
+.PHONY: run test test-fast lint format clean bench bench-full system-deps image security soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ bench bench-full: $(VENV)/.installed-dev $(DATA)
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/bench/run.py --profile $(if $(filter bench-full,$@),full,quick) \
 		--scratch runs/bench/scratch
+
+# A bounded soak of the pinned model (not part of make test, which runs a 60-second one).
+SOAK_SECONDS ?= 600
+soak: $(VENV)/.installed-dev $(DATA)
+	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
+		$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python ops/bench/soak.py --duration $(SOAK_SECONDS) --out runs/soak
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

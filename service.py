@@ -9,6 +9,7 @@ share one Scorer per worker: validation, adaptive batching, metrics.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from typing import Annotated
 import anyio
 import bentoml
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 import model_store
 from monitoring import whylogs_adapter as profiles
@@ -26,6 +27,7 @@ from monitoring.drift import SCORE_COLUMN, Thresholds
 from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
 from monitoring.profiler import RequestProfiler
 from serving import grpc_server, http_app, logs, schema, security, telemetry
+from serving.batching import Overloaded
 from serving.errors import InvalidInput
 from serving.explain import Explainer
 from serving.runtime import FraudModel, feature_specs, pinned_tag
@@ -34,6 +36,7 @@ from settings import load_settings
 
 SETTINGS = load_settings()
 logs.configure(SETTINGS.serving.log_level)
+logs.quiet_expected_errors((Overloaded, ValidationError, bentoml.exceptions.InvalidArgument))
 MODEL_TAG = pinned_tag(SETTINGS, Path(__file__))
 STORED_MODEL = model_store.get(MODEL_TAG)
 model_store.verify(STORED_MODEL)  # refuse a tampered model before any worker starts
@@ -135,6 +138,10 @@ class FraudDetector:
         logger.info(
             "serving %s (sha256 %s verified)", MODEL_TAG, self.runtime.stored.labels["sha256"]
         )
+        # Start-up objects (model, libraries) live as long as the worker: out of the collector's
+        # sight, a full collection no longer walks them and stalls the event loop.
+        gc.collect()
+        gc.freeze()
 
     def _monitor(self, scored: Scored) -> None:
         self.profiler.submit(scored.matrix, scored.scores)

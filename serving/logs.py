@@ -12,6 +12,8 @@ import sys
 import time
 
 ROOT = "fraud_bento"
+# BentoML logs a full traceback for every request that raised, 400s and 503s included.
+BENTOML_REQUEST_ERRORS = "bentoml._internal.server.http_app"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -40,3 +42,21 @@ def configure(level: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False  # BentoML's root handlers would print each line a second time
+
+
+class _ExpectedErrors(logging.Filter):
+    """Drops the traceback BentoML logs for an expected refusal: bad input (counted in
+    fraud_validation_failures_total) or load shedding (fraud_requests_total{outcome=overloaded}).
+    Formatting a traceback per shed request would feed the overload it answers."""
+
+    def __init__(self, expected: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, self.expected)
+
+
+def quiet_expected_errors(expected: tuple[type[BaseException], ...]) -> None:
+    logging.getLogger(BENTOML_REQUEST_ERRORS).addFilter(_ExpectedErrors(expected))

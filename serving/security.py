@@ -89,10 +89,6 @@ class Guard:
         )
         return cls(load_keys(config), buckets)
 
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.key_digests)
-
     def authenticate(self, presented: str | None) -> bool:
         if not self.key_digests:
             return True

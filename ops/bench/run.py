@@ -117,7 +117,7 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
-    def _sum_over_tree(self, read) -> float:
+    def sum_over_tree(self, read) -> float:
         total = 0.0
         root = psutil.Process(self.process.pid)
         for member in [root, *root.children(recursive=True)]:
@@ -126,10 +126,10 @@ class Server:
         return total
 
     def cpu_seconds(self) -> float:
-        return self._sum_over_tree(lambda p: p.cpu_times().user + p.cpu_times().system)
+        return self.sum_over_tree(lambda p: p.cpu_times().user + p.cpu_times().system)
 
     def rss_mb(self) -> float:
-        return self._sum_over_tree(lambda p: p.memory_info().rss) / 1e6
+        return self.sum_over_tree(lambda p: p.memory_info().rss) / 1e6
 
 
 def mlserver_venv(folder: Path) -> Path:
