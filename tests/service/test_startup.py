@@ -54,7 +54,7 @@ def test_refuses_to_start(tmp_path, env, message):
     ("env", "message"),
     [
         ({"FRAUD_SECURITY__API_KEYS_FILE": "/nonexistent/api-keys"}, "cannot read API keys file"),
-        ({"FRAUD_API_KEYS": "tiny-key-x"}, "shorter than 16 characters"),
+        ({"FRAUD_API_KEYS": "tiny-key-x"}, "shorter than 16 characters"),  # pragma: allowlist secret
     ],
 )
 def test_refuses_to_start_with_broken_key_configuration(served_tag, tmp_path, env, message):
