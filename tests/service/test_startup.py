@@ -13,6 +13,7 @@ from tests.service.conftest import start_server, stop_server
 from training.features import feature_schema
 
 pytestmark = pytest.mark.slow
+SHORT_KEY = "tiny-key-x"  # pragma: allowlist secret
 
 
 def _tampered_model() -> str:
@@ -54,7 +55,7 @@ def test_refuses_to_start(tmp_path, env, message):
     ("env", "message"),
     [
         ({"FRAUD_SECURITY__API_KEYS_FILE": "/nonexistent/api-keys"}, "cannot read API keys file"),
-        ({"FRAUD_API_KEYS": "tiny-key-x"}, "shorter than 16 characters"),  # pragma: allowlist secret
+        ({"FRAUD_API_KEYS": SHORT_KEY}, "shorter than 16 characters"),
     ],
 )
 def test_refuses_to_start_with_broken_key_configuration(served_tag, tmp_path, env, message):
@@ -65,4 +66,4 @@ def test_refuses_to_start_with_broken_key_configuration(served_tag, tmp_path, en
         stop_server(server)
     assert code != 0
     assert message in server.output()
-    assert "tiny-key-x" not in server.output()  # a key is never echoed
+    assert SHORT_KEY not in server.output()  # a key is never echoed
