@@ -35,6 +35,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def answers(url: str, timeout: float, alive=lambda: True) -> bool:
+    """Whether GET `url` answers 200 within `timeout` seconds (while `alive()` holds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -86,16 +99,10 @@ def start_server(
         start_new_session=True,
     )
     server = Server(process, http_port, grpc_port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return server
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+    if answers(f"{server.url}/readyz", timeout, alive=lambda: process.poll() is None):
+        return server
+    if process.poll() is not None:
+        return server  # it refused to start: callers read its exit code and output
     stop_server(server)
     raise TimeoutError(f"server not ready in {timeout}s:\n{server.output()[-3000:]}")
 

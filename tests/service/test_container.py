@@ -23,7 +23,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 import model_store
 from settings import ColumnsConfig
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import free_port
+from tests.service.conftest import answers, free_port
 from training.features import feature_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(2400)]
@@ -122,15 +122,7 @@ def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, serv
     )
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
+        if not answers(f"{url}/readyz", timeout=180):
             pytest.fail("container not ready:\n" + _podman(state, "logs", name).stderr[-3000:])
 
         example = json.loads((REPO_ROOT / "ops" / "examples" / "test_request.json").read_text())

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import free_port, start_server, stop_server
+from tests.service.conftest import answers, free_port, start_server, stop_server
 
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
 DASHBOARD = REPO_ROOT / "ops" / "grafana" / "fraud-bento.json"
@@ -105,15 +105,8 @@ class Prometheus:
         return body["data"]["result"]
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(self.log.read_text()[-3000:])
+        if not answers(f"{self.url}/-/ready", timeout):
+            raise TimeoutError(self.log.read_text()[-3000:])
 
     def stop(self) -> None:
         if self.process.poll() is None:

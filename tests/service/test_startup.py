@@ -42,13 +42,18 @@ def _tampered_model() -> str:
 def test_refuses_to_start(tmp_path, env, message):
     if env.get("FRAUD_MODEL_TAG") == "tampered":
         env = {"FRAUD_MODEL_TAG": _tampered_model()}
-    server = start_server(".", tmp_path / "serve.log", env=env, timeout=60)
+    code, output = _start_refused(env, tmp_path)
+    assert code != 0
+    assert message in output
+
+
+def _start_refused(env: dict[str, str], folder) -> tuple[int, str]:
+    server = start_server(".", folder / "serve.log", env=env, timeout=60)
     try:
         code = server.process.wait(60)
     finally:
         stop_server(server)
-    assert code != 0
-    assert message in server.output()
+    return code, server.output()
 
 
 @pytest.mark.parametrize(
@@ -59,11 +64,7 @@ def test_refuses_to_start(tmp_path, env, message):
     ],
 )
 def test_refuses_to_start_with_broken_key_configuration(served_tag, tmp_path, env, message):
-    server = start_server(".", tmp_path / "serve.log", env=env, timeout=60)
-    try:
-        code = server.process.wait(60)
-    finally:
-        stop_server(server)
+    code, output = _start_refused(env, tmp_path)
     assert code != 0
-    assert message in server.output()
-    assert SHORT_KEY not in server.output()  # a key is never echoed
+    assert message in output
+    assert SHORT_KEY not in output  # a key is never echoed
