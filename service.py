@@ -96,24 +96,19 @@ def _feedback_store() -> FeedbackStore | None:
     telemetry.PRECISION_FLOOR.set(config.precision_floor)
     path = config.feedback_db or _monitoring_directory() / "feedback.db"
     try:
-        return _open_feedback_store(path)
+        return FeedbackStore(
+            path,
+            model_tag=MODEL_TAG,
+            window_days=config.realized_window_days,
+            retention_days=config.prediction_retention_days,
+            max_queued_rows=config.max_queued_rows,
+            on_realized=telemetry.record_realized,
+            on_drop=telemetry.PREDICTION_LOG_DROPPED.inc,
+            on_labels=telemetry.record_feedback,
+        )
     except (OSError, sqlite3.Error, IncompatibleLog) as error:
         logger.error("feedback unavailable: cannot open the prediction log %s: %s", path, error)
         return None
-
-
-def _open_feedback_store(path: Path) -> FeedbackStore:
-    config = SETTINGS.monitoring
-    return FeedbackStore(
-        path,
-        model_tag=MODEL_TAG,
-        window_days=config.realized_window_days,
-        retention_days=config.prediction_retention_days,
-        max_queued_rows=config.max_queued_rows,
-        on_realized=telemetry.record_realized,
-        on_drop=telemetry.PREDICTION_LOG_DROPPED.inc,
-        on_labels=telemetry.record_feedback,
-    )
 
 
 @bentoml.asgi_app(http_app.app, path="/")
