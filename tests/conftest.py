@@ -35,6 +35,23 @@ def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 3
     )
 
 
+def train_small(runs_dir: Path, trials: int, *extra: str, env: dict[str, str] | None = None):
+    """`python -m training train` on the small fixture table: fast, for tests."""
+    return run_module(
+        "training",
+        "train",
+        "--data",
+        str(SMALL_TABLE),
+        "--trials",
+        str(trials),
+        "--runs-dir",
+        str(runs_dir),
+        *extra,
+        env=env,
+        timeout=300,
+    )
+
+
 @pytest.fixture
 def promotion_files(tmp_path: Path) -> dict[str, Path]:
     return {"pin_file": tmp_path / "model.lock", "log_file": tmp_path / "promotions.jsonl"}

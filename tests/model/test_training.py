@@ -12,7 +12,7 @@ import model_store
 from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN
 from settings import ColumnsConfig, Settings
-from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
+from tests.conftest import REPO_ROOT, SMALL_TABLE, train_small
 from training.dataset import load_dataset
 from training.features import feature_names
 from training.tune import create_study, fit_forest, tune
@@ -31,17 +31,7 @@ def dataset(settings):
 
 
 def test_cli_trains_registers_and_reports(tmp_path):
-    result = run_module(
-        "training",
-        "train",
-        "--data",
-        str(SMALL_TABLE),
-        "--trials",
-        "5",
-        "--runs-dir",
-        str(tmp_path),
-        timeout=240,
-    )
+    result = train_small(tmp_path, 5)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
     report = json.loads((run_dir / "metrics.json").read_text())

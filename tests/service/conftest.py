@@ -21,7 +21,7 @@ import model_store
 from model_store.engines import PARITY_TOLERANCE
 from serving.runtime import FraudModel
 from settings import ColumnsConfig, load_settings
-from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
+from tests.conftest import REPO_ROOT, SMALL_TABLE, train_small
 from training.data import read_table
 from training.features import build_features, feature_names, request_rows
 
@@ -122,18 +122,7 @@ def stop_server(server: Server, grace: float = 20) -> int:
 def served_tag(tmp_path_factory) -> str:
     """A small model, trained and promoted to the test pin file."""
     runs = tmp_path_factory.mktemp("runs")
-    result = run_module(
-        "training",
-        "train",
-        "--data",
-        str(SMALL_TABLE),
-        "--trials",
-        "2",
-        "--runs-dir",
-        str(runs),
-        "--promote",
-        timeout=300,
-    )
+    result = train_small(runs, 2, "--promote")
     assert result.returncode == 0, result.stderr[-3000:]
     tag = model_store.current(load_settings().store.pin_file)
     assert tag
@@ -168,6 +157,18 @@ def offline_probabilities(served_tag, transactions) -> np.ndarray:
     reference = model.estimator.predict_proba(matrix)[:, 1]
     np.testing.assert_allclose(probabilities, reference, atol=PARITY_TOLERANCE)
     return probabilities
+
+
+def run_ops_script(script: str, *args: str, tag: str, folder: Path, timeout: float):
+    """An ops/bench script on `tag`, with its own BentoML home (its servers' metrics apart)."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "ops" / "bench" / script), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "FRAUD_MODEL_TAG": tag, "BENTOML_HOME": str(private_home(folder))},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def metric_samples(server: Server, name: str) -> dict[str, float]:

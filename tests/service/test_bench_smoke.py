@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.service.conftest import private_home
+from tests.service.conftest import run_ops_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_benchmark_smoke(served_tag, tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "ops" / "bench" / "run.py"),
-            "--profile",
-            "smoke",
-            "--servers",
-            "seed,bento_sklearn,bento_fast,bento_fast_unmonitored",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "FRAUD_MODEL_TAG": served_tag,
-            "BENTOML_HOME": str(private_home(tmp_path)),
-        },
-        capture_output=True,
-        text=True,
+    result = run_ops_script(
+        "run.py",
+        "--profile",
+        "smoke",
+        "--servers",
+        "seed,bento_sklearn,bento_fast,bento_fast_unmonitored",
+        "--out",
+        str(out),
+        tag=served_tag,
+        folder=tmp_path,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

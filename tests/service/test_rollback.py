@@ -10,24 +10,14 @@ import httpx
 import pytest
 
 import model_store
-from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
+from tests.conftest import REPO_ROOT, run_module, train_small
 from tests.service.conftest import BENTOML, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 
 def _train(env: dict[str, str], runs, seed: int) -> None:
-    result = run_module(
-        "training",
-        "train",
-        "--data",
-        str(SMALL_TABLE),
-        "--trials",
-        "1",
-        "--runs-dir",
-        str(runs),
-        env={**env, "FRAUD_SEED": str(seed)},
-    )
+    result = train_small(runs, 1, env={**env, "FRAUD_SEED": str(seed)})
     assert result.returncode == 0, result.stderr[-3000:]
 
 

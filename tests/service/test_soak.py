@@ -4,41 +4,28 @@ and file descriptors, with its report and plot."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.service.conftest import private_home
+from tests.service.conftest import run_ops_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_sixty_second_soak(served_tag, tmp_path):
     out = tmp_path / "soak"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "ops" / "bench" / "soak.py"),
-            "--duration",
-            "60",
-            "--interval",
-            "10",
-            "--share",
-            "0.2",  # rarer tail stalls than at make soak's 0.3 (README, Soak): CI must not flake
-            "--out",
-            str(out),
-        ],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "FRAUD_MODEL_TAG": served_tag,
-            "BENTOML_HOME": str(private_home(tmp_path)),
-        },
-        capture_output=True,
-        text=True,
+    result = run_ops_script(
+        "soak.py",
+        "--duration",
+        "60",
+        "--interval",
+        "10",
+        "--share",
+        "0.2",  # rarer tail stalls than at make soak's 0.3 (README, Soak): CI must not flake
+        "--out",
+        str(out),
+        tag=served_tag,
+        folder=tmp_path,
         timeout=400,
     )
     print(result.stdout[-3000:])
