@@ -26,7 +26,7 @@ from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN, Thresholds
 from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
 from monitoring.profiler import RequestProfiler
-from serving import grpc_server, http_app, logs, schema, security, telemetry
+from serving import codec, fast_path, grpc_server, http_app, logs, schema, security, telemetry
 from serving.batching import Overloaded
 from serving.errors import InvalidInput
 from serving.explain import Explainer
@@ -58,6 +58,9 @@ FeedbackBatch = Annotated[
     Field(min_length=1, max_length=SETTINGS.monitoring.max_feedback_labels),
 ]
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
+# The scoring routes: BentoML's per-request access log line, traffic metrics and OpenTelemetry
+# span cost several times the scoring itself; they stay on for every other route.
+SCORING_PATHS = ["/predict", "/predict_columns", "/v2/models/"]
 logger = logging.getLogger("fraud_bento.service")
 
 
@@ -116,6 +119,13 @@ def _feedback_store() -> FeedbackStore | None:
     name="fraud_detector",
     workers=SETTINGS.serving.workers,
     traffic={"timeout": 30},
+    logging={
+        "access": {
+            "enabled": SETTINGS.serving.access_log,
+            "skip_paths": [] if SETTINGS.serving.access_log else SCORING_PATHS,
+        }
+    },
+    tracing={"excluded_urls": [] if SETTINGS.serving.trace_scoring else SCORING_PATHS},
 )
 class FraudDetector:
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -128,6 +138,12 @@ class FraudDetector:
         self.feedback_store = _feedback_store()
         monitor = self._monitor if SETTINGS.monitoring.enabled else None
         self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=monitor)
+        max_rows = SETTINGS.serving.max_rows_per_request
+        self.endpoints = fast_path.ScoringEndpoints(
+            self.scorer,
+            codec.RowsDecoder(FEATURES, max_rows),
+            codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
+        )
         self.explainer = Explainer(self.runtime)
         self.grpc_server = None
         logger.info(
@@ -152,7 +168,10 @@ class FraudDetector:
             )
 
     @bentoml.on_startup
-    async def start_grpc(self) -> None:
+    async def start(self) -> None:
+        self.tally_flusher = asyncio.get_running_loop().create_task(
+            telemetry.flush_tally_periodically()
+        )
         if SETTINGS.serving.grpc_port:
             self.grpc_server = await grpc_server.start(
                 self.scorer,
@@ -165,6 +184,8 @@ class FraudDetector:
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
+        self.tally_flusher.cancel()
+        telemetry.TALLY.flush()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
@@ -178,31 +199,35 @@ class FraudDetector:
     ) -> schema.PredictResponse:
         """Score one or more transactions: fraud probability and decision for each."""
         request_id = _request_id(ctx)
+        payload = await self.endpoints.predict(  # the types above enforced the schema
+            schema.to_matrix(transactions, FEATURE_NAMES),
+            [row.transaction_id for row in transactions],
+            request_id,
+            validated=True,
+        )
+        return schema.PredictResponse.model_validate_json(payload)
+
+    @bentoml.api
+    async def predict_columns(
+        self,
+        columns: list[str],
+        data: list[list[float]],
+        ctx: bentoml.Context,
+        transaction_ids: list[str | None] | None = None,
+    ) -> schema.PredictResponse:
+        """Score many transactions sent as columns: `columns` names every model feature once (any
+        order), `data` holds one list of values per transaction in that order."""
+        request_id = _request_id(ctx)
         try:
-            probabilities = await self.scorer.score(
-                schema.to_matrix(transactions, FEATURE_NAMES),
-                "http",
-                request_id,
-                [row.transaction_id for row in transactions],
-            )
+            matrix, ids = self.endpoints.columns.arrange(columns, data, transaction_ids)
+        except InvalidInput as error:
+            telemetry.record_rejection("http", {v.field for v in error.violations})
+            raise bentoml.exceptions.InvalidArgument(str(error)) from error
+        try:
+            payload = await self.endpoints.predict(matrix, ids, request_id, validated=False)
         except InvalidInput as error:
             raise bentoml.exceptions.InvalidArgument(str(error)) from error
-        threshold = self.runtime.threshold
-        return schema.PredictResponse(
-            request_id=request_id,
-            model_tag=MODEL_TAG,
-            predictions=[
-                schema.Prediction(
-                    transaction_id=row.transaction_id,
-                    fraud_probability=float(probability),
-                    is_fraud=bool(probability >= threshold),
-                    threshold=threshold,
-                    model_tag=MODEL_TAG,
-                    request_id=request_id,
-                )
-                for row, probability in zip(transactions, probabilities, strict=True)
-            ],
-        )
+        return schema.PredictResponse.model_validate_json(payload)
 
     @bentoml.api
     async def explain(
@@ -291,9 +316,15 @@ class FraudDetector:
         }
 
 
+SECURITY = {
+    "guard": GUARD,
+    "max_body_bytes": SETTINGS.security.max_body_bytes,
+    "metrics_open": SETTINGS.security.metrics_open,
+}
+FraudDetector.add_asgi_middleware(security.SecurityMiddleware, **SECURITY)
 FraudDetector.add_asgi_middleware(
-    security.SecurityMiddleware,
-    guard=GUARD,
-    max_body_bytes=SETTINGS.security.max_body_bytes,
-    metrics_open=SETTINGS.security.metrics_open,
+    fast_path.ScoringMiddleware,
+    endpoints=lambda: bentoml.get_current_service().endpoints,
+    enabled=SETTINGS.serving.fast_path,
+    guard=lambda app: security.SecurityMiddleware(app, **SECURITY),  # keys, rates, sizes
 )

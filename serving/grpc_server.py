@@ -99,7 +99,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except Overloaded as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         except Exception:
-            telemetry.REQUESTS.labels(protocol="grpc", outcome="error").inc()
+            telemetry.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         result = oip.InferResult(probabilities, model.threshold)

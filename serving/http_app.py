@@ -10,37 +10,13 @@ import time
 from typing import Any
 
 import bentoml
-import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from serving import oip, telemetry
-from serving.batching import Overloaded
-from serving.errors import InvalidInput
-from serving.scorer import request_id_or_new
+from serving import oip, oip_json, telemetry
 
 app = FastAPI(title="fraud-bento", version="1")
-
-
-class InferInputTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
-
-
-class InferRequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[InferInputTensor] = Field(min_length=1)
-    outputs: list[InferRequestedOutput] | None = None
 
 
 class InferOutputTensor(BaseModel):
@@ -148,44 +124,6 @@ def model_ready(name: str, version: str | None = None):
 @app.post("/v2/models/{name}/infer", response_model=InferResponse)
 @app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
 async def infer(name: str, request: Request, version: str | None = None):
-    try:
-        body = InferRequest.model_validate_json(await request.body())
-    except ValueError as error:
-        telemetry.record_rejection("oip_http", {"request"})
-        return _error(f"invalid inference request: {error}", 400)
-    scorer = _service().scorer
-    try:
-        model = _model_or_error(name, version)
-        if len(body.inputs) != 1:
-            raise oip.OIPError(f"expected 1 input '{oip.INPUT_NAME}', got {len(body.inputs)}")
-        tensor = body.inputs[0]
-        try:
-            values = np.asarray(tensor.data, dtype=np.float64).ravel()
-        except (TypeError, ValueError) as error:
-            raise oip.OIPError(f"input '{tensor.name}': data must be numbers ({error})") from error
-        matrix = oip.to_matrix(tensor.name, tensor.datatype, tensor.shape, values)
-        outputs = oip.requested_outputs([output.name for output in body.outputs or []])
-        probabilities = await scorer.score(matrix, "oip_http", request_id_or_new(body.id))
-    except oip.OIPError as error:
-        if error.status == 400:
-            telemetry.record_rejection("oip_http", {"request"})
-        return _error(str(error), error.status)
-    except InvalidInput as error:
-        return _error(oip.invalid_input_message(error), 400)
-    except Overloaded as error:
-        return _error(str(error), 503)
-    result = oip.InferResult(probabilities, model.threshold)
-    return InferResponse(
-        model_name=name,
-        model_version=model.version,
-        id=body.id,
-        outputs=[
-            InferOutputTensor(
-                name=output,
-                shape=[len(probabilities)],
-                datatype=oip.OUTPUT_DATATYPES[output],
-                data=result.output(output).tolist(),
-            )
-            for output in outputs
-        ],
-    )
+    """An inference request (also answered by the lean scoring path, serving/fast_path.py)."""
+    status, body = await oip_json.infer(_service().scorer, name, version, await request.body())
+    return Response(body, status_code=status, media_type="application/json")

@@ -47,10 +47,12 @@ class Scorer:
         self.model = model
         self._on_scored = on_scored
         self.max_rows = config.max_rows_per_request
+        self._log_requests = config.request_log
         self.batcher = AdaptiveBatcher(
             model.predict_proba,
             max_batch_size=config.max_batch_size,
             max_latency_ms=config.max_latency_ms,
+            inline_max_rows=config.inline_max_rows,
             on_batch=self._on_batch,
         )
         telemetry.MODEL_INFO.labels(
@@ -62,8 +64,7 @@ class Scorer:
 
     @staticmethod
     def _on_batch(rows: int, requests: int) -> None:
-        telemetry.BATCH_ROWS.observe(rows)
-        telemetry.BATCH_REQUESTS.observe(requests)
+        telemetry.TALLY.add_batch(rows, requests)
         telemetry.STATS.record_batch(rows)
 
     async def score(
@@ -72,14 +73,18 @@ class Scorer:
         protocol: str,
         request_id: str | None = None,
         transaction_ids: list[str | None] | None = None,
+        validated: bool = False,
     ) -> np.ndarray:
         """Fraud probabilities of a [N, n_features] matrix; InvalidInput or Overloaded.
 
-        Requests with a `request_id` are decisions and go to the prediction log as well.
+        `validated`: the caller's decoder already enforced the model's schema (types, ranges,
+        row count), so the matrix is not checked a second time. Requests with a `request_id`
+        are decisions and go to the prediction log as well.
         """
         started = time.perf_counter()
         try:
-            self.model.validate(matrix, self.max_rows)
+            if not validated:
+                self.model.validate(matrix, self.max_rows)
         except InvalidInput as error:
             fields = {v.field for v in error.violations}
             telemetry.record_rejection(protocol, fields)
@@ -88,7 +93,7 @@ class Scorer:
         try:
             probabilities = await self.batcher.score(matrix)
         except Overloaded:
-            telemetry.REQUESTS.labels(protocol=protocol, outcome="overloaded").inc()
+            telemetry.TALLY.add_outcome(protocol, "overloaded")
             telemetry.STATS.record_error("overloaded")
             self._log(protocol, request_id, len(matrix), started, "overloaded")
             raise
@@ -96,18 +101,12 @@ class Scorer:
         if self._on_scored is not None:
             self._on_scored(Scored(matrix, probabilities, decisions, request_id, transaction_ids))
         frauds = int(decisions.sum())
-        tag = self.model.tag
-        for probability in probabilities:
-            telemetry.PREDICTION_SCORE.labels(model_tag=tag).observe(float(probability))
-        telemetry.DECISIONS.labels(model_tag=tag, decision="fraud").inc(frauds)
-        telemetry.DECISIONS.labels(model_tag=tag, decision="genuine").inc(
-            len(probabilities) - frauds
-        )
-        telemetry.REQUESTS.labels(protocol=protocol, outcome="ok").inc()
+        telemetry.TALLY.add(protocol, self.model.tag, probabilities, frauds)
         telemetry.STATS.record_request(
             protocol, len(probabilities), frauds, time.perf_counter() - started
         )
-        self._log(protocol, request_id, len(matrix), started, "ok", frauds=frauds)
+        if self._log_requests:
+            self._log(protocol, request_id, len(matrix), started, "ok", frauds=frauds)
         return probabilities
 
     def _log(
