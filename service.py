@@ -12,7 +12,6 @@ import asyncio
 import gc
 import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -22,14 +21,14 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 import model_store
-from monitoring import whylogs_adapter as profiles
-from monitoring.drift import SCORE_COLUMN, Thresholds
-from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
-from monitoring.profiler import RequestProfiler
+from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
+from monitoring.drift import SCORE_COLUMN
+from monitoring.feedback import Label
 from serving import codec, fast_path, grpc_server, http_app, logs, schema, security, telemetry
 from serving.batching import Overloaded
 from serving.errors import InvalidInput
 from serving.explain import Explainer
+from serving.loop_watch import LoopWatch
 from serving.runtime import FraudModel, feature_specs, pinned_tag
 from serving.scorer import Scored, Scorer, request_id_or_new
 from settings import load_settings
@@ -76,42 +75,39 @@ def _monitoring_directory() -> Path:
     return SETTINGS.monitoring.directory or home / "monitoring"
 
 
-def _request_profiler(stored: model_store.StoredModel) -> RequestProfiler:
-    reference = model_store.load_reference_profile(stored)
-    config = SETTINGS.monitoring
-    return RequestProfiler(
-        reference=profiles.from_bytes(reference) if reference is not None else None,
-        features=FEATURE_NAMES,
-        monitored=[f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features],
-        directory=_monitoring_directory(),
-        window_s=config.window_s,
-        thresholds=Thresholds(config.drift_p_value, config.drift_min_effect),
-        max_queued_rows=config.max_queued_rows,
-        max_rows_per_s=config.profile_max_rows_per_s,
-        on_report=telemetry.record_drift,
-        on_drop=telemetry.PROFILING_DROPPED.inc,
-    )
-
-
-def _feedback_store() -> FeedbackStore | None:
-    """The prediction log, or None when its file cannot be opened: scoring goes on without it."""
+def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
+    """The worker's monitoring process: profiling, drift and the prediction log."""
     config = SETTINGS.monitoring
     telemetry.PRECISION_FLOOR.set(config.precision_floor)
-    path = config.feedback_db or _monitoring_directory() / "feedback.db"
-    try:
-        return FeedbackStore(
-            path,
-            model_tag=MODEL_TAG,
-            window_days=config.realized_window_days,
-            retention_days=config.prediction_retention_days,
-            max_queued_rows=config.max_queued_rows,
+    directory = _monitoring_directory()
+    process_config = {
+        "features": FEATURE_NAMES,
+        "monitored": [
+            f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features
+        ],
+        "directory": str(directory),
+        "window_s": config.window_s,
+        "drift_p_value": config.drift_p_value,
+        "drift_min_effect": config.drift_min_effect,
+        "max_queued_rows": config.max_queued_rows,
+        "profile_max_rows_per_s": config.profile_max_rows_per_s,
+        "feedback_db": str(config.feedback_db or directory / "feedback.db"),
+        "model_tag": MODEL_TAG,
+        "realized_window_days": config.realized_window_days,
+        "prediction_retention_days": config.prediction_retention_days,
+        "log_level": SETTINGS.serving.log_level,
+    }
+    return MonitorClient(
+        process_config,
+        model_store.load_reference_profile(stored),
+        max_queued_rows=config.max_queued_rows,
+        listeners=Listeners(
+            on_drift=telemetry.record_drift,
             on_realized=telemetry.record_realized,
-            on_drop=telemetry.PREDICTION_LOG_DROPPED.inc,
+            on_drop=telemetry.record_monitoring_drop,
             on_labels=telemetry.record_feedback,
-        )
-    except (OSError, sqlite3.Error, IncompatibleLog) as error:
-        logger.error("feedback unavailable: cannot open the prediction log %s: %s", path, error)
-        return None
+        ),
+    )
 
 
 @bentoml.asgi_app(http_app.app, path="/")
@@ -134,8 +130,7 @@ class FraudDetector:
         self.runtime = FraudModel.load(
             MODEL_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
         )
-        self.profiler = _request_profiler(self.runtime.stored)
-        self.feedback_store = _feedback_store()
+        self.monitor = _monitor_client(self.runtime.stored)
         monitor = self._monitor if SETTINGS.monitoring.enabled else None
         self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=monitor)
         max_rows = SETTINGS.serving.max_rows_per_request
@@ -145,6 +140,7 @@ class FraudDetector:
             codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
         )
         self.explainer = Explainer(self.runtime)
+        self.loop_watch = LoopWatch(SETTINGS.serving.stall_log_ms)
         self.grpc_server = None
         logger.info(
             "serving %s (sha256 %s verified)", MODEL_TAG, self.runtime.stored.labels["sha256"]
@@ -155,23 +151,23 @@ class FraudDetector:
         gc.freeze()
 
     def _monitor(self, scored: Scored) -> None:
-        self.profiler.submit(scored.matrix, scored.scores)
-        if scored.request_id is not None and self.feedback_store is not None:
-            self.feedback_store.record(
-                ScoredRequest(
-                    scored.request_id,
-                    MODEL_TAG,
-                    scored.scores,
-                    scored.decisions,
-                    scored.transaction_ids,
-                )
-            )
+        self.monitor.record(
+            scored.matrix,
+            scored.scores,
+            scored.decisions,
+            scored.request_id,
+            MODEL_TAG,
+            scored.transaction_ids,
+        )
 
     @bentoml.on_startup
     async def start(self) -> None:
-        self.tally_flusher = asyncio.get_running_loop().create_task(
-            telemetry.flush_tally_periodically()
-        )
+        loop = asyncio.get_running_loop()
+        self.background = [
+            loop.create_task(telemetry.flush_tally_periodically()),
+            loop.create_task(self.loop_watch.run()),
+        ]
+        await self.monitor.start()
         if SETTINGS.serving.grpc_port:
             self.grpc_server = await grpc_server.start(
                 self.scorer,
@@ -184,14 +180,13 @@ class FraudDetector:
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
-        self.tally_flusher.cancel()
+        for task in self.background:
+            task.cancel()
         telemetry.TALLY.flush()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
-        self.profiler.close()
-        if self.feedback_store is not None:
-            self.feedback_store.close()
+        await self.monitor.close()
 
     @bentoml.api
     async def predict(
@@ -265,10 +260,8 @@ class FraudDetector:
     @bentoml.api
     async def feedback(self, labels: FeedbackBatch) -> schema.FeedbackResponse:
         """Delayed labels for earlier predictions; ids with no logged prediction come back."""
-        if self.feedback_store is None:
-            raise bentoml.exceptions.ServiceUnavailable("feedback unavailable: no prediction log")
-        result = await asyncio.wrap_future(
-            self.feedback_store.submit_labels(
+        try:
+            result = await self.monitor.submit_labels(
                 [
                     Label(
                         label=item.is_fraud,
@@ -279,7 +272,8 @@ class FraudDetector:
                     for item in labels
                 ]
             )
-        )
+        except MonitoringUnavailable as error:
+            raise bentoml.exceptions.ServiceUnavailable(str(error)) from error
         logger.info(
             "feedback received=%d matched=%d unknown=%d ambiguous=%d",
             result.received,
@@ -292,7 +286,7 @@ class FraudDetector:
             matched=result.matched,
             unknown=result.unknown,
             ambiguous=result.ambiguous,
-            realized=schema.RealizedPerformance(**self.feedback_store.realized.as_dict()),
+            realized=schema.RealizedPerformance(**self.monitor.realized.as_dict()),
         )
 
     def model_info(self) -> dict:

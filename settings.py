@@ -136,7 +136,7 @@ class ServingConfig(BaseModel):
         "path; false: through BentoML's typed API (the same answers, slower).",
     )
     access_log: bool = Field(
-        False, description="BentoML's access log line per request (costs ~10% at 5,000 req/s)."
+        False, description="BentoML's access log line for the scoring routes too."
     )
     trace_scoring: bool = Field(
         False, description="OpenTelemetry spans for the scoring routes (other routes have them)."
@@ -144,6 +144,11 @@ class ServingConfig(BaseModel):
     request_log: bool = Field(
         False,
         description="One JSON log line per scored request; refused requests are always logged.",
+    )
+    stall_log_ms: float = Field(
+        20.0,
+        ge=0,
+        description="Log each event-loop stall longer than this, with its GC pauses (0: off).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of the service's JSON log lines."

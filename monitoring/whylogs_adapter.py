@@ -7,7 +7,13 @@ refers to `np.unicode_`, which NumPy 2 removed; the alias below is the whole com
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+# whylogs reports usage to its vendor unless told not to: a network call from a service that
+# must not make any (and, unanswered here, a log line each time).
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 
 if not hasattr(np, "unicode_"):
     np.unicode_ = np.str_  # whylogs 1.6.4 checks string dtypes against it

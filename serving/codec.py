@@ -96,16 +96,16 @@ class ColumnsDecoder:
     def decode(self, body: bytes) -> tuple[np.ndarray, list[str | None] | None]:
         try:
             parsed = self._decoder.decode(body)
-        except msgspec.DecodeError as error:
-            raise InvalidInput([Violation("body", None, f"not valid JSON: {error}")]) from None
-        except msgspec.ValidationError as error:
+        except msgspec.ValidationError as error:  # a subclass of DecodeError: first
             message, _, path = str(error).partition(" - at ")
             location = _location(path.strip("`"))
             field = str(location[0]) if location else "body"
-            row = (
-                location[1] if field in ("data", "transaction_ids") and len(location) > 1 else None
-            )
-            raise InvalidInput([Violation(field, row, message)]) from None
+            in_rows = field in ("data", "transaction_ids") and len(location) > 1
+            raise InvalidInput(
+                [Violation(field, location[1] if in_rows else None, message)]
+            ) from None
+        except msgspec.DecodeError as error:
+            raise InvalidInput([Violation("body", None, f"not valid JSON: {error}")]) from None
         return self.arrange(parsed.columns, parsed.data, parsed.transaction_ids)
 
     def arrange(

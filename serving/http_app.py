@@ -44,14 +44,16 @@ def _error(message: str, status: int) -> JSONResponse:
 @app.get("/health")
 def health() -> dict:
     service = _service()
+    monitor = service.monitor
     return {
         "status": "healthy",
         "model_tag": service.runtime.tag,
         "integrity_check": "passed",
         "uptime_s": round(time.time() - service.runtime.loaded_at, 1),
         "grpc": "serving" if service.grpc_server is not None else "disabled",
-        "profiling": "available" if service.profiler.available else "unavailable",
-        "feedback": "available" if service.feedback_store is not None else "unavailable",
+        "profiling": "available" if monitor.status.get("profiling") else "unavailable",
+        "feedback": "available" if monitor.status.get("feedback") else "unavailable",
+        "monitoring_process": {"pid": monitor.pid, "restarts": monitor.restarts},
     }
 
 
@@ -66,19 +68,21 @@ def stats() -> dict:
     return {
         "model_tag": service.runtime.tag,
         **telemetry.STATS.snapshot(),
-        "realized": (service.feedback_store.realized.as_dict() if service.feedback_store else None),
+        "realized": service.monitor.realized.as_dict() if service.monitor.realized else None,
     }
 
 
 @app.get("/drift")
 def drift() -> dict:
     """The latest closed profiling window compared with the model's reference profile."""
-    profiler = _service().profiler
-    if not profiler.has_reference:
+    monitor = _service().monitor
+    if not monitor.status:
+        return {"status": "the monitoring process is starting"}
+    if not monitor.status["has_reference"]:
         return {"status": "the served model has no reference profile (trained before monitoring)"}
-    if profiler.latest is None:
-        return {"status": "no window closed yet", "window_s": profiler.window_s}
-    return {"status": "ok", **profiler.latest.as_dict()}
+    if monitor.latest_drift is None:
+        return {"status": "no window closed yet", "window_s": monitor.status["window_s"]}
+    return {"status": "ok", **monitor.latest_drift}
 
 
 @app.get("/v2/health/live")

@@ -122,6 +122,17 @@ PRECISION_FLOOR = bentoml.metrics.Gauge(
     documentation="Configured least acceptable realized precision (the alert threshold).",
     multiprocess_mode="max",
 )
+LOOP_LAG = bentoml.metrics.Histogram(
+    name="fraud_event_loop_lag_seconds",
+    documentation="How late the worker's event loop ran a 10 ms timer (its stalls).",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
+GC_PAUSE = bentoml.metrics.Histogram(
+    name="fraud_gc_pause_seconds",
+    documentation="Garbage collection pauses of the worker, by generation.",
+    labelnames=["generation"],
+    buckets=(0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+)
 DRIFT_LEVELS = {"NO_DRIFT": 0, "POSSIBLE_DRIFT": 1, "DRIFT": 2}
 
 
@@ -139,12 +150,30 @@ def record_feedback(result) -> None:
     FEEDBACK_LABELS.labels(outcome="ambiguous").inc(len(result.ambiguous))
 
 
-def record_drift(report) -> None:
-    DRIFT_DETECTED.set(1 if report.drift_detected else 0)
-    for feature in report.features:
-        DRIFT_STATISTIC.labels(feature=feature.feature).set(feature.statistic)
-        DRIFT_P_VALUE.labels(feature=feature.feature).set(feature.p_value)
-        DRIFT_CATEGORY.labels(feature=feature.feature).set(DRIFT_LEVELS[feature.category])
+def record_drift(report: dict) -> None:
+    """The gauges of a drift report (`monitoring.profiler.DriftReport.as_dict()`)."""
+    DRIFT_DETECTED.set(1 if report["drift_detected"] else 0)
+    for feature in report["features"]:
+        name = feature["feature"]
+        DRIFT_STATISTIC.labels(feature=name).set(feature["statistic"])
+        DRIFT_P_VALUE.labels(feature=name).set(feature["p_value"])
+        DRIFT_CATEGORY.labels(feature=name).set(DRIFT_LEVELS[feature["category"]])
+
+
+def observe_loop(lags: list[float], gc_pauses: list[tuple[float, int]]) -> None:
+    if lags:
+        observe_many(LOOP_LAG, np.array(lags))
+    for seconds, generation in gc_pauses:
+        GC_PAUSE.labels(generation=str(generation)).observe(seconds)
+
+
+def record_monitoring_drop(what: str, rows: int) -> None:
+    """Rows the monitoring process did not take: "profiling", "prediction_log", or "all" (the
+    hand-off to the process itself was full or the process was down)."""
+    if what in ("profiling", "all"):
+        PROFILING_DROPPED.inc(rows)
+    if what in ("prediction_log", "all"):
+        PREDICTION_LOG_DROPPED.inc(rows)
 
 
 def observe_many(histogram, values: np.ndarray) -> None:

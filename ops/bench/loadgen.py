@@ -1,10 +1,15 @@
-"""Load generator: open loop at a fixed arrival rate, or closed loop at a fixed concurrency.
+"""Load generator: open loop at a fixed arrival rate, or closed loop at a fixed concurrency, over
+HTTP/1.1 keep-alive connections or gRPC (OIP ModelInfer).
 
 Open loop sends request i at start + i/rate whatever the server does, and measures latency from
-that scheduled time, so queueing shows in the tail (no coordinated omission). Prints one JSON
-document, including the generator's own CPU time per request so its cost can be checked.
+that scheduled time, so queueing shows in the tail (no coordinated omission): a request that
+finds no idle connection waits for one (or a new one is opened, up to MAX_CONNECTIONS), and that
+wait counts. HTTP is spoken on raw asyncio protocols over uvloop with the request bytes made
+once, so one core drives well over 10,000 requests a second (aiohttp, used before, spent
+0.2-0.6 ms of CPU a request). Prints one JSON document, with the generator's own CPU time per
+request so its cost can be checked, and the latencies of its worst second.
 
-    python loadgen.py URL BODY_FILE (--rate R | --concurrency C) --seconds S
+    python loadgen.py URL BODY_FILE (--rate R | --concurrency C) --seconds S [--grpc]
 """
 
 from __future__ import annotations
@@ -14,62 +19,192 @@ import asyncio
 import json
 import resource
 import time
+from collections import deque
+from urllib.parse import urlsplit
 
-import aiohttp
 import numpy as np
+import uvloop
 
 TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 1024
 
 
-async def _send(session, url: str, body: bytes, scheduled: float, results: list) -> None:
-    try:
-        async with session.post(url, data=body) as response:
-            await response.read()
-            ok = response.status == 200
-    except (TimeoutError, aiohttp.ClientError):
-        ok = False
-    results.append((time.perf_counter() - scheduled, ok))
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time."""
+
+    def __init__(self, on_done):
+        self._on_done = on_done
+        self._buffer = bytearray()
+        self._started = 0.0
+        self.transport = None
+        self.lost = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, request: bytes, started: float) -> None:
+        self._started = started
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self._buffer[:end]).lower()
+        length_at = head.find(b"content-length:")
+        length = int(head[length_at + 15 : head.find(b"\r\n", length_at)]) if length_at >= 0 else 0
+        if len(self._buffer) < end + 4 + length:
+            return
+        ok = head.startswith(b"http/1.1 200")
+        del self._buffer[: end + 4 + length]
+        self._on_done(self, self._started, ok)
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        if self._started:
+            self._on_done(self, self._started, False, lost=True)
 
 
-async def open_loop(url: str, body: bytes, rate: float, seconds: float) -> list:
-    results: list = []
-    connector = aiohttp.TCPConnector(limit=512)
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as s:
-        start = time.perf_counter()
-        total = int(rate * seconds)
-        tasks = []
-        for index in range(total):
-            scheduled = start + index / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_send(s, url, body, scheduled, results)))
-        await asyncio.gather(*tasks)
-    return results
+class HttpLoad:
+    def __init__(self, url: str, body: bytes):
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.request = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.results: list[tuple[float, float, bool]] = []  # (scheduled, latency, ok)
+        self._idle: deque[_Connection] = deque()
+        self._waiting: deque[float] = deque()
+        self._open = 0
+        self._opening = 0
+        self.closed_until: float | None = None  # closed loop: each answer sends the next
+
+    def _done(self, connection: _Connection, started: float, ok: bool, lost=False) -> None:
+        now = time.perf_counter()
+        self.results.append((started, now - started, ok))
+        connection._started = 0.0
+        if lost:
+            self._open -= 1
+            return
+        self._use(connection)
+
+    def _use(self, connection: _Connection) -> None:
+        if self.closed_until is not None and time.perf_counter() < self.closed_until:
+            connection.send(self.request, time.perf_counter())
+        elif self._waiting:
+            connection.send(self.request, self._waiting.popleft())
+        else:
+            self._idle.append(connection)
+
+    def submit(self, scheduled: float) -> None:
+        while self._idle and self._idle[0].lost:  # closed by the server while idle
+            self._idle.popleft()
+            self._open -= 1
+        if self._idle:
+            self._idle.popleft().send(self.request, scheduled)
+            return
+        self._waiting.append(scheduled)
+        if self._open + self._opening < MAX_CONNECTIONS and len(self._waiting) > self._opening:
+            asyncio.get_running_loop().create_task(self._connect_and_use())
+
+    async def _connect_and_use(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._opening += 1
+        try:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._done), self.host, self.port
+            )
+        except OSError:
+            if self._waiting:
+                self.results.append((self._waiting.popleft(), 0.0, False))
+            return
+        finally:
+            self._opening -= 1
+        self._open += 1
+        self._use(connection)
+
+    def outstanding(self) -> int:
+        return len(self._waiting) + (self._open - len(self._idle))
 
 
-async def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -> list:
-    results: list = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as s:
-        end = time.perf_counter() + seconds
+class GrpcLoad:
+    """ModelInfer calls with the serialized request made once (no per-call protobuf work)."""
 
-        async def client() -> None:
-            while time.perf_counter() < end:
-                await _send(s, url, body, time.perf_counter(), results)
+    def __init__(self, target: str, body: bytes):
+        import grpc
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return results
+        self.channel = grpc.aio.insecure_channel(target)
+        self.call = self.channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        self.body = body
+        self.results: list[tuple[float, float, bool]] = []
+        self._in_flight = 0
+        self.closed_until: float | None = None
+
+    def submit(self, scheduled: float) -> None:
+        self._in_flight += 1
+        asyncio.get_running_loop().create_task(self._one(scheduled))
+
+    async def _one(self, scheduled: float) -> None:
+        try:
+            await self.call(self.body, timeout=TIMEOUT_S)
+            ok = True
+        except Exception:  # noqa: BLE001 - any failed call is an error of the run
+            ok = False
+        self.results.append((scheduled, time.perf_counter() - scheduled, ok))
+        self._in_flight -= 1
+        if self.closed_until is not None and time.perf_counter() < self.closed_until:
+            self.submit(time.perf_counter())
+
+    def outstanding(self) -> int:
+        return self._in_flight
+
+
+async def open_loop(load, rate: float, seconds: float) -> None:
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        due = min(total, int((now - start) * rate) + 1)
+        while sent < due:
+            load.submit(start + sent / rate)
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    await _drain(load)
+
+
+async def closed_loop(load, concurrency: int, seconds: float) -> None:
+    load.closed_until = time.perf_counter() + seconds
+    for _ in range(concurrency):
+        load.submit(time.perf_counter())
+    await asyncio.sleep(seconds)
+    await _drain(load)
+
+
+async def _drain(load) -> None:
+    deadline = time.perf_counter() + TIMEOUT_S
+    while load.outstanding() and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    for _ in range(load.outstanding()):  # never answered within the timeout
+        load.results.append((0.0, TIMEOUT_S, False))
 
 
 def summarise(results: list, seconds: float, cpu_s: float) -> dict:
-    latencies = np.array([latency for latency, _ in results]) * 1000
-    errors = sum(1 for _, ok in results if not ok)
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if len(latencies) else (0, 0, 0)
+    table = np.array(results, dtype=np.float64).reshape(-1, 3)
+    scheduled, latencies, ok = table[:, 0], table[:, 1] * 1000, table[:, 2].astype(bool)
+    errors = int((~ok).sum())
+    p50, p95, p99, top = (
+        np.percentile(latencies, [50, 95, 99, 100]) if len(latencies) else (0, 0, 0, 0)
+    )
+    timed = scheduled > 0  # requests never answered have no schedule left
+    second = (scheduled[timed] - scheduled[timed].min()).astype(int) if timed.any() else []
+    worst = [np.percentile(latencies[timed][second == s], 99) for s in np.unique(second)]
     return {
         "requests": len(results),
         "errors": errors,
@@ -77,27 +212,36 @@ def summarise(results: list, seconds: float, cpu_s: float) -> dict:
         "p50_ms": float(p50),
         "p95_ms": float(p95),
         "p99_ms": float(p99),
+        "max_ms": float(top),
+        "worst_second_p99_ms": float(max(worst, default=0.0)),
         "loadgen_cpu_ms_per_request": 1000 * cpu_s / max(len(results), 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("url")
+    parser.add_argument("url", help="http://host:port/path, or host:port with --grpc")
     parser.add_argument("body_file")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--rate", type=float)
     mode.add_argument("--concurrency", type=int)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--grpc", action="store_true", help="BODY_FILE is a ModelInferRequest")
     args = parser.parse_args()
     with open(args.body_file, "rb") as handle:
         body = handle.read()
+
+    async def run() -> list:
+        load = GrpcLoad(args.url, body) if args.grpc else HttpLoad(args.url, body)
+        if args.rate:
+            await open_loop(load, args.rate, args.seconds)
+        else:
+            await closed_loop(load, args.concurrency, args.seconds)
+        return load.results
+
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    if args.rate:
-        results = asyncio.run(open_loop(args.url, body, args.rate, args.seconds))
-    else:
-        results = asyncio.run(closed_loop(args.url, body, args.concurrency, args.seconds))
+    results = uvloop.run(run())
     elapsed = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)

@@ -1,13 +1,18 @@
-"""The serving benchmark: the seed design, Seldon MLServer, and fraud-bento with each engine,
-served in turn on one machine in one run, on the pinned model.
+"""The serving benchmark, per core: a bare ASGI ceiling, BentoML's floor (a constant service,
+default and lean), the seed design, Seldon MLServer and fraud-bento (with and without
+monitoring, and its gRPC endpoint), served in turn on one machine in one run, on the pinned model.
 
-For each server and request size (1 and 100 transactions): a closed-loop run at fixed
-concurrency (capacity), then open-loop steps at rising arrival rates until the p99 passes the
-bound or errors appear. Writes JSON, a Markdown table and a PNG of p99 against offered rate.
+Where the machine has two cores or more, each server runs pinned to core 0 (`taskset`, with every
+process it starts) and the load generator to the others, so the figures are per server core.
+For each server and request size (1 and 100 transactions): an open-loop ladder of arrival rates
+on the cold server, a closed-loop burst at fixed concurrency (capacity), then the ladder again
+after the burst. A ladder climbs fixed rates until the p99 passes 50 ms, an error appears or the
+server falls behind, then bisects twice between the last rate it held and the first it did not.
+Writes JSON, a Markdown table and a PNG of p99 against offered rate.
 
-    python ops/bench/run.py --profile quick            # make bench: a few minutes
+    python ops/bench/run.py --profile quick            # make bench
     python ops/bench/run.py --profile full
-    python ops/bench/run.py --profile smoke --servers seed,bento_fast   # the test's tiny run
+    python ops/bench/run.py --profile smoke --servers seed,bento   # the test's tiny run
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 import httpx
 import joblib
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,20 +56,46 @@ P99_BOUND_MS = 50.0
 MLSERVER_PACKAGES = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 
 
+# Open-loop arrival rates (requests/s) per request size: dense where the servers' knees are.
+LADDERS = {
+    1: (100, 200, 400, 700, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000, 8000, 10000),
+    100: (10, 25, 50, 100, 200, 300, 400, 600, 800, 1000, 1200, 1500, 2000, 2500),
+}
+LIGHT_RATE = {1: 200, 100: 50}  # where the latency at light load is read
+SERVER_CORES = "0"
+
+
 @dataclass(frozen=True)
 class Profile:
     closed_seconds: float
     step_seconds: float
     concurrency: int
-    rate_factors: tuple[float, ...]  # of the closed-loop capacity
+    bisections: int = 2
+    max_steps: int = 99
     sizes: tuple[int, ...] = (1, 100)
 
 
 PROFILES = {
-    "smoke": Profile(1.0, 1.0, 4, (0.5, 1.0), sizes=(1, 100)),
-    "quick": Profile(6.0, 5.0, 32, (0.25, 0.5, 0.75, 0.9, 1.0, 1.2)),
-    "full": Profile(20.0, 15.0, 64, (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)),
+    "smoke": Profile(1.0, 1.0, 4, bisections=0, max_steps=2),
+    "quick": Profile(5.0, 3.0, 32),
+    "full": Profile(10.0, 8.0, 64),
 }
+
+
+def pinning() -> tuple[list[str], list[str], str]:
+    """taskset prefixes for the server and the load generator, and what the figures mean."""
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        return [], [], f"{cores} core: server and load generator share it"
+    others = f"1-{cores - 1}" if cores > 2 else "1"
+    return (
+        ["taskset", "-c", SERVER_CORES],
+        ["taskset", "-c", others],
+        f"server (all its processes) pinned to core {SERVER_CORES}, load generator to {others}",
+    )
+
+
+SERVER_PIN, LOADGEN_PIN, PINNING = pinning()
 
 
 def free_port() -> int:
@@ -78,19 +110,34 @@ class Server:
     command: list[str]
     ready_path: str
     predict_path: str
-    body_kind: str  # "rows" or "v2"
+    body_kind: str  # "rows", "v2" (MLServer's outputs), "oip" (fraud-bento's) or "grpc"
     env: dict[str, str] = field(default_factory=dict)
+    pinned: bool = True
     port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    @property
+    def target(self) -> str:
+        """What the load generator is pointed at."""
+        if self.body_kind == "grpc":
+            return f"127.0.0.1:{self.grpc_port}"
+        return self.url(self.predict_path)
+
     def start(self, log: Path) -> None:
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
         self.process = subprocess.Popen(
-            [part.replace("{port}", str(self.port)) for part in self.command],
+            (SERVER_PIN if self.pinned else []) + command,
             cwd=REPO_ROOT,
-            env={**os.environ, **self.env},
+            env={
+                **os.environ,
+                "FRAUD_SERVING__GRPC_PORT": str(self.grpc_port),
+                "FRAUD_SERVING__GRPC_HOST": "127.0.0.1",
+                **self.env,
+            },
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -169,23 +216,29 @@ def mlserver_repository(folder: Path, tag: str) -> Path:
 
 
 def servers(names: list[str], scratch: Path, tag: str) -> list[Server]:
-    bento_env = {"FRAUD_MODEL_TAG": tag, "FRAUD_SERVING__GRPC_PORT": "0"}
+    bento_env = {"FRAUD_MODEL_TAG": tag}
     bento = [str(BIN / "bentoml"), "serve", ".", "--port", "{port}"]
+    uvicorn = [sys.executable, "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
+    floor = [str(BIN / "bentoml"), "serve", "constant:Constant", "--port", "{port}"]
+    floor += ["--working-dir", str(BENCH / "floor")]
     made: list[Server] = []
     for name in names:
-        if name == "seed":
-            command = [sys.executable, "-m", "uvicorn", "seed_app:app", "--app-dir", str(BENCH)]
-            command += ["--port", "{port}", "--log-level", "warning"]
-            made.append(
-                Server(name, command, "/ready", "/predict", "rows", {"FRAUD_MODEL_TAG": tag})
-            )
+        if name == "ceiling":
+            command = [*uvicorn, "ceiling:app", "--app-dir", str(BENCH / "floor")]
+            made.append(Server(name, command, "/", "/predict", "rows"))
+        elif name in ("bentoml_constant", "bentoml_constant_lean"):
+            env = {"FLOOR_LEAN": "1" if name.endswith("lean") else "0"}
+            made.append(Server(name, floor, "/readyz", "/predict", "rows", env))
+        elif name == "seed":
+            command = [*uvicorn, "seed_app:app", "--app-dir", str(BENCH)]
+            made.append(Server(name, command, "/ready", "/predict", "rows", dict(bento_env)))
         elif name == "mlserver":
             repository = scratch / "mlserver-models"
             mlserver_repository(repository, tag)
             server = Server(name, [], "/v2/health/ready", "/v2/models/fraud_rf/infer", "v2")
             settings = {
                 "http_port": server.port,
-                "grpc_port": free_port(),
+                "grpc_port": server.grpc_port,
                 "metrics_port": free_port(),
             }
             (repository / "settings.json").write_text(json.dumps(settings))
@@ -195,20 +248,30 @@ def servers(names: list[str], scratch: Path, tag: str) -> list[Server]:
                 str(repository),
             ]
             made.append(server)
+        elif name == "bento":
+            made.append(Server(name, bento, "/readyz", "/predict", "rows", dict(bento_env)))
+        elif name == "bento_oip":  # OIP over HTTP, JSON tensors
+            path = "/v2/models/fraud_rf/infer"
+            made.append(Server(name, bento, "/readyz", path, "oip", dict(bento_env)))
+        elif name == "bento_grpc":  # OIP over gRPC, raw tensor contents
+            made.append(Server(name, bento, "/readyz", "", "grpc", dict(bento_env)))
+        elif name == "bento_unmonitored":  # the cost of profiling and the prediction log
+            env = {**bento_env, "FRAUD_MONITORING__ENABLED": "false"}
+            made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
         elif name == "bento_sklearn":
             env = {**bento_env, "FRAUD_SERVING__ENGINE": "sklearn"}
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
-        elif name == "bento_fast":
-            made.append(Server(name, bento, "/readyz", "/predict", "rows", dict(bento_env)))
-        elif name == "bento_fast_unmonitored":  # the cost of profiling and the prediction log
-            env = {**bento_env, "FRAUD_MONITORING__ENABLED": "false"}
-            made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
+        elif name == "bento_2workers":  # one worker per core: not pinned, shares the cores
+            env = {**bento_env, "FRAUD_SERVING__WORKERS": "2"}
+            made.append(Server(name, bento, "/readyz", "/predict", "rows", env, pinned=False))
         else:
             raise ValueError(f"unknown server {name}")
     return made
 
 
 def bodies(scratch: Path, sizes: tuple[int, ...]) -> dict[tuple[str, int], Path]:
+    from tritonclient.grpc import service_pb2 as pb
+
     example = json.loads((REPO_ROOT / "ops" / "examples" / "test_request.json").read_text())
     rows = example["transactions"]
     names = [name for name in rows[0] if name != "transaction_id"]
@@ -216,33 +279,35 @@ def bodies(scratch: Path, sizes: tuple[int, ...]) -> dict[tuple[str, int], Path]
     for size in sizes:
         batch = [rows[i % len(rows)] for i in range(size)]
         matrix = [[row[name] for name in names] for row in batch]
+        infer = pb.ModelInferRequest(model_name="fraud_rf")
+        infer.inputs.add(name="features", datatype="FP32", shape=[size, len(names)])
+        infer.raw_input_contents.append(np.array(matrix, dtype=np.float32).tobytes())
+        tensor = {"name": "features", "shape": [size, len(names)], "datatype": "FP32"}
+        tensor["data"] = matrix
         for kind, payload in (
-            ("rows", {"transactions": batch}),
+            ("rows", json.dumps({"transactions": batch}).encode()),
+            # the same tensor; each server asked for its probability output
             (
                 "v2",
-                {
-                    "inputs": [
-                        {
-                            "name": "features",
-                            "shape": [size, len(names)],
-                            "datatype": "FP32",
-                            "data": matrix,
-                        }
-                    ],
-                    "outputs": [{"name": "predict_proba"}],
-                },
+                json.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}]}).encode(),
             ),
+            (
+                "oip",
+                json.dumps({"inputs": [tensor], "outputs": [{"name": "probability"}]}).encode(),
+            ),
+            ("grpc", infer.SerializeToString()),
         ):
-            path = scratch / f"{kind}-{size}.json"
-            path.write_text(json.dumps(payload))
+            path = scratch / f"{kind}-{size}.body"
+            path.write_bytes(payload)
             made[(kind, size)] = path
     return made
 
 
-def load(url: str, body: Path, mode: str, value: float, seconds: float) -> dict:
+def load(server: Server, body: Path, mode: str, value: float, seconds: float) -> dict:
+    grpc = ["--grpc"] if server.body_kind == "grpc" else []
     result = subprocess.run(
-        [sys.executable, str(BENCH / "loadgen.py"), url, str(body), f"--{mode}", str(value)]
-        + ["--seconds", str(seconds)],
+        [*LOADGEN_PIN, sys.executable, str(BENCH / "loadgen.py"), server.target, str(body)]
+        + [f"--{mode}", str(value), "--seconds", str(seconds), *grpc],
         capture_output=True,
         text=True,
         check=True,
@@ -250,76 +315,98 @@ def load(url: str, body: Path, mode: str, value: float, seconds: float) -> dict:
     return json.loads(result.stdout)
 
 
-def measure(
-    server: Server, body: Path, size: int, profile: Profile, common_rate: float | None
-) -> dict:
-    url = server.url(server.predict_path)
-    load(url, body, "concurrency", profile.concurrency, max(1.0, profile.closed_seconds / 3))
-    cpu_before = server.cpu_seconds()
-    closed = load(url, body, "concurrency", profile.concurrency, profile.closed_seconds)
-    cpu_per_1000 = 1000 * (server.cpu_seconds() - cpu_before) / max(closed["requests"], 1)
-    capacity = max(closed["throughput_rps"], 1.0)
-    rates = sorted({round(capacity * factor, 1) for factor in profile.rate_factors})
-    if common_rate:
-        rates = sorted({*rates, common_rate})
-    steps, peak_rss = [], server.rss_mb()
-    for rate in rates:
-        step = load(url, body, "rate", rate, profile.step_seconds)
-        steps.append({"offered_rps": rate, **step})
-        peak_rss = max(peak_rss, server.rss_mb())
-        if step["errors"] or step["p99_ms"] > 4 * P99_BOUND_MS:
+def holds(step: dict) -> bool:
+    """The server kept up with the offered rate within the latency bound, without errors."""
+    return (
+        step["errors"] == 0
+        and step["p99_ms"] <= P99_BOUND_MS
+        and step["throughput_rps"] >= 0.9 * step["offered_rps"]
+    )
+
+
+def ladder(server: Server, body: Path, size: int, profile: Profile) -> list[dict]:
+    """Open-loop steps up the size's ladder until one fails, then bisection below it."""
+    steps: list[dict] = []
+
+    def step(rate: float) -> dict:
+        measured = {"offered_rps": rate, **load(server, body, "rate", rate, profile.step_seconds)}
+        steps.append(measured)
+        return measured
+
+    held = 0.0
+    for rate in LADDERS[size][: profile.max_steps]:
+        if not holds(step(rate)):
+            failed = rate
+            for _ in range(profile.bisections):
+                middle = round((held + failed) / 2, 1)
+                if holds(step(middle)):
+                    held = middle
+                else:
+                    failed = middle
             break
-    sustained = [
-        s["offered_rps"]
-        for s in steps
-        if s["errors"] == 0
-        and s["p99_ms"] <= P99_BOUND_MS
-        and s["throughput_rps"] >= 0.9 * s["offered_rps"]
-    ]
-    best = max(sustained, default=0.0)
+        held = rate
+    return steps
+
+
+def best(steps: list[dict]) -> float:
+    return max((s["offered_rps"] for s in steps if holds(s)), default=0.0)
+
+
+def measure(server: Server, body: Path, size: int, profile: Profile) -> dict:
+    cold = ladder(server, body, size, profile)
+    cpu_before = server.cpu_seconds()
+    closed = load(server, body, "concurrency", profile.concurrency, profile.closed_seconds)
+    cpu_per_1000 = 1000 * (server.cpu_seconds() - cpu_before) / max(closed["requests"], 1)
+    after_burst = ladder(server, body, size, profile)
+    light = next(
+        (
+            s
+            for s in sorted(after_burst, key=lambda s: s["offered_rps"])
+            if s["offered_rps"] >= LIGHT_RATE[size]
+        ),
+        None,
+    )
     return {
         "size": size,
         "closed_loop": closed,
-        "open_loop": steps,
-        "max_sustained_rps": best,
-        "max_sustained_rows_per_s": best * size,
+        "cold": cold,
+        "after_burst": after_burst,
+        "max_sustained_rps": {"cold": best(cold), "after_burst": best(after_burst)},
+        "light_load": light,
         "cpu_s_per_1000_requests": cpu_per_1000,
-        "peak_rss_mb": peak_rss,
-        "common_rate": common_rate,
+        "peak_rss_mb": server.rss_mb(),
     }
 
 
-def at_rate(result: dict, rate: float | None) -> dict | None:
-    """The open-loop step at `rate`, if it was run."""
-    return next((s for s in result["open_loop"] if s["offered_rps"] == rate), None)
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.1f}" if base else "-"
 
 
 def table(results: dict, sizes: tuple[int, ...]) -> str:
     lines = []
     for size in sizes:
-        rows = {name: by_size[str(size)] for name, by_size in results.items()}
-        seed = rows.get("seed", {}).get("max_sustained_rps") or None
-        common = next((r["common_rate"] for r in rows.values() if r["common_rate"]), None)
+        rows = {
+            name: by_size[str(size)] for name, by_size in results.items() if str(size) in by_size
+        }
+        held = {name: min(r["max_sustained_rps"].values()) for name, r in rows.items()}
+        seed, mlserver = held.get("seed") or None, held.get("mlserver") or None
         lines += [
-            f"\n{size} transaction(s) per request; p50/p95/p99 at the common rate "
-            f"{common or 0:.0f} req/s",
+            f"\n{size} transaction(s) per request ({PINNING})",
             "",
-            "| server | max req/s (p99 ≤ 50 ms, no errors) | rows/s | × seed | closed-loop req/s | "
-            "p50 / p95 / p99 ms | CPU s / 1000 req | peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|",
+            "| server | closed-loop req/s | max open-loop req/s, p99 ≤ 50 ms, 0 errors: cold / "
+            "after burst | rows/s | × seed | × MLServer | p50 / p99 ms at "
+            f"{LIGHT_RATE[size]} req/s | CPU s / 1000 req | RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, row in rows.items():
-            step = at_rate(row, common)
-            tail = (
-                f"{step['p50_ms']:.1f} / {step['p95_ms']:.1f} / {step['p99_ms']:.1f}"
-                if step
-                else "-"
-            )
-            ratio = f"{row['max_sustained_rps'] / seed:.1f}" if seed else "-"
-            best = row["max_sustained_rps"]
+            light = row["light_load"]
+            tail = f"{light['p50_ms']:.2f} / {light['p99_ms']:.1f}" if light else "-"
+            sustained = row["max_sustained_rps"]
             lines.append(
-                f"| {name} | {best:.0f} | {row['max_sustained_rows_per_s']:.0f} | {ratio}"
-                f" | {row['closed_loop']['throughput_rps']:.0f} | {tail} "
+                f"| {name} | {row['closed_loop']['throughput_rps']:.0f} "
+                f"| {sustained['cold']:.0f} / {sustained['after_burst']:.0f} "
+                f"| {held[name] * size:.0f} | {_ratio(held[name], seed)} "
+                f"| {_ratio(held[name], mlserver)} | {tail} "
                 f"| {row['cpu_s_per_1000_requests']:.2f} | {row['peak_rss_mb']:.0f} |"
             )
     return "\n".join(lines)
@@ -327,11 +414,11 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
 
 def monitoring_overhead(results: dict, sizes: tuple[int, ...]) -> str:
     """Both sides of the monitoring cost: the same server with and without it, run back to back."""
-    on, off = results.get("bento_fast"), results.get("bento_fast_unmonitored")
+    on, off = results.get("bento"), results.get("bento_unmonitored")
     if not (on and off):
         return ""
     lines = [
-        "\nMonitoring overhead (request profiling + prediction log), bento_fast with and without",
+        "\nMonitoring overhead (request profiling + prediction log), bento with and without",
         "",
         "| rows/request | closed-loop req/s on / off | throughput cost | "
         "CPU s/1000 req on / off | CPU cost |",
@@ -352,25 +439,31 @@ def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for ax, size in zip(axes[0], sizes, strict=True):
         for name, by_size in results.items():
-            steps = by_size[str(size)]["open_loop"]
+            if str(size) not in by_size:
+                continue
+            steps = sorted(by_size[str(size)]["after_burst"], key=lambda s: s["offered_rps"])
             ax.plot(
                 [s["offered_rps"] for s in steps], [s["p99_ms"] for s in steps], "o-", label=name
             )
         ax.axhline(P99_BOUND_MS, color="grey", linestyle="--", linewidth=1)
         ax.set(xscale="log", yscale="log", xlabel="offered requests/s", ylabel="p99 latency (ms)")
-        ax.set_title(f"{size} transaction(s) per request")
+        ax.set_title(f"{size} transaction(s) per request, after a burst")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+DEFAULT_SERVERS = (
+    "ceiling,bentoml_constant,bentoml_constant_lean,seed,mlserver,bento,bento_unmonitored,"
+    "bento_oip,bento_grpc,bento_2workers"
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument(
-        "--servers", default="seed,mlserver,bento_sklearn,bento_fast,bento_fast_unmonitored"
-    )
+    parser.add_argument("--servers", default=DEFAULT_SERVERS)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     parser.add_argument("--scratch", type=Path, help="reuse a folder (keeps the MLServer venv)")
     args = parser.parse_args()
@@ -382,6 +475,7 @@ def main() -> None:
     request_bodies = bodies(scratch, profile.sizes)
     machine = {
         "cores": os.cpu_count(),
+        "pinning": PINNING,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {p: version(p) for p in ("bentoml", "scikit-learn", "onnxruntime", "numpy")},
@@ -391,18 +485,16 @@ def main() -> None:
     }
     print(json.dumps(machine), flush=True)
     results: dict = {}
-    common_rates: dict[int, float] = {}  # 3/4 of the first server's capacity, run on every server
     for server in servers(args.servers.split(","), scratch, tag):
         server.start(scratch / f"{server.name}.log")
         try:
             results[server.name] = {}
             for size in profile.sizes:
                 body = request_bodies[(server.body_kind, size)]
-                row = measure(server, body, size, profile, common_rates.get(size))
+                row = measure(server, body, size, profile)
                 results[server.name][str(size)] = row
-                common_rates.setdefault(size, round(0.75 * row["closed_loop"]["throughput_rps"], 1))
                 print(
-                    f"{server.name} size {size}: max {row['max_sustained_rps']:.0f} req/s, "
+                    f"{server.name} size {size}: max {row['max_sustained_rps']} req/s, "
                     f"closed-loop {row['closed_loop']['throughput_rps']:.0f} req/s",
                     flush=True,
                 )

@@ -1,0 +1,228 @@
+"""The worker's side of its monitoring process (monitoring/sidecar.py).
+
+`record` only appends a scored request to the pending batch (no thread, no lock, no copy); the
+batch is handed over in one message every `HAND_OFF_EVERY_S`, written without blocking by the
+event loop. Past `max_queued_rows` rows waiting (in the batch or in the socket's buffer) the rows
+are dropped and counted: monitoring never slows or fails scoring. A monitoring process that dies
+is started again after `RESTART_AFTER_S`; what it held is lost and its drops are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitoring import channel
+from monitoring.feedback import FeedbackResult, Label, RealizedPerformance
+
+logger = logging.getLogger("fraud_bento.monitoring")
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+HAND_OFF_EVERY_S = 0.1
+RESTART_AFTER_S = 1.0
+START_TIMEOUT_S = 60.0
+BYTES_PER_ROW = 128  # a rough bound of a row's share of a message, for the socket buffer
+
+
+class MonitoringUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class Listeners:
+    on_drift: Callable[[dict], None] = lambda report: None
+    on_realized: Callable[[RealizedPerformance], None] = lambda realized: None
+    on_drop: Callable[[str, int], None] = lambda what, rows: None
+    on_labels: Callable[[FeedbackResult], None] = lambda result: None
+
+
+class MonitorClient:
+    def __init__(
+        self,
+        config: dict,
+        reference: bytes | None,
+        *,
+        max_queued_rows: int,
+        listeners: Listeners,
+    ):
+        self._config = config
+        self._reference = reference
+        self._n_features = len(config["features"])
+        self._max_rows = max_queued_rows
+        self._listeners = listeners
+        self._pending = channel.ScoredBatch(self._n_features)
+        self._process: subprocess.Popen | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._calls: dict[int, asyncio.Future] = {}
+        self._call_ids = itertools.count()
+        self._tasks: list[asyncio.Task] = []
+        self._closing = False
+        self.restarts = 0
+        self.status: dict = {}
+        self.latest_drift: dict | None = None
+        self.realized: RealizedPerformance | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the process and wait (up to `timeout`) until it is up, so that the worker's
+        first requests are monitored; scoring does not wait for it after that."""
+        loop = asyncio.get_running_loop()
+        self._up = asyncio.Event()
+        self._tasks = [loop.create_task(self._supervise()), loop.create_task(self._hand_off())]
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+        except TimeoutError:
+            logger.error("the monitoring process did not start in %.0f s; scoring goes on", timeout)
+
+    def record(
+        self, matrix, scores, decisions, request_id, model_tag: str, transaction_ids
+    ) -> None:
+        """Queue one scored request for profiling (and the prediction log, with a request id)."""
+        rows = len(scores)
+        if not self.connected or self._pending.rows + rows > self._max_rows:
+            self._listeners.on_drop("all", rows)
+            return
+        self._pending.add(
+            matrix, scores, decisions, request_id, model_tag, time.time(), transaction_ids
+        )
+
+    async def submit_labels(self, labels: list[Label]) -> FeedbackResult:
+        if not self.connected or not self.status.get("feedback"):
+            raise MonitoringUnavailable("feedback unavailable: no prediction log")
+        call = next(self._call_ids)
+        done = asyncio.get_running_loop().create_future()
+        self._calls[call] = done
+        self._writer.write(
+            channel.frame(channel.LABELS, call, [label.__dict__ for label in labels])
+        )
+        try:
+            result = await done
+        finally:
+            self._calls.pop(call, None)
+        self._listeners.on_labels(result)
+        return result
+
+    async def close(self, timeout: float = 10) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._writer is not None:
+            self._send_pending()
+            self._writer.write(channel.frame(channel.CLOSE))
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._writer.drain(), timeout)
+            self._writer.close()
+        if self._process is not None:
+            try:
+                await asyncio.to_thread(self._process.wait, timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            try:
+                reader = await self._spawn()
+                await self._read(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                logger.warning("monitoring process: %s", error)
+            self._lost()
+            if self._closing:
+                return
+            self.restarts += 1
+            logger.error("monitoring process stopped; starting it again (%d)", self.restarts)
+            await asyncio.sleep(RESTART_AFTER_S)
+
+    async def _spawn(self) -> asyncio.StreamReader:
+        ours, theirs = socket.socketpair()
+        # The package's own folder first: a built Bento's source is not installed.
+        path = os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+                [sys.executable, "-m", "monitoring.sidecar", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        writer.write(channel.frame(channel.START, self._config, self._reference))
+        self._writer = writer
+        return reader
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            header = await reader.readexactly(channel.HEADER.size)
+            (size,) = channel.HEADER.unpack(header)
+            self._handle(channel.parse(await reader.readexactly(size)))
+
+    def _handle(self, message: list) -> None:
+        kind = message[0]
+        if kind == channel.STATUS:
+            self.status = message[1]
+            self._up.set()
+        elif kind == channel.DRIFT:
+            self.latest_drift = message[1]
+            self._listeners.on_drift(message[1])
+        elif kind == channel.REALIZED:
+            self.realized = RealizedPerformance(**message[1])
+            self._listeners.on_realized(self.realized)
+        elif kind == channel.DROPPED:
+            self._listeners.on_drop(message[1], message[2])
+        elif kind == channel.LABELS_DONE:
+            _, call, result, error = message
+            done = self._calls.get(call)
+            if done is not None and not done.done():
+                if error is not None:
+                    done.set_exception(MonitoringUnavailable(error))
+                else:
+                    done.set_result(FeedbackResult(**result))
+
+    def _lost(self) -> None:
+        """The process is gone: what was waiting for it is dropped (counted) or failed."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self.status = {}
+        if self._pending.rows:
+            self._listeners.on_drop("all", self._pending.rows)
+            self._pending = channel.ScoredBatch(self._n_features)
+        for done in self._calls.values():
+            if not done.done():
+                done.set_exception(MonitoringUnavailable("the monitoring process stopped"))
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(1)
+
+    async def _hand_off(self) -> None:
+        while True:
+            await asyncio.sleep(HAND_OFF_EVERY_S)
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        batch = self._pending
+        if not batch.rows or self._writer is None:
+            return
+        self._pending = channel.ScoredBatch(self._n_features)
+        buffered = self._writer.transport.get_write_buffer_size()
+        if buffered > self._max_rows * BYTES_PER_ROW:  # the process is not keeping up
+            self._listeners.on_drop("all", batch.rows)
+            return
+        self._writer.write(batch.to_message())

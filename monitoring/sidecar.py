@@ -1,0 +1,176 @@
+"""The monitoring process of one API worker: request profiling, drift at window close and the
+prediction log, away from the worker's GIL (a whylogs call holds it ~10 ms; SQLite inserts a few
+microseconds a row). Started by `monitoring.client.MonitorClient` with one end of a socket pair;
+it exits when the worker closes the socket or says so. The worker's first message is the
+configuration and the model's reference profile.
+
+    python -m monitoring.sidecar FD
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from monitoring import channel
+from monitoring import whylogs_adapter as profiles
+from monitoring.drift import Thresholds
+from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
+from monitoring.profiler import RequestProfiler
+
+logger = logging.getLogger("fraud_bento.monitoring")
+
+
+class Sidecar:
+    def __init__(self, sock: socket.socket, config: dict, reference: bytes | None):
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._features = config["features"]
+        self.profiler = RequestProfiler(
+            reference=profiles.from_bytes(reference) if reference is not None else None,
+            features=self._features,
+            monitored=config["monitored"],
+            directory=Path(config["directory"]),
+            window_s=config["window_s"],
+            thresholds=Thresholds(config["drift_p_value"], config["drift_min_effect"]),
+            max_queued_rows=config["max_queued_rows"],
+            max_rows_per_s=config["profile_max_rows_per_s"],
+            on_report=lambda report: self._send(channel.DRIFT, report.as_dict()),
+            on_drop=lambda rows: self._send(channel.DROPPED, "profiling", rows),
+        )
+        self.feedback = self._feedback_store(config)
+        self._status_sent: dict | None = None
+        self.send_status()
+
+    def _feedback_store(self, config: dict) -> FeedbackStore | None:
+        path = Path(config["feedback_db"])
+        try:
+            return FeedbackStore(
+                path,
+                model_tag=config["model_tag"],
+                window_days=config["realized_window_days"],
+                retention_days=config["prediction_retention_days"],
+                max_queued_rows=config["max_queued_rows"],
+                on_realized=lambda realized: self._send(channel.REALIZED, asdict(realized)),
+                on_drop=lambda rows: self._send(channel.DROPPED, "prediction_log", rows),
+            )
+        except (OSError, sqlite3.Error, IncompatibleLog) as error:
+            logger.error("feedback unavailable: cannot open the prediction log %s: %s", path, error)
+            return None
+
+    def _send(self, *message) -> None:
+        data = channel.frame(*message)
+        with self._send_lock, contextlib.suppress(OSError):  # the worker is gone: reads end
+            self._sock.sendall(data)
+
+    def send_status(self) -> None:
+        status = {
+            "profiling": self.profiler.available,
+            "feedback": self.feedback is not None,
+            "has_reference": self.profiler.has_reference,
+            "window_s": self.profiler.window_s,
+        }
+        if status != self._status_sent:
+            self._status_sent = status
+            self._send(channel.STATUS, status)
+
+    def handle(self, message: list) -> bool:
+        """Apply one message; False when the worker asked to close."""
+        kind = message[0]
+        if kind == channel.SCORED:
+            matrix, scores, decisions, requests, ids = channel.scored_arrays(
+                message, len(self._features)
+            )
+            self.profiler.submit(matrix, scores)
+            if self.feedback is not None:
+                start = 0
+                for request_id, rows, tag, scored_at in requests:
+                    end = start + rows
+                    if request_id is not None:
+                        self.feedback.record(
+                            ScoredRequest(
+                                request_id,
+                                tag,
+                                scores[start:end],
+                                decisions[start:end],
+                                ids[start:end],
+                                scored_at,
+                            )
+                        )
+                    start = end
+            self.send_status()
+        elif kind == channel.LABELS:
+            _, call, labels = message
+            self._label(call, [Label(**label) for label in labels])
+        elif kind == channel.CLOSE:
+            return False
+        return True
+
+    def _label(self, call: int, labels: list[Label]) -> None:
+        if self.feedback is None:
+            self._send(channel.LABELS_DONE, call, None, "feedback unavailable: no prediction log")
+            return
+
+        def reply(done) -> None:
+            error = done.exception()
+            if error is not None:
+                self._send(channel.LABELS_DONE, call, None, f"cannot record labels: {error}")
+            else:
+                self._send(channel.LABELS_DONE, call, asdict(done.result()), None)
+
+        self.feedback.submit_labels(labels).add_done_callback(reply)
+
+    def close(self) -> None:
+        self.profiler.close()
+        if self.feedback is not None:
+            self.feedback.close()
+
+
+def _messages(sock: socket.socket):
+    stream = sock.makefile("rb")
+    while True:
+        header = stream.read(channel.HEADER.size)
+        if len(header) < channel.HEADER.size:
+            return
+        (size,) = channel.HEADER.unpack(header)
+        body = stream.read(size)
+        if len(body) < size:
+            return
+        yield channel.parse(body)
+
+
+def main() -> None:
+    # The worker decides when this process ends (its close message, or its socket closing):
+    # a signal to the whole process group must not cut the last window or log batch short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    messages = _messages(sock)
+    first = next(messages, None)
+    if first is None or first[0] != channel.START:
+        return
+    _, config, reference = first
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=config["log_level"],
+        format="%(asctime)s %(levelname)s %(name)s (monitoring process): %(message)s",
+    )
+    sidecar = Sidecar(sock, config, reference)
+    try:
+        for message in messages:
+            if not sidecar.handle(message):
+                break
+    finally:
+        sidecar.close()
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()

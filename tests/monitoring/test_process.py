@@ -1,0 +1,127 @@
+"""The worker's monitoring process, for real: scored batches handed over and logged, labels joined
+through it, drops counted when the hand-off is full, and a killed process started again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
+from monitoring.feedback import Label
+
+pytestmark = pytest.mark.slow
+FEATURES = ["amount", "night"]
+
+
+def _config(folder, **overrides) -> dict:
+    return {
+        "features": FEATURES,
+        "monitored": FEATURES,
+        "directory": str(folder / "profiles"),
+        "window_s": 3600.0,
+        "drift_p_value": 0.01,
+        "drift_min_effect": 0.1,
+        "max_queued_rows": 100_000,
+        "profile_max_rows_per_s": 500.0,
+        "feedback_db": str(folder / "feedback.db"),
+        "model_tag": "fraud_rf:test",
+        "realized_window_days": 30.0,
+        "prediction_retention_days": 90.0,
+        "log_level": "INFO",
+        **overrides,
+    }
+
+
+class Drops:
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def __call__(self, what: str, rows: int) -> None:
+        self.rows[what] = self.rows.get(what, 0) + rows
+
+
+def _record(client: MonitorClient, request_id: str, ids: list[str], scores) -> None:
+    scores = np.asarray(scores, dtype=np.float32)
+    matrix = np.ones((len(scores), len(FEATURES)), dtype=np.float32)
+    client.record(matrix, scores, scores >= 0.5, request_id, "fraud_rf:test", ids)
+
+
+async def _until(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_batches_are_logged_and_labels_join_them(tmp_path):
+    async def run():
+        client = MonitorClient(
+            _config(tmp_path), None, max_queued_rows=100_000, listeners=Listeners()
+        )
+        await client.start()
+        assert client.status["feedback"] and client.status["has_reference"] is False
+        _record(client, "r1", ["t1", "t2"], [0.9, 0.1])
+        _record(client, "r2", ["t3"], [0.8])
+        await asyncio.sleep(0.8)  # one hand-off, one write of the log
+        result = await client.submit_labels(
+            [Label(True, transaction_id="t1"), Label(False, request_id="r2"), Label(True, "t9")]
+        )
+        realized = client.realized
+        await client.close()
+        return result, realized
+
+    result, realized = asyncio.run(run())
+    assert (result.received, result.matched, result.unknown) == (3, 2, ["t9"])
+    assert realized.labelled == 2 and realized.precision == 0.5  # t1 right, r2 (0.8) wrong
+
+
+def test_a_full_hand_off_drops_and_counts_and_never_waits(tmp_path):
+    drops = Drops()
+
+    async def run():
+        client = MonitorClient(
+            _config(tmp_path), None, max_queued_rows=10, listeners=Listeners(on_drop=drops)
+        )
+        await client.start()
+        started = time.perf_counter()
+        for index in range(8):  # 24 rows in one hand-off period, room for 10
+            _record(client, f"r{index}", None, [0.1, 0.2, 0.3])
+        elapsed = time.perf_counter() - started
+        await client.close()
+        return elapsed
+
+    elapsed = asyncio.run(run())
+    assert drops.rows == {"all": 15}  # whole requests: 3 fit (9 rows), 5 are dropped
+    assert elapsed < 0.05
+
+
+def test_a_killed_process_is_replaced_and_scoring_calls_never_fail(tmp_path):
+    drops = Drops()
+
+    async def run():
+        client = MonitorClient(
+            _config(tmp_path), None, max_queued_rows=1000, listeners=Listeners(on_drop=drops)
+        )
+        await client.start()
+        first = client.pid
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: not client.connected)
+        _record(client, "lost", ["x"], [0.5])  # no process: dropped and counted, no error
+        with pytest.raises(MonitoringUnavailable):
+            await client.submit_labels([Label(True, transaction_id="x")])
+        await _until(lambda: client.connected and client.status)
+        _record(client, "after", ["y"], [0.7])
+        await asyncio.sleep(0.8)
+        result = await client.submit_labels([Label(True, transaction_id="y")])
+        await client.close()
+        return first, client.pid, client.restarts, result
+
+    first, second, restarts, result = asyncio.run(run())
+    assert second != first and restarts == 1
+    assert drops.rows["all"] >= 1
+    assert result.matched == 1
