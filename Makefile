@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full system-deps image security soak
+.PHONY: run test test-fast lint format clean bench bench-full system-deps image security soak stalls
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ soak: $(VENV)/.installed-dev $(DATA)
 	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/bench/soak.py --duration $(SOAK_SECONDS) --out runs/soak
+
+# Event-loop stalls under load at 30/50/70% of the held rate, with GC and GIL attribution.
+stalls: $(VENV)/.installed-dev $(DATA)
+	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
+		$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python ops/bench/stalls.py --out runs/stalls
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

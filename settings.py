@@ -125,7 +125,7 @@ class ServingConfig(BaseModel):
     )
     intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime threads per forest call.")
     inline_max_rows: int = Field(
-        64,
+        512,
         ge=0,
         description="Batches of at most this many rows are scored on the event loop, larger "
         "ones in the engine thread (0: always the thread).",

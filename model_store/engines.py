@@ -39,6 +39,10 @@ class OnnxForest:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # Pool threads spin while waiting for work by default: on a core shared with the
+        # event loop that spinning is stolen time. (One thread, the default, has no pool.)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(
             graph, options, providers=["CPUExecutionProvider"]
         )

@@ -68,6 +68,7 @@ def stats() -> dict:
     return {
         "model_tag": service.runtime.tag,
         **telemetry.STATS.snapshot(),
+        "event_loop_stalls": service.loop_watch.stalls,
         "realized": service.monitor.realized.as_dict() if service.monitor.realized else None,
     }
 

@@ -13,12 +13,13 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_smoke(served_tag, tmp_path):
     out = tmp_path / "bench"
+    servers = {"ceiling", "seed", "bento", "bento_unmonitored", "bento_grpc"}
     result = run_ops_script(
         "run.py",
         "--profile",
         "smoke",
         "--servers",
-        "seed,bento_sklearn,bento_fast,bento_fast_unmonitored",
+        ",".join(sorted(servers)),
         "--out",
         str(out),
         tag=served_tag,
@@ -28,20 +29,18 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
     assert report["machine"]["model"] == served_tag and report["machine"]["cores"] >= 1
-    assert set(report["results"]) == {
-        "seed",
-        "bento_sklearn",
-        "bento_fast",
-        "bento_fast_unmonitored",
-    }
+    assert "pinned" in report["machine"]["pinning"] or "share" in report["machine"]["pinning"]
+    assert set(report["results"]) == servers
     for by_size in report["results"].values():
         assert set(by_size) == {"1", "100"}
         for measured in by_size.values():
             assert measured["closed_loop"]["throughput_rps"] > 0
-            assert measured["open_loop"] and measured["cpu_s_per_1000_requests"] > 0
-            assert measured["peak_rss_mb"] > 10
+            assert measured["closed_loop"]["errors"] == 0
+            assert measured["cold"] and measured["after_burst"]
+            assert measured["cpu_s_per_1000_requests"] > 0 and measured["peak_rss_mb"] > 10
     table = (out / "results.md").read_text()
-    assert table.count("| bento_fast |") == 2 and "× seed" in table
+    assert table.count("| bento |") == 2 and table.count("| bento_grpc |") == 2
+    assert "× seed" in table
     overhead = table.split("Monitoring overhead")[1]
     assert overhead.count("| 1 | ") == 1 and overhead.count("| 100 | ") == 1
     assert (out / "p99_vs_rate.png").stat().st_size > 1000

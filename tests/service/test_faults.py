@@ -1,5 +1,6 @@
-"""Faults on a real server: a killed worker comes back and no request is silently lost; an
-unwritable monitoring directory leaves scoring untouched."""
+"""Faults on a real server: a killed worker comes back and no request is silently lost; a killed
+monitoring process comes back and no request fails; an unwritable monitoring directory leaves
+scoring untouched."""
 
 from __future__ import annotations
 
@@ -120,3 +121,44 @@ def test_an_unwritable_monitoring_directory_does_not_affect_scoring(
         stop_server(server)
     assert "feedback unavailable" in server.output()
     assert "profiling unavailable" in server.output()
+
+
+def test_a_killed_monitoring_process_is_replaced_and_scoring_never_fails(
+    served_tag, transactions, tmp_path
+):
+    server = start_server(".", tmp_path / "serve.log")
+    statuses: list[int] = []
+    try:
+        first = httpx.get(f"{server.url}/health").json()["monitoring_process"]
+        assert first["restarts"] == 0
+        psutil.Process(first["pid"]).kill()
+        deadline = time.monotonic() + RECOVERY_BOUND_S
+        while time.monotonic() < deadline:
+            response = httpx.post(
+                f"{server.url}/predict", json={"transactions": transactions[:5]}, timeout=20
+            )
+            statuses.append(response.status_code)
+            health = httpx.get(f"{server.url}/health").json()
+            if health["monitoring_process"]["restarts"] == 1 and health["feedback"] == "available":
+                break
+            time.sleep(0.1)
+        assert health["monitoring_process"]["pid"] != first["pid"], health
+        labelled = transactions[10]
+        response = httpx.post(
+            f"{server.url}/predict",
+            json={"transactions": [labelled]},
+            headers={"X-Request-ID": "after-restart"},
+            timeout=20,
+        )
+        statuses.append(response.status_code)
+        time.sleep(1.5)  # the hand-off and the log's next write
+        feedback = httpx.post(
+            f"{server.url}/feedback",
+            json={"labels": [{"request_id": "after-restart", "is_fraud": False}]},
+            timeout=20,
+        )
+        assert feedback.status_code == 200 and feedback.json()["matched"] == 1, feedback.text
+    finally:
+        stop_server(server)
+    assert statuses and set(statuses) == {200}, statuses
+    assert "monitoring process stopped; starting it again" in server.output()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -14,7 +15,7 @@ import pytest
 import model_store
 from settings import ColumnsConfig
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import metric_samples
+from tests.service.conftest import metric_samples, start_server, stop_server
 from training.features import feature_names
 
 pytestmark = pytest.mark.slow
@@ -54,11 +55,64 @@ def test_request_id_is_made_when_absent_or_unsafe(server, transactions):
     assert first.headers["x-request-id"] != unsafe.headers["x-request-id"]
 
 
-def test_bentoml_client(server, transactions, offline_probabilities):
+def test_bentoml_clients_call_every_endpoint_by_name(server, transactions, offline_probabilities):
+    names = [name for name in transactions[0] if name != "transaction_id"]
     with bentoml.SyncHTTPClient(server.url) as client:
-        result = client.predict(transactions=transactions[:3])
+        rows = client.predict(transactions=transactions[:3])
+        columns = client.predict_columns(
+            columns=names[::-1],
+            data=[[row[name] for name in names[::-1]] for row in transactions[:3]],
+            transaction_ids=[row["transaction_id"] for row in transactions[:3]],
+        )
+        explained = client.explain(transactions=transactions[:1], top_k=2)
+        labelled = client.feedback(
+            labels=[{"transaction_id": transactions[0]["transaction_id"], "is_fraud": False}]
+        )
+    for result in (rows, columns):
+        scores = [p["fraud_probability"] for p in result["predictions"]]
+        np.testing.assert_array_equal(np.float32(scores), offline_probabilities[:3])
+    assert [p["transaction_id"] for p in columns["predictions"]] == [
+        row["transaction_id"] for row in transactions[:3]
+    ]
+    assert len(explained["explanations"][0]["contributions"]) == 2
+    assert labelled["received"] == 1
+
+    async def call_async() -> dict:
+        async with bentoml.AsyncHTTPClient(server.url) as client:
+            return await client.predict(transactions=transactions[3:5])
+
+    result = asyncio.run(call_async())
     scores = [p["fraud_probability"] for p in result["predictions"]]
-    np.testing.assert_array_equal(np.float32(scores), offline_probabilities[:3])
+    np.testing.assert_array_equal(np.float32(scores), offline_probabilities[3:5])
+
+
+def _columns(server, columns, data, **extra) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/predict_columns", json={"columns": columns, "data": data, **extra}
+    )
+
+
+def test_columnar_form_scores_like_rows_and_names_its_errors(
+    server, transactions, offline_probabilities
+):
+    data = [[row[name] for name in FEATURE_ORDER] for row in transactions[:100]]
+    response = _columns(server, FEATURE_ORDER, data, transaction_ids=None)
+    assert response.status_code == 200, response.text
+    scores = [p["fraud_probability"] for p in response.json()["predictions"]]
+    np.testing.assert_array_equal(np.float32(scores), offline_probabilities[:100])
+    assert response.headers["x-request-id"] == response.json()["request_id"]
+
+    bad = [list(values) for values in data[:3]]
+    bad[2][FEATURE_ORDER.index("tx_amount")] = -1.0
+    key = 'fraud_validation_failures_total{field="tx_amount",protocol="http"}'
+    before = metric_samples(server, "fraud_validation_failures_total").get(key, 0.0)
+    refused = _columns(server, FEATURE_ORDER, bad)
+    assert refused.status_code == 400
+    assert refused.json()["detail"][0]["loc"] == ["data", 2, "tx_amount"]
+    assert metric_samples(server, "fraud_validation_failures_total")[key] == before + 1
+    missing = _columns(server, FEATURE_ORDER[1:], [values[1:] for values in data[:1]])
+    assert missing.status_code == 400 and missing.json()["detail"][0]["loc"] == ["columns"]
+    assert "missing tx_amount" in missing.json()["detail"][0]["msg"]
 
 
 def _bad(row: dict, **change) -> dict:
@@ -229,17 +283,17 @@ def _log_lines(server, request_id: str) -> list[dict]:
     return lines
 
 
-def test_requests_are_logged_as_json_lines_without_feature_values(server, transactions, served_tag):
+def _send_one_good_one_bad(server, transactions, prefix: str) -> None:
     ok = httpx.post(
         f"{server.url}/predict",
         json={"transactions": transactions[:3]},
-        headers={"X-Request-ID": "log-check-ok"},
+        headers={"X-Request-ID": f"{prefix}-ok"},
     )
     bad_row = {**transactions[0], "tx_amount": -5.0}
     bad = httpx.post(
         f"{server.url}/v2/models/fraud_rf/infer",
         json={
-            "id": "log-check-bad",
+            "id": f"{prefix}-bad",
             "inputs": [
                 {
                     "name": "features",
@@ -251,9 +305,29 @@ def test_requests_are_logged_as_json_lines_without_feature_values(server, transa
         },
     )
     assert ok.status_code == 200 and bad.status_code == 400
+
+
+def test_refusals_are_logged_and_scored_requests_only_when_asked(server, transactions):
+    _send_one_good_one_bad(server, transactions, "default-log")
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(_log_lines(server, "log-check-")) < 2:
+    while time.monotonic() < deadline and not _log_lines(server, "default-log-bad"):
         time.sleep(0.1)
+    (refused,) = _log_lines(server, "default-log-bad")
+    assert refused["outcome"] == "invalid" and refused["invalid_fields"] == ["tx_amount"]
+    assert _log_lines(server, "default-log-ok") == []  # FRAUD_SERVING__REQUEST_LOG is off
+
+
+def test_requests_are_logged_as_json_lines_without_feature_values(
+    transactions, served_tag, tmp_path
+):
+    server = start_server(".", tmp_path / "serve.log", env={"FRAUD_SERVING__REQUEST_LOG": "true"})
+    try:
+        _send_one_good_one_bad(server, transactions, "log-check")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(_log_lines(server, "log-check-")) < 2:
+            time.sleep(0.1)
+    finally:
+        stop_server(server)
     (scored,) = _log_lines(server, "log-check-ok")
     assert scored["logger"] == "fraud_bento.requests" and scored["level"] == "INFO"
     assert scored["model_tag"] == served_tag and scored["protocol"] == "http"
