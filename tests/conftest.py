@@ -55,3 +55,14 @@ def train_small(runs_dir: Path, trials: int, *extra: str, env: dict[str, str] | 
 @pytest.fixture
 def promotion_files(tmp_path: Path) -> dict[str, Path]:
     return {"pin_file": tmp_path / "model.lock", "log_file": tmp_path / "promotions.jsonl"}
+
+
+def changed(row: dict, **change) -> dict:
+    """A copy of a request row with fields replaced, added, or removed (value `KeyError`)."""
+    copy = dict(row)
+    for key, value in change.items():
+        if value is KeyError:
+            del copy[key]
+        else:
+            copy[key] = value
+    return copy

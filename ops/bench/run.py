@@ -215,9 +215,22 @@ def mlserver_repository(folder: Path, tag: str) -> Path:
     return model_dir
 
 
+BENTO = [str(BIN / "bentoml"), "serve", ".", "--port", "{port}"]
+
+
+def bento_server(env: dict[str, str] | None = None) -> Server:
+    """fraud-bento from the repository, scored with 1-transaction /predict bodies."""
+    return Server("bento", BENTO, "/readyz", "/predict", "rows", env or {})
+
+
+def held_rate(server: Server, body: Path) -> float:
+    """The highest 1-transaction arrival rate the server holds (the quick ladder)."""
+    return best(ladder(server, body, 1, PROFILES["quick"]))
+
+
 def servers(names: list[str], scratch: Path, tag: str) -> list[Server]:
     bento_env = {"FRAUD_MODEL_TAG": tag}
-    bento = [str(BIN / "bentoml"), "serve", ".", "--port", "{port}"]
+    bento = BENTO
     uvicorn = [sys.executable, "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
     floor = [str(BIN / "bentoml"), "serve", "constant:Constant", "--port", "{port}"]
     floor += ["--working-dir", str(BENCH / "floor")]

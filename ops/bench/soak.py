@@ -20,15 +20,13 @@ from pathlib import Path
 
 from run import (
     BENCH,
-    BIN,
     P99_BOUND_MS,
     PINNING,
-    PROFILES,
     REPO_ROOT,
     Server,
-    best,
+    bento_server,
     bodies,
-    ladder,
+    held_rate,
     load,
     plt,
 )
@@ -97,16 +95,10 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     body = bodies(args.out, (1,))[("rows", 1)]
-    server = Server(
-        "bento",
-        [str(BIN / "bentoml"), "serve", ".", "--port", "{port}"],
-        "/readyz",
-        "/predict",
-        "rows",
-    )
+    server = bento_server()
     server.start(args.out / "server.log")
     try:
-        capacity = best(ladder(server, body, 1, PROFILES["quick"])) if not args.rate else None
+        capacity = held_rate(server, body) if not args.rate else None
         rate = args.rate or round(args.share * capacity, 1)
         print(f"capacity {capacity} req/s ({PINNING}); soaking at {rate} req/s")
         intervals, started = [], time.monotonic()

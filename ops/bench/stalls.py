@@ -18,18 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from run import (
-    BIN,
-    LOADGEN_PIN,
-    PINNING,
-    PROFILES,
-    REPO_ROOT,
-    Server,
-    best,
-    bodies,
-    ladder,
-    load,
-)
+from run import BIN, LOADGEN_PIN, PINNING, REPO_ROOT, Server, bento_server, bodies, held_rate, load
 
 STALL_MS = 20
 
@@ -82,19 +71,12 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     body = bodies(args.out, (1,))[("rows", 1)]
-    server = Server(
-        "bento",
-        [str(BIN / "bentoml"), "serve", ".", "--port", "{port}"],
-        "/readyz",
-        "/predict",
-        "rows",
-        {"FRAUD_SERVING__STALL_LOG_MS": str(STALL_MS)},
-    )
+    server = bento_server({"FRAUD_SERVING__STALL_LOG_MS": str(STALL_MS)})
     log = args.out / "server.log"
     server.start(log)
     report: dict = {"pinning": PINNING, "stall_ms": STALL_MS, "shares": []}
     try:
-        held = best(ladder(server, body, 1, PROFILES["quick"]))
+        held = held_rate(server, body)
         report["held_rps"] = held
         worker = _worker_pid(server)
         for share in (float(s) for s in args.shares.split(",")):

@@ -15,6 +15,7 @@ from serving import codec, schema, telemetry
 from serving.errors import InvalidInput, Violation
 from serving.runtime import FeatureSpec
 from settings import ColumnsConfig
+from tests.conftest import changed
 from training.features import feature_schema
 
 SPECS = [
@@ -26,14 +27,7 @@ MAX_ROWS = 5
 
 def _row(**change) -> dict:
     row = {spec.name: (1 if spec.integral else 0.5) for spec in SPECS}
-    row["tx_amount"] = 12.5
-    row["transaction_id"] = "t1"
-    for key, value in change.items():
-        if value is KeyError:
-            del row[key]
-        else:
-            row[key] = value
-    return row
+    return changed({**row, "tx_amount": 12.5, "transaction_id": "t1"}, **change)
 
 
 ROWS = codec.RowsDecoder(SPECS, MAX_ROWS)

@@ -14,7 +14,7 @@ import pytest
 
 import model_store
 from settings import ColumnsConfig
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, changed
 from tests.service.conftest import metric_samples, start_server, stop_server
 from training.features import feature_names
 
@@ -115,16 +115,6 @@ def test_columnar_form_scores_like_rows_and_names_its_errors(
     assert "missing tx_amount" in missing.json()["detail"][0]["msg"]
 
 
-def _bad(row: dict, **change) -> dict:
-    bad = dict(row)
-    for key, value in change.items():
-        if value is KeyError:
-            del bad[key]
-        else:
-            bad[key] = value
-    return bad
-
-
 @pytest.mark.parametrize(
     ("change", "field", "kind"),
     [
@@ -138,7 +128,7 @@ def _bad(row: dict, **change) -> dict:
     ],
 )
 def test_bad_rows_get_400_naming_field_and_row(server, transactions, change, field, kind):
-    rows = [transactions[0], _bad(transactions[1], **change)]
+    rows = [transactions[0], changed(transactions[1], **change)]
     response = _predict(server, rows)
     assert response.status_code == 400, response.text
     (detail,) = response.json()["detail"]
@@ -178,7 +168,7 @@ def test_malformed_json_is_a_client_error(server):
 def test_validation_failures_are_counted_by_field(server, transactions):
     key = 'fraud_validation_failures_total{field="terminal_risk_1d",protocol="http"}'
     before = metric_samples(server, "fraud_validation_failures_total").get(key, 0.0)
-    response = _predict(server, [_bad(transactions[0], terminal_risk_1d=1.5)])
+    response = _predict(server, [changed(transactions[0], terminal_risk_1d=1.5)])
     assert response.status_code == 400
     after = metric_samples(server, "fraud_validation_failures_total")
     assert after[key] == before + 1
