@@ -372,12 +372,7 @@ def measure(server: Server, body: Path, size: int, profile: Profile) -> dict:
     cpu_per_1000 = 1000 * (server.cpu_seconds() - cpu_before) / max(closed["requests"], 1)
     after_burst = ladder(server, body, size, profile)
     light = next(
-        (
-            s
-            for s in sorted(after_burst, key=lambda s: s["offered_rps"])
-            if s["offered_rps"] >= LIGHT_RATE[size]
-        ),
-        None,
+        (s for s in after_burst if s["offered_rps"] == LIGHT_RATE[size] and holds(s)), None
     )
     return {
         "size": size,
@@ -412,7 +407,7 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, row in rows.items():
-            light = row["light_load"]
+            light = row["light_load"]  # "-": the server did not hold that rate
             tail = f"{light['p50_ms']:.2f} / {light['p99_ms']:.1f}" if light else "-"
             sustained = row["max_sustained_rps"]
             lines.append(
@@ -427,22 +422,24 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
 
 def monitoring_overhead(results: dict, sizes: tuple[int, ...]) -> str:
     """Both sides of the monitoring cost: the same server with and without it, run back to back."""
-    on, off = results.get("bento"), results.get("bento_unmonitored")
-    if not (on and off):
+    off = results.get("bento_unmonitored")
+    sides = [(name, results[name]) for name in ("bento",) if name in results]
+    if not (off and sides):
         return ""
     lines = [
-        "\nMonitoring overhead (request profiling + prediction log), bento with and without",
+        "\nMonitoring overhead (request profiling + prediction log) against bento_unmonitored",
         "",
-        "| rows/request | closed-loop req/s on / off | throughput cost | "
+        "| server | rows/request | closed-loop req/s on / off | throughput lost | "
         "CPU s/1000 req on / off | CPU cost |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
-    for size in sizes:
+    for (name, on), size in ((side, size) for side in sides for size in sizes):
         with_, without = on[str(size)], off[str(size)]
         rps_on, rps_off = (r["closed_loop"]["throughput_rps"] for r in (with_, without))
         cpu_on, cpu_off = (r["cpu_s_per_1000_requests"] for r in (with_, without))
         lines.append(
-            f"| {size} | {rps_on:.0f} / {rps_off:.0f} | {100 * (1 - rps_on / rps_off):+.1f}% "
+            f"| {name} | {size} | {rps_on:.0f} / {rps_off:.0f} "
+            f"| {100 * (1 - rps_on / rps_off):+.1f}% "
             f"| {cpu_on:.2f} / {cpu_off:.2f} | {100 * (cpu_on / cpu_off - 1):+.1f}% |"
         )
     return "\n".join(lines)

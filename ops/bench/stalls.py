@@ -1,6 +1,8 @@
 """Stall attribution: the Bento under open-loop load at shares of its held rate, with the worker's
 own loop watch (every event-loop stall over 20 ms logged with the GC pauses inside it and where
-the other threads were) and py-spy sampling which thread holds the GIL, with native frames.
+the other threads were) and py-spy sampling which thread holds the GIL. py-spy runs without
+pausing the worker (`--nonblocking`, so Python frames only): pausing it 200 times a second to
+read native stacks stalled it for seconds, the very thing measured.
 
     python ops/bench/stalls.py [--seconds 60] [--shares 0.3,0.5,0.7] [--out runs/stalls]
 
@@ -85,7 +87,7 @@ def main() -> None:
             raw = args.out / f"gil-{share}.txt"
             sampler = subprocess.Popen(
                 [*LOADGEN_PIN, str(BIN / "py-spy"), "record", "--pid", str(worker), "--gil"]
-                + ["--native", "--rate", "200", "--format", "raw", "--output", str(raw)]
+                + ["--nonblocking", "--rate", "100", "--format", "raw", "--output", str(raw)]
                 + ["--duration", str(int(args.seconds))],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
