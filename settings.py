@@ -26,7 +26,13 @@ MODEL_NAME = "fraud_rf"
 
 
 class ColumnsConfig(BaseModel):
-    """Which input columns play which role. The defaults match the embedded simulator."""
+    """Which input columns play which role. The defaults match the embedded simulator.
+
+    With `payment_features` on, the model's inputs are the payment features engineered from the
+    customer, terminal, amount and timestamp columns, then `extra_features`; off, they are
+    exactly `extra_features` (a table of precomputed features) and the customer, terminal and
+    amount settings are not used.
+    """
 
     transaction_id: str = "transaction_id"
     timestamp: str = "tx_datetime"
@@ -34,10 +40,51 @@ class ColumnsConfig(BaseModel):
     terminal_id: str = "terminal_id"
     amount: str = "tx_amount"
     label: str = "tx_fraud"
+    payment_features: bool = Field(
+        True,
+        description="Engineer payment features from customer, terminal and amount columns; "
+        "false: the model's inputs are exactly extra_features.",
+    )
     extra_features: list[str] = Field(
         default_factory=list,
         description="Numeric columns passed to the model as they are, after the engineered ones.",
     )
+
+    def roles(self) -> dict[str, str]:
+        """Setting name -> column, for every role a column plays (each extra feature one)."""
+        roles = {
+            "columns.transaction_id": self.transaction_id,
+            "columns.timestamp": self.timestamp,
+            "columns.label": self.label,
+        }
+        if self.payment_features:
+            roles["columns.customer_id"] = self.customer_id
+            roles["columns.terminal_id"] = self.terminal_id
+            roles["columns.amount"] = self.amount
+        for position, name in enumerate(self.extra_features):
+            roles[f"columns.extra_features[{position}]"] = name
+        return roles
+
+    @model_validator(mode="after")
+    def _one_role_per_column(self) -> ColumnsConfig:
+        settings_of: dict[str, list[str]] = {}
+        for setting, column in self.roles().items():
+            settings_of.setdefault(column, []).append(setting)
+        problems = [
+            f"column '{column}' is mapped to {' and '.join(settings)}"
+            for column, settings in settings_of.items()
+            if len(settings) > 1
+        ]
+        if not self.payment_features and not self.extra_features:
+            problems.append(
+                "columns.payment_features is false, so columns.extra_features must name the "
+                "model's input columns"
+            )
+        if problems:
+            raise ValueError(
+                "; ".join(problems) + ": give each role its own column (one setting per column)"
+            )
+        return self
 
 
 class CleaningConfig(BaseModel):
@@ -65,8 +112,10 @@ class SplitConfig(BaseModel):
         needed = self.folds * self.fold_validation_days + self.delay_days
         if needed >= self.train_days:
             raise ValueError(
-                f"split: {self.folds} folds of {self.fold_validation_days} days plus a "
-                f"{self.delay_days}-day delay do not fit in {self.train_days} training days"
+                f"split.folds ({self.folds}) x split.fold_validation_days "
+                f"({self.fold_validation_days}) plus split.delay_days ({self.delay_days}) = "
+                f"{needed} days do not fit in split.train_days ({self.train_days}): lower "
+                "split.folds or split.fold_validation_days, or raise split.train_days"
             )
         return self
 

@@ -144,8 +144,13 @@ class ScoringMiddleware:
                 if target is None:
                     await self.app(scope, _replay(body, receive), send)
                     return
-                status, payload = await oip_json.infer(endpoints.scorer, *target, body)
-                await _respond(send, status, payload)
+                reply = await oip_json.infer(
+                    endpoints.scorer,
+                    *target,
+                    body,
+                    _header(scope, b"inference-header-content-length"),
+                )
+                await _respond_oip(send, reply)
         except InvalidInput as error:
             await _respond(send, 400, codec.columns_error_body(error))
         except Overloaded as error:
@@ -156,11 +161,15 @@ class ScoringMiddleware:
             await _respond(send, 500, codec.encode({"error": "internal error"}))
 
 
-def _request_id(scope) -> str:
+def _header(scope, wanted: bytes) -> str | None:
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return request_id_or_new(value.decode("latin-1"))
-    return request_id_or_new(None)
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+def _request_id(scope) -> str:
+    return request_id_or_new(_header(scope, b"x-request-id"))
 
 
 async def _read_body(receive) -> bytes | None:
@@ -187,9 +196,23 @@ def _replay(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
     return replay
 
 
-async def _respond(send, status: int, payload: bytes, request_id: str | None = None) -> None:
-    headers = [(b"content-type", JSON), (b"content-length", str(len(payload)).encode())]
+async def _respond(
+    send, status: int, payload: bytes, request_id: str | None = None, headers: list | None = None
+) -> None:
+    headers = headers or [(b"content-type", JSON)]
+    headers.append((b"content-length", str(len(payload)).encode()))
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _respond_oip(send, reply: oip_json.Reply) -> None:
+    if reply.json_length is None:
+        await _respond(send, reply.status, reply.body)
+        return
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(reply.json_length).encode()),
+    ]
+    await _respond(send, reply.status, reply.body, headers=headers)

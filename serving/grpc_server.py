@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import grpc
-import numpy as np
+from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -21,8 +21,19 @@ from serving.errors import InvalidInput
 from serving.scorer import Scorer, request_id_or_new
 
 logger = logging.getLogger("fraud_bento.grpc")
-RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
-TYPED_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
+TYPED_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
 
 
@@ -32,28 +43,23 @@ def _tensor_metadata(spec: dict) -> pb.ModelMetadataResponse.TensorMetadata:
     )
 
 
-def _input_matrix(request: pb.ModelInferRequest) -> np.ndarray:
-    if len(request.inputs) != 1:
-        raise oip.OIPError(f"expected 1 input '{oip.INPUT_NAME}', got {len(request.inputs)}")
-    tensor = request.inputs[0]
-    shape = list(tensor.shape)
-    if request.raw_input_contents:
-        if len(request.raw_input_contents) != 1:
-            raise oip.OIPError("raw_input_contents must hold exactly one tensor")
-        dtype = RAW_DTYPES.get(tensor.datatype)
-        raw = request.raw_input_contents[0]
-        if dtype is None:
-            return oip.to_matrix(tensor.name, tensor.datatype, shape, np.empty(0))
-        if len(raw) % np.dtype(dtype).itemsize:
-            raise oip.OIPError(
-                f"input '{tensor.name}': {len(raw)} raw bytes is not a whole number of "
-                f"{tensor.datatype} values"
-            )
-        values = np.frombuffer(raw, dtype=dtype)
-    else:
-        field = TYPED_CONTENTS.get(tensor.datatype)
-        values = np.asarray(getattr(tensor.contents, field) if field else [], dtype=np.float64)
-    return oip.to_matrix(tensor.name, tensor.datatype, shape, values)
+def _inputs(request: pb.ModelInferRequest) -> list[oip.InputTensor]:
+    """The request's tensors, from raw_input_contents (one per input) or typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise oip.OIPError(
+            f"raw_input_contents holds {len(raw)} tensors for {len(request.inputs)} inputs"
+        )
+    tensors = []
+    for index, tensor in enumerate(request.inputs):
+        if raw:
+            values = oip.values_from_bytes(tensor.name, tensor.datatype, raw[index])
+        else:
+            field = TYPED_CONTENTS.get(tensor.datatype)
+            data = getattr(tensor.contents, field) if field else []
+            values = oip.values_from_json(tensor.name, tensor.datatype, data)
+        tensors.append(oip.InputTensor(tensor.name, tensor.datatype, list(tensor.shape), values))
+    return tensors
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -84,11 +90,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[_tensor_metadata(spec) for spec in metadata["outputs"]],
         )
 
+    async def ModelConfig(self, request, context):  # noqa: N802
+        await self._check_model(request.name, request.version, context)
+        return json_format.ParseDict(
+            {"config": oip.model_config(self._scorer.model)}, pb.ModelConfigResponse()
+        )
+
     async def ModelInfer(self, request, context):  # noqa: N802
         model = self._scorer.model
         await self._check_model(request.model_name, request.model_version, context)
         try:
-            matrix = _input_matrix(request)
+            matrix = oip.feature_matrix(model, _inputs(request))
             outputs = oip.requested_outputs([output.name for output in request.outputs])
             probabilities = await self._scorer.score(matrix, "grpc", request_id_or_new(request.id))
         except oip.OIPError as error:

@@ -116,6 +116,16 @@ def model_metadata(name: str, version: str | None = None):
         return _error(str(error), error.status)
 
 
+@app.get("/v2/models/{name}/config")
+@app.get("/v2/models/{name}/versions/{version}/config")
+def model_config(name: str, version: str | None = None):
+    """The model configuration (Triton's extension): the feature order is in `parameters`."""
+    try:
+        return oip.model_config(_model_or_error(name, version))
+    except oip.OIPError as error:
+        return _error(str(error), error.status)
+
+
 @app.get("/v2/models/{name}/ready")
 @app.get("/v2/models/{name}/versions/{version}/ready")
 def model_ready(name: str, version: str | None = None):
@@ -130,5 +140,18 @@ def model_ready(name: str, version: str | None = None):
 @app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
 async def infer(name: str, request: Request, version: str | None = None):
     """An inference request (also answered by the lean scoring path, serving/fast_path.py)."""
-    status, body = await oip_json.infer(_service().scorer, name, version, await request.body())
-    return Response(body, status_code=status, media_type="application/json")
+    reply = await oip_json.infer(
+        _service().scorer,
+        name,
+        version,
+        await request.body(),
+        request.headers.get(oip_json.HEADER_LENGTH),
+    )
+    if reply.json_length is None:
+        return Response(reply.body, status_code=reply.status, media_type="application/json")
+    return Response(
+        reply.body,
+        status_code=reply.status,
+        media_type="application/octet-stream",
+        headers={oip_json.HEADER_LENGTH: str(reply.json_length)},
+    )

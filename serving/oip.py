@@ -19,8 +19,27 @@ INPUT_NAME = "features"
 PROBABILITY = "probability"
 DECISION = "is_fraud"
 OUTPUT_DATATYPES = {PROBABILITY: "FP32", DECISION: "BOOL"}
-INPUT_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
+# The whole matrix comes as floats; one input per feature may also be integers or booleans (as
+# MLServer's PandasCodec sends integer and boolean columns). Little-endian, as the protocol's raw
+# and binary encodings are.
+MATRIX_DATATYPES = ("FP32", "FP64")
+FEATURE_DATATYPES = {
+    "BOOL": "?",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
 PLATFORM = "sklearn_randomforest"
+# binary_tensor_data: the HTTP binary data extension; model_configuration: GET .../config and
+# gRPC ModelConfig, where a gRPC client finds the feature order (its metadata has no parameters).
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 
 
 class OIPError(Exception):
@@ -32,7 +51,7 @@ class OIPError(Exception):
 
 
 def server_metadata() -> dict:
-    return {"name": SERVER_NAME, "version": PROTOCOL_VERSION, "extensions": []}
+    return {"name": SERVER_NAME, "version": PROTOCOL_VERSION, "extensions": EXTENSIONS}
 
 
 def model_metadata(model: FraudModel) -> dict:
@@ -67,18 +86,119 @@ def check_model(model: FraudModel, name: str, version: str | None) -> None:
         )
 
 
+def model_config(model: FraudModel) -> dict:
+    """The model configuration (Triton's extension, as its JSON and its gRPC message take it):
+    the input, the outputs and the feature order in `parameters`."""
+    return {
+        "name": model.stored.tag.split(":")[0],
+        "platform": PLATFORM,
+        "max_batch_size": 0,
+        "input": [
+            {"name": INPUT_NAME, "data_type": "TYPE_FP32", "dims": [-1, len(model.feature_names)]}
+        ],
+        "output": [
+            {"name": PROBABILITY, "data_type": "TYPE_FP32", "dims": [-1]},
+            {"name": DECISION, "data_type": "TYPE_BOOL", "dims": [-1]},
+        ],
+        "parameters": {"feature_order": {"string_value": ",".join(model.feature_names)}},
+    }
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One decoded input: its values flat, in the order the protocol lays them out."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    values: np.ndarray
+
+
+def _check_datatype(name: str, datatype: str) -> None:
+    if datatype not in FEATURE_DATATYPES:
+        raise OIPError(
+            f"input '{name}': datatype {datatype} is not supported, use FP32 or FP64 "
+            f"(one input per feature may also be {', '.join(list(FEATURE_DATATYPES)[:-2])})"
+        )
+
+
+def values_from_bytes(name: str, datatype: str, raw: bytes | memoryview) -> np.ndarray:
+    """Values of a raw (gRPC) or binary (HTTP extension) tensor."""
+    _check_datatype(name, datatype)
+    dtype = np.dtype(FEATURE_DATATYPES[datatype])
+    if len(raw) % dtype.itemsize:
+        raise OIPError(
+            f"input '{name}': {len(raw)} bytes is not a whole number of {datatype} values"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def values_from_json(name: str, datatype: str, data) -> np.ndarray:
+    _check_datatype(name, datatype)
+    try:
+        return np.asarray(data, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as error:
+        raise OIPError(f"input '{name}': data must be numbers ({error})") from error
+
+
+def _check_size(name: str, shape: list[int], values: np.ndarray) -> None:
+    expected = int(np.prod(shape))
+    if values.size != expected:
+        raise OIPError(f"input '{name}': shape {shape} needs {expected} values, got {values.size}")
+
+
 def to_matrix(name: str, datatype: str, shape: list[int], values: np.ndarray) -> np.ndarray:
     """The [N, n_features] float32 matrix of one input tensor, or OIPError naming the problem."""
     if name != INPUT_NAME:
         raise OIPError(f"unknown input '{name}': the model takes one input '{INPUT_NAME}'")
-    if datatype not in INPUT_DATATYPES:
+    if datatype not in MATRIX_DATATYPES:
         raise OIPError(f"input '{name}': datatype {datatype} is not supported, use FP32 (or FP64)")
     if len(shape) != 2 or any(dim < 0 for dim in shape):
         raise OIPError(f"input '{name}': shape must be [N, n_features], got {shape}")
-    expected = int(np.prod(shape))
-    if values.size != expected:
-        raise OIPError(f"input '{name}': shape {shape} needs {expected} values, got {values.size}")
+    _check_size(name, shape, values)
     return values.astype(np.float32, copy=False).reshape(shape)
+
+
+def feature_matrix(model: FraudModel, inputs: list[InputTensor]) -> np.ndarray:
+    """The [N, n_features] matrix of a request: one input `features`, or one input per feature
+    by name (any order, each [N] or [N, 1], as MLServer's PandasCodec sends a data frame)."""
+    if not inputs:
+        raise OIPError(f"no input: send '{INPUT_NAME}' or one input per feature")
+    if len(inputs) == 1 and inputs[0].name == INPUT_NAME:
+        tensor = inputs[0]
+        return to_matrix(tensor.name, tensor.datatype, tensor.shape, tensor.values)
+    names = model.feature_names
+    position = {name: index for index, name in enumerate(names)}
+    columns: dict[str, InputTensor] = {}
+    for tensor in inputs:
+        if tensor.name not in position:
+            raise OIPError(
+                f"unknown input '{tensor.name}': send one input '{INPUT_NAME}' [N, "
+                f"{len(names)}] or one input per feature, named {', '.join(names)}"
+            )
+        if tensor.name in columns:
+            raise OIPError(f"input '{tensor.name}' is given twice")
+        if not (len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1)) or any(
+            dim < 0 for dim in tensor.shape
+        ):
+            raise OIPError(
+                f"input '{tensor.name}': shape must be [N] or [N, 1], got {tensor.shape}"
+            )
+        _check_size(tensor.name, tensor.shape, tensor.values)
+        columns[tensor.name] = tensor
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise OIPError(
+            f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)}: one input per "
+            f"feature needs all {len(names)}"
+        )
+    rows = {tensor.shape[0] for tensor in inputs}
+    if len(rows) > 1:
+        raise OIPError(f"inputs disagree on the number of rows: {sorted(rows)}")
+    matrix = np.empty((rows.pop(), len(names)), dtype=np.float32)
+    for name, tensor in columns.items():
+        matrix[:, position[name]] = tensor.values
+    return matrix
 
 
 def requested_outputs(names: list[str]) -> list[str]:

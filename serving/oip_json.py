@@ -4,10 +4,9 @@ documented FastAPI route alike (serving/fast_path.py, serving/http_app.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
-import numpy as np
 from msgspec import Meta
 
 from serving import oip, telemetry
@@ -21,7 +20,7 @@ class InferInputTensor(msgspec.Struct):
     name: str
     shape: list[int]
     datatype: str
-    data: Any
+    data: Any = None  # absent when the tensor is binary (parameters.binary_data_size)
     parameters: dict[str, Any] | None = None
 
 
@@ -38,30 +37,106 @@ class InferRequest(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(InferRequest)
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_SIZE = "binary_data_size"
 
 
-def _error(message: str, status: int) -> tuple[int, bytes]:
-    return status, encode({"error": message})
+class Reply(NamedTuple):
+    """An answer: its status and body, and the length of the JSON part when binary data follow
+    it (sent as Inference-Header-Content-Length, with Content-Type application/octet-stream)."""
+
+    status: int
+    body: bytes
+    json_length: int | None = None
 
 
-async def infer(scorer: Scorer, name: str, version: str | None, body: bytes) -> tuple[int, bytes]:
-    """(HTTP status, JSON body) of one inference request; errors in the protocol's error body."""
-    try:
-        request = _DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        telemetry.record_rejection("oip_http", {"request"})
-        return _error(f"invalid inference request: {error}", 400)
+def _error(message: str, status: int) -> Reply:
+    return Reply(status, encode({"error": message}))
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary part of a body (the binary data extension)."""
+    if header_length is None:
+        return body, memoryview(b"")
+    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        raise oip.OIPError(
+            f"Inference-Header-Content-Length {header_length!r} must be the length of the JSON "
+            f"header, within the body's {len(body)} bytes"
+        )
+    length = int(header_length)
+    return body[:length], memoryview(body)[length:]
+
+
+def _inputs(request: InferRequest, binary: memoryview) -> list[oip.InputTensor]:
+    tensors, offset = [], 0
+    for tensor in request.inputs:
+        size = (tensor.parameters or {}).get(BINARY_SIZE)
+        if size is None:
+            if tensor.data is None:
+                raise oip.OIPError(f"input '{tensor.name}' has no data nor {BINARY_SIZE}")
+            values = oip.values_from_json(tensor.name, tensor.datatype, tensor.data)
+        else:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise oip.OIPError(
+                    f"input '{tensor.name}': {BINARY_SIZE} {size!r} runs past the "
+                    f"{len(binary)} bytes of binary data after the JSON header"
+                )
+            values = oip.values_from_bytes(
+                tensor.name, tensor.datatype, binary[offset : offset + size]
+            )
+            offset += size
+        tensors.append(oip.InputTensor(tensor.name, tensor.datatype, tensor.shape, values))
+    if offset != len(binary):
+        raise oip.OIPError(
+            f"{len(binary) - offset} bytes of binary data follow the inputs' {BINARY_SIZE} total"
+        )
+    return tensors
+
+
+def _binary_outputs(request: InferRequest, names: list[str]) -> list[bool]:
+    """Per output: binary when its `binary_data` parameter says so, else as the request's
+    `binary_data_output` parameter says (JSON by default)."""
+    default = bool((request.parameters or {}).get("binary_data_output", False))
+    asked = {output.name: output.parameters or {} for output in request.outputs or []}
+    return [bool(asked.get(name, {}).get("binary_data", default)) for name in names]
+
+
+def _encode_response(
+    request: InferRequest, name: str, version: str, names: list[str], result: oip.InferResult
+) -> Reply:
+    outputs, binary = [], []
+    for output, as_binary in zip(names, _binary_outputs(request, names), strict=True):
+        values = result.output(output)
+        tensor = {"name": output, "shape": [len(values)], "datatype": oip.OUTPUT_DATATYPES[output]}
+        if as_binary:
+            raw = values.tobytes()
+            tensor["parameters"] = {BINARY_SIZE: len(raw)}
+            binary.append(raw)
+        else:
+            tensor["data"] = values.tolist()
+        outputs.append(tensor)
+    header = encode(
+        {"model_name": name, "model_version": version, "id": request.id, "outputs": outputs}
+    )
+    if not binary:
+        return Reply(200, header)
+    return Reply(200, b"".join([header, *binary]), len(header))
+
+
+async def infer(
+    scorer: Scorer, name: str, version: str | None, body: bytes, header_length: str | None = None
+) -> Reply:
+    """The answer to one inference request (JSON, or with the binary data extension when
+    `header_length`, the Inference-Header-Content-Length header, is given)."""
     model = scorer.model
     try:
-        oip.check_model(model, name, version)
-        if len(request.inputs) != 1:
-            raise oip.OIPError(f"expected 1 input '{oip.INPUT_NAME}', got {len(request.inputs)}")
-        tensor = request.inputs[0]
+        header, binary = _split(body, header_length)
         try:
-            values = np.asarray(tensor.data, dtype=np.float64).ravel()
-        except (TypeError, ValueError) as error:
-            raise oip.OIPError(f"input '{tensor.name}': data must be numbers ({error})") from error
-        matrix = oip.to_matrix(tensor.name, tensor.datatype, tensor.shape, values)
+            request = _DECODER.decode(header)
+        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+            raise oip.OIPError(f"invalid inference request: {error}") from error
+        oip.check_model(model, name, version)
+        matrix = oip.feature_matrix(model, _inputs(request, binary))
         outputs = oip.requested_outputs([output.name for output in request.outputs or []])
         probabilities = await scorer.score(matrix, "oip_http", request_id_or_new(request.id))
     except oip.OIPError as error:
@@ -73,19 +148,4 @@ async def infer(scorer: Scorer, name: str, version: str | None, body: bytes) -> 
     except Overloaded as error:
         return _error(str(error), 503)
     result = oip.InferResult(probabilities, model.threshold)
-    return 200, encode(
-        {
-            "model_name": name,
-            "model_version": model.version,
-            "id": request.id,
-            "outputs": [
-                {
-                    "name": output,
-                    "shape": [len(probabilities)],
-                    "datatype": oip.OUTPUT_DATATYPES[output],
-                    "data": result.output(output).tolist(),
-                }
-                for output in outputs
-            ],
-        }
-    )
+    return _encode_response(request, name, model.version, outputs, result)

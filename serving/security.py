@@ -114,12 +114,21 @@ def _presented_key(headers: dict[str, str]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _is_json(content_type: str | None) -> bool:
-    """Every POST endpoint takes JSON; other bodies are refused before anything parses them."""
+def _accepted_body(path: str, headers: dict[str, str]) -> bool:
+    """Every POST endpoint takes JSON, and OIP infer also JSON followed by binary tensors (the
+    binary data extension); other bodies are refused before anything parses them."""
+    content_type = headers.get("content-type")
     if content_type is None:
         return True
     media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or media_type.endswith("+json")
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return True
+    return (
+        media_type == "application/octet-stream"
+        and "inference-header-content-length" in headers
+        and path.startswith("/v2/models/")
+        and path.endswith("/infer")
+    )
 
 
 Send = Callable[[dict], Awaitable[None]]
@@ -168,9 +177,13 @@ class SecurityMiddleware:
             retry = str(max(1, int(wait + 0.999))).encode()
             await _respond(send, 429, {"error": "too many requests"}, [(b"retry-after", retry)])
             return
-        if scope["method"] == "POST" and not _is_json(headers.get("content-type")):
+        if scope["method"] == "POST" and not _accepted_body(scope["path"], headers):
             telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="media_type").inc()
-            await _respond(send, 415, {"error": "Content-Type must be application/json"})
+            message = (
+                "Content-Type must be application/json (OIP infer also takes "
+                "application/octet-stream with an Inference-Header-Content-Length header)"
+            )
+            await _respond(send, 415, {"error": message})
             return
         length = headers.get("content-length")
         if length is not None:

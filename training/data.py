@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype
 
 from settings import CleaningConfig, ColumnsConfig
 
@@ -77,7 +78,7 @@ def fingerprint(table: pd.DataFrame) -> str:
 
 
 def _numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+    return pd.api.types.is_numeric_dtype(series) and not is_bool_dtype(series)
 
 
 def validate(
@@ -89,18 +90,15 @@ def validate(
     counted when `cleaning.drop_invalid_rows` is set; table-level ones always fail.
     """
     problems: list[Problem] = []
-    required = [
-        columns.transaction_id,
-        columns.timestamp,
-        columns.customer_id,
-        columns.terminal_id,
-        columns.amount,
-        columns.label,
-        *columns.extra_features,
-    ]
-    missing = [name for name in required if name not in table.columns]
-    for name in missing:
-        problems.append(Problem(name, len(table), "missing column"))
+    roles = columns.roles()
+    required = list(roles.values())
+    missing = {setting: name for setting, name in roles.items() if name not in table.columns}
+    payment_roles = ("columns.customer_id", "columns.terminal_id", "columns.amount")
+    for setting, name in missing.items():
+        hint = f"set {setting} to the column that holds it"
+        if setting in payment_roles:
+            hint += ", or columns.payment_features = false for a table of ready features"
+        problems.append(Problem(name, len(table), f"missing column ({hint})"))
     if missing:
         raise DataValidationError(problems)
 
@@ -113,8 +111,10 @@ def validate(
         if nulls.any():
             bad_rows[f"null {name}"] = nulls
 
-    for name in (columns.amount, *columns.extra_features):
-        if not _numeric(table[name]):
+    amount = [columns.amount] if columns.payment_features else []
+    for name in (*amount, *columns.extra_features):
+        is_flag = name in columns.extra_features and is_bool_dtype(table[name])  # 0/1 input
+        if not (_numeric(table[name]) or is_flag):
             problems.append(
                 Problem(name, len(table), f"must be numeric, found dtype {table[name].dtype}")
             )
@@ -123,7 +123,7 @@ def validate(
         not_finite = ~np.isfinite(values) & ~table[name].isna().to_numpy()
         if not_finite.any():
             bad_rows[f"non-finite {name}"] = not_finite
-        if name == columns.amount:
+        if name in amount:
             negative = values < 0
             if negative.any():
                 bad_rows[f"negative {name}"] = negative

@@ -74,6 +74,7 @@ class Dataset:
     """Validated table, its features and split, and the arrays every stage uses."""
 
     features: pd.DataFrame
+    schema: list[features.Feature]
     split: TemporalSplit
     summary: data.ValidationSummary
     fingerprint: str
@@ -105,6 +106,7 @@ def load_dataset(data_path: str | Path | None, settings: Settings) -> Dataset:
     )
     dataset = Dataset(
         features=built,
+        schema=features.feature_schema(settings.columns, table),
         split=split,
         summary=summary,
         fingerprint=data.fingerprint(table),
@@ -119,3 +121,24 @@ def load_dataset(data_path: str | Path | None, settings: Settings) -> Dataset:
         f"test {int(dataset.mask(split.test).sum())} rows"
     )
     return dataset
+
+
+FOLD_SETTINGS = "lower split.folds or split.fold_validation_days, or raise split.train_days"
+
+
+def check_periods(dataset: Dataset) -> None:
+    """Every period the run fits or scores on holds both classes, or ValueError naming the
+    settings that size it (a fold without fraud cannot be scored, one without rows not fitted)."""
+    periods = [("the test period", dataset.split.test, "raise split.test_days")]
+    for number, fold in enumerate(dataset.split.folds, start=1):
+        periods.append((f"fitting period of fold {number}", fold.fit, FOLD_SETTINGS))
+        periods.append((f"validation days of fold {number}", fold.validate, FOLD_SETTINGS))
+    periods.append(("the training period", dataset.split.train, "raise split.train_days"))
+    for what, period, remedy in periods:
+        labels = dataset.y[dataset.mask(period)]
+        frauds = int(labels.sum())
+        if frauds == 0 or frauds == len(labels):
+            raise ValueError(
+                f"{what} ({period.start.date()} to {period.end.date()}) has {len(labels)} rows "
+                f"and {frauds} frauds, it needs both classes: {remedy}"
+            )

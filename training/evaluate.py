@@ -71,18 +71,24 @@ def holdout_metrics(
     y_score: np.ndarray,
     threshold: float,
     days: pd.Series,
-    customers: np.ndarray,
+    customers: np.ndarray | None,
 ) -> dict[str, float]:
+    """Held-out figures; without customers (a table of ready features) the daily top-k counts
+    transactions instead of cards."""
     decision = y_score >= threshold
     true_positives = int((decision & (y_true == 1)).sum())
+    top_k = (
+        f"card_precision_top_{TOP_K_PER_DAY}_per_day"
+        if customers is not None
+        else f"precision_top_{TOP_K_PER_DAY}_per_day"
+    )
+    entities = customers if customers is not None else np.arange(len(y_true))
     return {
         "roc_auc": float(roc_auc_score(y_true, y_score)),
         "pr_auc": float(average_precision_score(y_true, y_score)),
         "precision_at_threshold": true_positives / max(int(decision.sum()), 1),
         "recall_at_threshold": true_positives / max(int(y_true.sum()), 1),
-        f"card_precision_top_{TOP_K_PER_DAY}_per_day": card_precision_top_k(
-            days, customers, y_true, y_score, TOP_K_PER_DAY
-        ),
+        top_k: card_precision_top_k(days, entities, y_true, y_score, TOP_K_PER_DAY),
         "brier": float(brier_score_loss(y_true, y_score)),
         "rows": int(len(y_true)),
         "frauds": int(y_true.sum()),

@@ -102,17 +102,41 @@ def _engineered_features() -> list[Feature]:
 ENGINEERED_FEATURES: tuple[Feature, ...] = tuple(_engineered_features())
 
 
-def feature_schema(columns: ColumnsConfig) -> list[Feature]:
-    """The ordered model inputs: engineered features, then the configured extra columns."""
-    extras = [
-        Feature(name, "float32", None, None, "Extra input column, passed as is.")
-        for name in columns.extra_features
-    ]
-    return list(ENGINEERED_FEATURES) + extras
+def column_feature(name: str, values: pd.Series) -> Feature:
+    """A feature passed as is, typed from its column: flags (only 0/1, or booleans) are int8 in
+    [0, 1], other integers int32, the rest float32; never negative in the data means minimum 0,
+    and a float column within [0, 1] (a share or a score) also maximum 1."""
+    low, high = float(values.min()), float(values.max())
+    observed = f"Input column '{name}', passed as is (training data: {low:g} to {high:g})."
+    integral = pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values)
+    if integral and low >= 0 and high <= 1:
+        return Feature(name, "int8", 0, 1, observed)
+    int32 = np.iinfo(np.int32)
+    if integral and int32.min <= low and high <= int32.max:
+        return Feature(name, "int32", 0 if low >= 0 else None, None, observed)
+    minimum = 0.0 if low >= 0 else None
+    maximum = 1.0 if low >= 0 and high <= 1 else None
+    return Feature(name, "float32", minimum, maximum, observed)
+
+
+def feature_schema(columns: ColumnsConfig, table: pd.DataFrame | None = None) -> list[Feature]:
+    """The ordered model inputs: the engineered payment features (unless
+    `columns.payment_features` is off), then the `extra_features` columns typed from `table`."""
+    engineered = list(ENGINEERED_FEATURES) if columns.payment_features else []
+    clashes = {feature.name for feature in engineered} & set(columns.extra_features)
+    if clashes:
+        raise ValueError(
+            f"columns.extra_features: {', '.join(sorted(clashes))} is the name of an engineered "
+            "payment feature; rename that column in the table"
+        )
+    if columns.extra_features and table is None:
+        raise ValueError("the extra features' types come from the table: pass it")
+    return engineered + [column_feature(name, table[name]) for name in columns.extra_features]
 
 
 def feature_names(columns: ColumnsConfig) -> list[str]:
-    return [feature.name for feature in feature_schema(columns)]
+    engineered = ENGINEERED_FEATURES if columns.payment_features else ()
+    return [feature.name for feature in engineered] + list(columns.extra_features)
 
 
 def _past_window(
@@ -186,23 +210,24 @@ def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int)
     """Features for every row of a validated table.
 
     Returns one row per transaction sorted by (timestamp, transaction id): the id, timestamp,
-    customer and label columns, then the features in schema order. The result does not depend on
-    the order of the input rows.
+    customer (with payment features) and label columns, then the features in schema order. The
+    result does not depend on the order of the input rows.
     """
     table = table.sort_values([columns.timestamp, columns.transaction_id]).reset_index(drop=True)
-    timestamp = table[columns.timestamp]
-    computed: dict[str, pd.Series | np.ndarray] = {
-        "tx_amount": table[columns.amount].to_numpy(dtype=float),
-        "tx_during_weekend": (timestamp.dt.day_of_week >= 5).to_numpy(),
-        "tx_during_night": (timestamp.dt.hour < NIGHT_END_HOUR).to_numpy(),
-    }
-    computed.update(_customer_features(table, columns))
-    computed.update(_terminal_features(table, columns, delay_days))
+    computed: dict[str, pd.Series | np.ndarray] = {}
+    keys = [columns.transaction_id, columns.timestamp, columns.label]
+    if columns.payment_features:
+        timestamp = table[columns.timestamp]
+        computed["tx_amount"] = table[columns.amount].to_numpy(dtype=float)
+        computed["tx_during_weekend"] = (timestamp.dt.day_of_week >= 5).to_numpy()
+        computed["tx_during_night"] = (timestamp.dt.hour < NIGHT_END_HOUR).to_numpy()
+        computed.update(_customer_features(table, columns))
+        computed.update(_terminal_features(table, columns, delay_days))
+        keys.insert(2, columns.customer_id)
     for name in columns.extra_features:
-        computed[name] = table[name].to_numpy(dtype=float)
-    keys = [columns.transaction_id, columns.timestamp, columns.customer_id, columns.label]
+        computed[name] = table[name].to_numpy()
     result = table[keys].copy()
-    for feature in feature_schema(columns):
+    for feature in feature_schema(columns, table):
         values = computed[feature.name]
         if isinstance(values, pd.Series):
             values = values.sort_index().to_numpy()
@@ -217,11 +242,9 @@ def feature_matrix(features: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray
 
 def request_rows(features: pd.DataFrame, columns: ColumnsConfig) -> list[dict]:
     """Feature rows as a client sends them to /predict: ints for integer features, else floats."""
-    schema = feature_schema(columns)
+    names = feature_names(columns)
+    integral = {name for name in names if pd.api.types.is_integer_dtype(features[name])}
     return [
-        {
-            f.name: int(row[f.name]) if f.dtype.startswith("int") else float(row[f.name])
-            for f in schema
-        }
+        {name: int(row[name]) if name in integral else float(row[name]) for name in names}
         for row in features.to_dict("records")
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from monitoring.drift import SCORE_COLUMN
 from settings import MODEL_NAME, Settings
 from training import evaluate, report
 from training.dataset import Dataset, load_dataset
-from training.features import WINDOWS_DAYS, feature_names, feature_schema
+from training.features import WINDOWS_DAYS, feature_names
 from training.tune import default_storage, fit_forest, tune
 
 SHAP_TOP_FEATURES = 5
@@ -87,11 +88,32 @@ def run_training(
     settings: Settings, data_path: str | Path | None, *, promote: bool = False
 ) -> TrainingResult:
     started = time.monotonic()
+    dataset = load_dataset(data_path, settings)
     run_dir = new_run_dir(settings.runs_dir)
     print(f"run folder: {run_dir}")
+    try:
+        result = _train_and_register(settings, dataset, run_dir, started)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a failed run leaves no half-written report
+        raise
+    if promote:
+        if not result.gate_passed:
+            raise model_store.PromotionError(f"{result.tag} failed the gate: not promoted")
+        record = model_store.promote(
+            result.tag,
+            pin_file=settings.store.pin_file,
+            log_file=settings.store.promotion_log,
+            reason=f"trained in run {run_dir.name}",
+        )
+        print(f"promoted {record.to_tag} (was {record.from_tag}) -> {settings.store.pin_file}")
+    return result
+
+
+def _train_and_register(
+    settings: Settings, dataset: Dataset, run_dir: Path, started: float
+) -> TrainingResult:
     columns = settings.columns
     names = feature_names(columns)
-    dataset = load_dataset(data_path, settings)
     report.write_json(run_dir / "data_validation.json", dataset.summary.as_dict())
 
     storage = settings.tuning.storage or default_storage(run_dir)
@@ -114,7 +136,7 @@ def run_training(
         y_score,
         threshold.value,
         test_rows[columns.timestamp],
-        test_rows[columns.customer_id].to_numpy(),
+        test_rows[columns.customer_id].to_numpy() if columns.payment_features else None,
     )
     gate_passed = metrics["roc_auc"] > settings.gate.min_test_roc_auc
     cost = evaluate.serving_cost(model, dataset.X[test])
@@ -157,7 +179,7 @@ def run_training(
     }
     stored = model_store.save_model(
         model,
-        features=[feature.as_dict() for feature in feature_schema(columns)],
+        features=[feature.as_dict() for feature in dataset.schema],
         threshold=threshold.value,
         gate_passed=gate_passed,
         parity_rows=dataset.X[test],
@@ -171,7 +193,7 @@ def run_training(
             "train_window": dataset.split.train.as_dict(),
             "test_window": dataset.split.test.as_dict(),
             "label_delay_days": settings.split.delay_days,
-            "feature_windows_days": list(WINDOWS_DAYS),
+            "feature_windows_days": list(WINDOWS_DAYS) if columns.payment_features else [],
             "data_fingerprint": dataset.fingerprint,
             "code_version": code_version(),
             "shap_top_features": top_features,
@@ -188,14 +210,4 @@ def run_training(
         f"registered {stored.tag} (gate {stored.labels['gate']}, engine {stored.labels['engine']}: "
         f"{stored.metadata['engine_parity']['reason']}); report: {run_dir / 'summary.md'}"
     )
-    if promote:
-        if not gate_passed:
-            raise model_store.PromotionError(f"{stored.tag} failed the gate: not promoted")
-        record = model_store.promote(
-            stored.tag,
-            pin_file=settings.store.pin_file,
-            log_file=settings.store.promotion_log,
-            reason=f"trained in run {run_dir.name}",
-        )
-        print(f"promoted {record.to_tag} (was {record.from_tag}) -> {settings.store.pin_file}")
     return TrainingResult(run_dir, stored.tag, gate_passed, metrics)

@@ -18,7 +18,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from settings import TuningConfig
-from training.dataset import Dataset
+from training.dataset import Dataset, check_periods
 
 JOURNAL_PREFIX = "journal:"
 
@@ -74,8 +74,6 @@ def fold_scores(
         model = fit_forest(params, seed, n_jobs, dataset.X[fit], dataset.y[fit])
         y_true = dataset.y[validate]
         y_score = model.predict_proba(dataset.X[validate])[:, 1]
-        if y_true.min() == y_true.max():
-            raise ValueError(f"validation fold {step} has a single class: lengthen the folds")
         scores.append(
             {
                 "pr_auc": float(average_precision_score(y_true, y_score)),
@@ -104,6 +102,7 @@ def tune(
     dataset: Dataset, cfg: TuningConfig, storage: str, study_name: str, seed: int
 ) -> optuna.Study:
     """Run up to `cfg.trials` new trials (PR-AUC averaged over folds) and return the study."""
+    check_periods(dataset)
     study = create_study(storage, study_name, seed)
 
     def objective(trial: optuna.Trial) -> float:
