@@ -165,3 +165,25 @@ def test_batcher_reports_engine_errors_to_that_batch_only():
     failed, served = asyncio.run(run())
     assert isinstance(failed, RuntimeError)
     np.testing.assert_array_equal(served, [2.0])
+
+
+def test_oip_one_input_per_feature(model):
+    names = model.feature_names
+    rows = np.arange(3 * len(names), dtype=np.float32).reshape(3, len(names))  # all distinct
+
+    def column(name: str, shape=None, datatype="FP64") -> oip.InputTensor:
+        values = rows[:, names.index(name)].astype(np.float64)
+        return oip.InputTensor(name, datatype, shape or [3], values)
+
+    shuffled = [column(name, [3, 1]) for name in reversed(names)]
+    np.testing.assert_array_equal(oip.feature_matrix(model, shuffled), rows)
+    with pytest.raises(oip.OIPError, match=f"missing input {names[0]}: one input per feature"):
+        oip.feature_matrix(model, shuffled[:-1])
+    with pytest.raises(oip.OIPError, match="unknown input 'card_id'"):
+        oip.feature_matrix(model, [*shuffled, oip.InputTensor("card_id", "FP64", [3], rows[:, 0])])
+    with pytest.raises(oip.OIPError, match="given twice"):
+        oip.feature_matrix(model, [*shuffled, shuffled[0]])
+    with pytest.raises(oip.OIPError, match=r"shape must be \[N\] or \[N, 1\]"):
+        oip.feature_matrix(model, [column(names[0], [1, 3]), *shuffled[:-1]])
+    with pytest.raises(oip.OIPError, match="datatype BYTES is not supported"):
+        oip.values_from_json("tx_amount", "BYTES", ["a"])

@@ -29,12 +29,22 @@ def _http(url: str, matrix: np.ndarray) -> dict:
     ]
     result = client.infer(MODEL, [tensor], outputs=outputs)
     metadata = client.get_model_metadata(MODEL)
+    binary = triton_http.InferInput("features", list(matrix.shape), "FP32")
+    binary.set_data_from_numpy(matrix)  # the client's default: the binary data extension
+    defaults = client.infer(MODEL, [binary])  # and binary outputs, by default too
     return {
         "live": client.is_server_live(),
         "ready": client.is_model_ready(MODEL),
         "feature_order": metadata["inputs"][0]["parameters"]["feature_order"],
         "probability": result.as_numpy("probability").tolist(),
         "is_fraud": result.as_numpy("is_fraud").tolist(),
+        "extensions": client.get_server_metadata()["extensions"],
+        "binary_outputs": [
+            output.get("parameters", {}).get("binary_data_size")
+            for output in defaults.get_response()["outputs"]
+        ],
+        "binary_probability": defaults.as_numpy("probability").tolist(),
+        "binary_is_fraud": defaults.as_numpy("is_fraud").tolist(),
     }
 
 
@@ -57,6 +67,7 @@ def _grpc(address: str, matrix: np.ndarray) -> dict:
         MODEL, [tensor], outputs=[triton_grpc.InferRequestedOutput("probability")]
     )
     metadata = client.get_model_metadata(MODEL)
+    config = client.get_model_config(MODEL).config
 
     def infer(array: np.ndarray, datatype: str = "FP32", model: str = MODEL):
         tensor = triton_grpc.InferInput("features", list(array.shape), datatype)
@@ -81,6 +92,7 @@ def _grpc(address: str, matrix: np.ndarray) -> dict:
         "live": client.is_server_live(),
         "ready": client.is_model_ready(MODEL),
         "platform": metadata.platform,
+        "feature_order": config.parameters["feature_order"].string_value,
         "probability": result.as_numpy("probability").tolist(),
         "is_fraud": result.as_numpy("is_fraud").tolist(),
         "selected_outputs": [output.name for output in only_probability.get_response().outputs],

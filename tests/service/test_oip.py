@@ -110,7 +110,7 @@ def test_http_infer_refuses_bad_values_naming_row_and_field(server, transactions
     assert _infer(server, {"inputs": []}).status_code == 400
 
 
-def test_tritonclient_http_and_grpc(server, transactions, tmp_path, offline_probabilities):
+def test_tritonclient_http_and_grpc(server, transactions, tmp_path, offline_probabilities, order):
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps(transactions[:25]))
     result = subprocess.run(
@@ -138,6 +138,13 @@ def test_tritonclient_http_and_grpc(server, transactions, tmp_path, offline_prob
     assert http["is_fraud"] == decisions and grpc["is_fraud"] == decisions
     assert http["live"] and http["ready"] and grpc["live"] and grpc["ready"]
     assert grpc["selected_outputs"] == ["probability"]
+    # tritonclient's defaults: binary input, binary outputs (the binary data extension)
+    assert "binary_tensor_data" in http["extensions"]
+    assert http["binary_outputs"] == [4 * 25, 25]  # float32 probabilities, one byte per BOOL
+    np.testing.assert_array_equal(np.float32(http["binary_probability"]), from_predict)
+    assert http["binary_is_fraud"] == decisions
+    # a gRPC client reads the feature order from the model configuration
+    assert grpc["feature_order"] == ",".join(order)
 
     errors = grpc["errors"]
     assert errors["out_of_range"].startswith("StatusCode.INVALID_ARGUMENT")
@@ -149,3 +156,50 @@ def test_tritonclient_http_and_grpc(server, transactions, tmp_path, offline_prob
         assert errors[case].startswith("StatusCode.INVALID_ARGUMENT"), (case, errors[case])
     assert errors["unknown_model"].startswith("StatusCode.NOT_FOUND")
     assert grpc["live_after"]
+
+
+def _binary(header: dict, tail: bytes, length: int | None = None) -> tuple[bytes, dict]:
+    encoded = json.dumps(header).encode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(encoded) if length is None else length),
+    }
+    return encoded + tail, headers
+
+
+def test_http_binary_data_extension(server, transactions, order, offline_probabilities):
+    matrix = _matrix(transactions[:10], order)
+    raw = matrix.tobytes()
+    tensor = {"name": "features", "shape": list(matrix.shape), "datatype": "FP32"}
+    url = f"{server.url}/v2/models/fraud_rf/infer"
+    body, headers = _binary(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "outputs": [{"name": "probability", "parameters": {"binary_data": True}}],
+        },
+        raw,
+    )
+    response = httpx.post(url, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:length])
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 40
+    assert "data" not in header["outputs"][0]
+    probabilities = np.frombuffer(response.content[length:], dtype="<f4")
+    np.testing.assert_array_equal(probabilities, offline_probabilities[:10])
+
+    sized = {**tensor, "parameters": {"binary_data_size": len(raw)}}
+    cases = [
+        (_binary({"inputs": [sized]}, raw[:-4]), "runs past"),
+        (_binary({"inputs": [sized]}, raw + b"\0" * 4), "4 bytes of binary data follow"),
+        (_binary({"inputs": [sized]}, raw, length=10**6), "Inference-Header-Content-Length"),
+        (_binary({"inputs": [tensor]}, raw), "has no data nor binary_data_size"),
+    ]
+    for (bad_body, bad_headers), message in cases:
+        refused = httpx.post(url, content=bad_body, headers=bad_headers)
+        assert refused.status_code == 400 and message in refused.json()["error"], refused.text
+    not_oip = httpx.post(
+        f"{server.url}/predict", content=body, headers=headers
+    )  # octet-stream is for OIP infer only
+    assert not_oip.status_code == 415 and "application/json" in not_oip.json()["error"]
