@@ -11,12 +11,30 @@ from typing import Any
 
 import bentoml
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from serving import oip, oip_json, telemetry
 
-app = FastAPI(title="fraud-bento", version="1")
+# FastAPI's own /docs would show only these routes, with Swagger UI from a CDN: /docs below
+# shows BentoML's whole document (/docs.json) with the Swagger UI files BentoML serves.
+app = FastAPI(title="fraud-bento", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8">
+  <title>fraud-bento API</title>
+  <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="./static_content/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({url: "./docs.json", dom_id: "#swagger-ui", deepLinking: true});
+  </script>
+</body>
+</html>
+"""
 
 
 class InferOutputTensor(BaseModel):
@@ -39,6 +57,12 @@ def _service():
 
 def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+@app.get("/docs", include_in_schema=False)
+def docs() -> HTMLResponse:
+    """Swagger UI over the whole API (/docs.json), every file from this server."""
+    return HTMLResponse(DOCS_PAGE)
 
 
 @app.get("/health")

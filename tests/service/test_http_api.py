@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 
 import bentoml
@@ -250,7 +251,23 @@ def test_openapi_describes_every_endpoint(server):
         assert "get" in paths[path]
     infer = paths["/v2/models/{name}/infer"]["post"]
     assert infer["responses"]["200"]["content"]["application/json"]["schema"]
-    assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_docs_page_shows_the_whole_api_from_this_server(server):
+    page = httpx.get(f"{server.url}/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assets = re.findall(r'(?:src|href|url:)\s*=?\s*"([^"]+)"', page.text)
+    assert assets and not [a for a in assets if not a.startswith("./")]  # no CDN, no host
+    for asset in assets:
+        fetched = httpx.get(f"{server.url}/{asset.removeprefix('./')}")
+        assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
+    documented = httpx.get(f"{server.url}/docs.json").json()["paths"]
+    public = {
+        "/predict", "/predict_columns", "/explain", "/feedback", "/health", "/model_info",
+        "/stats", "/drift", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+        "/v2/models/{name}/ready", "/v2/models/{name}/config", "/v2/models/{name}/infer",
+    }  # fmt: skip
+    assert public <= set(documented), public - set(documented)
 
 
 def test_readme_example_request(server):
