@@ -86,8 +86,15 @@ security: $(VENV)/.installed-dev
 	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --
 	$(BIN)/python ops/security/audit_dependencies.py
 
+# A test run must leave the work tree as it found it: generated files go to temp or ignored
+# folders. The tree's state (status, untracked files, diff) is compared before and after.
+TREE_STATE = { git status --porcelain --untracked-files=all; git diff; } 2>/dev/null | sha256sum
 test: lint security system-deps
-	$(BIN)/pytest
+	@before=$$($(TREE_STATE)); $(BIN)/pytest || exit 1; \
+	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
+		echo "make test changed tracked files or left files git does not ignore:"; \
+		git status --short --untracked-files=all; exit 1; \
+	fi
 
 test-fast: lint
 	$(BIN)/pytest -m "not slow"

@@ -21,6 +21,7 @@ import bentoml
 import numpy as np
 import sklearn
 import skops.io
+from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 
 from model_store import engines
@@ -141,7 +142,11 @@ def get(tag: str) -> StoredModel:
     try:
         bento_model = bentoml.models.get(parsed)
     except NotFound as error:
-        raise ModelNotFoundError(f"model {tag} is not in the store: {error}") from error
+        home = BentoMLContainer.bentoml_home.get()
+        raise ModelNotFoundError(
+            f"model {tag} is not in the model store of {home} (BENTOML_HOME); "
+            "`python -m model_store list` shows the tags it holds"
+        ) from error
     return StoredModel(
         tag=str(bento_model.tag),
         created=bento_model.creation_time,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -54,9 +54,11 @@ def _drift(args: argparse.Namespace) -> int:
     thresholds = Thresholds(settings.monitoring.drift_p_value, settings.monitoring.drift_min_effect)
     results = compare(reference, current, monitored, thresholds)
     title = f"Drift of {len(windows)} window(s) against {stored.tag}"
-    args.out.write_text(report.render(title, results, reference, current))
+    out = args.out or settings.runs_dir / "drift" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(title, results, reference, current))
     drifted = [r.feature for r in results if r.category == DRIFT]
-    print(f"{title}: {', '.join(drifted) or 'no drift'} -> {args.out}")
+    print(f"{title}: {', '.join(drifted) or 'no drift'} -> {out}")
     return 0
 
 
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     drift.add_argument("--profiles", type=Path, default=Path("."), help="folder of window-*.bin")
     drift.add_argument("--since", help="ISO time: only windows starting from then")
     drift.add_argument("--current", type=Path, help="compare this one profile file instead")
-    drift.add_argument("--out", type=Path, default=Path("drift_report.html"))
+    drift.add_argument(
+        "--out", type=Path, help="HTML file (default: <runs_dir>/drift/<UTC time>.html)"
+    )
     drift.set_defaults(run=_drift)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -87,7 +87,12 @@ def _tuning_options(command: argparse.ArgumentParser, shared_storage: bool) -> N
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--config", type=Path, help="TOML config file (see training.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings file; examples: ops/examples/training.toml (a payments table with "
+        "its own column names), ops/examples/feature_table.toml (a table of ready features)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     simulate = commands.add_parser("simulate", help="write a simulated transaction table")

@@ -118,6 +118,14 @@ def test_cli_verify_accepts_an_intact_model():
     assert stored.labels["sha256"] in result.stdout
 
 
+def test_cli_verify_of_an_unknown_tag_says_where_it_looked():
+    result = run_module("model_store", "verify", "fraud_rf:notinthestore2")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "fraud_rf:notinthestore2 is not in the model store of" in result.stderr
+    assert "python -m model_store list" in result.stderr
+    assert "bentoml models pull" not in result.stderr  # BentoML's hint: no remote store here
+
+
 @pytest.mark.parametrize("tag", ["fraud_rf", "fraud_rf:latest"])
 def test_latest_is_never_resolved(tag):
     _save()

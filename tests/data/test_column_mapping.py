@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from settings import ColumnsConfig, SplitConfig, load_settings
-from tests.conftest import run_module
+from tests.conftest import REPO_ROOT, run_module
 from tests.feature_table import CONFIG, FEATURES, feature_table
 from training.data import write_table
 from training.dataset import check_periods, load_dataset
@@ -91,3 +93,11 @@ def test_a_fold_without_fraud_names_the_settings(tmp_path):
     _, settings = _settings(tmp_path)
     with pytest.raises(ValueError, match="validation days of fold 1 .* split.fold_validation_days"):
         check_periods(load_dataset(write_table(table, tmp_path / "t.parquet"), settings))
+
+
+def test_help_names_the_example_files_by_path():
+    result = run_module("training", "--help")
+    examples = re.findall(r"ops/examples/[\w.]+\.toml", result.stdout)
+    assert len(examples) == 2
+    for example in examples:
+        assert (REPO_ROOT / example).is_file()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ import model_store
 from monitoring import whylogs_adapter as profiles
 from monitoring.__main__ import main
 from monitoring.drift import SCORE_COLUMN
-from settings import ColumnsConfig, SimulatorConfig
+from settings import ColumnsConfig, SimulatorConfig, load_settings
 from training.features import build_features, feature_names, feature_schema
 from training.simulate import simulate
 
@@ -62,7 +64,10 @@ def test_drift_report_flags_the_shifted_features(drifted_features, tmp_path, cap
 
     later = ["--since", "2023-11-14T22:18:00+00:00"]  # after the first window's start
     code = main(["drift", "--model", stored.tag, "--profiles", str(windows), *later])
-    assert code == 0 and "Drift of 2 window(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "Drift of 2 window(s)" in printed
+    default_out = Path(printed.rsplit("-> ", 1)[1].strip())  # no --out: into the runs folder
+    assert default_out.parent == load_settings().runs_dir / "drift" and default_out.is_file()
 
 
 def test_profile_command_writes_a_loadable_profile(drifted_features, tmp_path):

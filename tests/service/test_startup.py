@@ -36,7 +36,7 @@ def _tampered_model() -> str:
         ({"FRAUD_MODEL_TAG": "tampered"}, "failed its integrity check"),
         ({"FRAUD_STORE__PIN_FILE": "/nonexistent/model.lock"}, "no model to serve"),
         ({"FRAUD_MODEL_TAG": "fraud_rf:latest"}, "names no exact version"),
-        ({"FRAUD_MODEL_TAG": "fraud_rf:notinthestore1"}, "is not in the store"),
+        ({"FRAUD_MODEL_TAG": "fraud_rf:notinthestore1"}, "is not in the model store"),
     ],
 )
 def test_refuses_to_start(tmp_path, env, message):
