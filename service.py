@@ -93,6 +93,8 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
         "max_queued_rows": config.max_queued_rows,
         "profile_max_rows_per_s": config.profile_max_rows_per_s,
         "feedback_db": str(config.feedback_db or directory / "feedback.db"),
+        "database_url": config.database_url,
+        "realized_refresh_s": config.realized_refresh_s,
         "model_tag": MODEL_TAG,
         "realized_window_days": config.realized_window_days,
         "prediction_retention_days": config.prediction_retention_days,

@@ -216,7 +216,10 @@ class MonitoringConfig(BaseModel):
         default_factory=lambda: ["tx_during_weekend"],
         description="Features left out of drift checks: calendar shares swing within a week.",
     )
-    window_s: float = Field(300.0, gt=0, description="Length of a profiling window.")
+    window_s: float = Field(
+        300.0, gt=0, description="Length of a profiling window, aligned on the clock."
+    )
+
     directory: Path | None = Field(
         None, description="Where window profiles go (default: $BENTOML_HOME/monitoring)."
     )
@@ -228,6 +231,14 @@ class MonitoringConfig(BaseModel):
     )
     feedback_db: Path | None = Field(
         None, description="Prediction log joined with labels (default: <directory>/feedback.db)."
+    )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of a prediction log shared by every replica (instead of the "
+        "SQLite file); keep the password out of it (PGPASSWORD or a .pgpass file).",
+    )
+    realized_refresh_s: float = Field(
+        60.0, gt=0, description="Realized figures are re-read from the log this often."
     )
     realized_window_days: float = Field(
         30.0, gt=0, description="Realized precision/recall cover predictions of this many days."

@@ -103,7 +103,7 @@ class MonitorClient:
         )
 
     async def submit_labels(self, labels: list[Label]) -> FeedbackResult:
-        if not self.connected or not self.status.get("feedback"):
+        if not self.connected or self.status.get("feedback", "unavailable") == "unavailable":
             raise MonitoringUnavailable("feedback unavailable: no prediction log")
         call = next(self._call_ids)
         done = asyncio.get_running_loop().create_future()
@@ -117,6 +117,20 @@ class MonitorClient:
             self._calls.pop(call, None)
         self._listeners.on_labels(result)
         return result
+
+    async def fleet_drift(self) -> dict | None:
+        """The drift report of the latest closed window merged over every replica's profile in
+        the shared directory (None when no replica wrote one)."""
+        if not self.connected:
+            raise MonitoringUnavailable("the monitoring process is starting")
+        call = next(self._call_ids)
+        done = asyncio.get_running_loop().create_future()
+        self._calls[call] = done
+        self._writer.write(channel.frame(channel.FLEET_DRIFT, call))
+        try:
+            return await done
+        finally:
+            self._calls.pop(call, None)
 
     async def close(self, timeout: float = 10) -> None:
         self._closing = True
@@ -184,14 +198,16 @@ class MonitorClient:
             self._listeners.on_realized(self.realized)
         elif kind == channel.DROPPED:
             self._listeners.on_drop(message[1], message[2])
-        elif kind == channel.LABELS_DONE:
+        elif kind in (channel.LABELS_DONE, channel.FLEET_DRIFT_DONE):
             _, call, result, error = message
             done = self._calls.get(call)
             if done is not None and not done.done():
                 if error is not None:
                     done.set_exception(MonitoringUnavailable(error))
-                else:
+                elif kind == channel.LABELS_DONE:
                     done.set_result(FeedbackResult(**result))
+                else:
+                    done.set_result(result)
 
     def _lost(self) -> None:
         """The process is gone: what was waiting for it is dropped (counted) or failed."""

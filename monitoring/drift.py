@@ -26,6 +26,23 @@ class Thresholds:
     p_value: float = 0.01
     min_effect: float = 0.1
 
+    @property
+    def min_rows(self) -> int:
+        """The fewest rows a window needs to be judged: with fewer, even a KS distance of
+        `min_effect` is not significant at `p_value`, so any flag would be noise (a window of
+        43 rows once flagged 16 features). 262 rows with the defaults."""
+        rows = 1
+        while stats.kstwo.sf(self.min_effect, rows) >= self.p_value:
+            rows *= 2
+        low = rows // 2
+        while low + 1 < rows:
+            middle = (low + rows) // 2
+            if stats.kstwo.sf(self.min_effect, middle) >= self.p_value:
+                low = middle
+            else:
+                rows = middle
+        return rows
+
 
 @dataclass(frozen=True)
 class FeatureDrift:

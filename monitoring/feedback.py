@@ -1,11 +1,13 @@
 """Delayed fraud labels joined to the predictions they judge, and the realized accuracy.
 
-Every scored request is appended to a prediction log (SQLite in WAL mode, so readers never block
-the writer and the log survives restarts). Labels arrive days later by transaction id or request
-id. One thread per process owns the connection and applies predictions and labels in arrival
-order, so a label never overtakes the prediction it refers to; it writes predictions in batches,
-every half second. Recording a prediction only
-appends to a bounded queue: under overload the log drops rows (counted), never requests.
+Every scored request is appended to the prediction log (monitoring/prediction_log.py: a SQLite
+file, or PostgreSQL shared by a fleet). Labels arrive days later by transaction id or request id.
+One thread per process owns the log and applies predictions and labels in arrival order, so a
+label never overtakes the prediction it refers to; it writes predictions in batches, every half
+second. Recording a prediction only appends to a bounded queue: under overload, or while the
+database is down, rows wait up to that bound, then are dropped (counted), never requests. Writes
+resume by themselves when the database is back. Realized figures are read back from the log
+periodically, so with a shared database every replica reports the fleet's.
 """
 
 from __future__ import annotations
@@ -13,54 +15,24 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score
 
+from monitoring.prediction_log import LogUnavailable, PredictionLog
+
 logger = logging.getLogger("fraud_bento.feedback")
 
-# Indexes cost ~1.5 us per inserted row each, so only what label lookups need is indexed:
-# every transaction id, the first row of each request, and labelled rows by time.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    request_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    request_rows INTEGER NOT NULL,
-    transaction_id TEXT,
-    model_tag TEXT NOT NULL,
-    score REAL NOT NULL,
-    decision INTEGER NOT NULL,
-    scored_at REAL NOT NULL,
-    label INTEGER,
-    label_time REAL,
-    labelled_at REAL
-);
-CREATE INDEX IF NOT EXISTS predictions_by_transaction ON predictions (transaction_id);
-CREATE INDEX IF NOT EXISTS requests_by_id ON predictions (request_id) WHERE position = 0;
-CREATE INDEX IF NOT EXISTS labelled_by_time ON predictions (model_tag, scored_at)
-    WHERE label IS NOT NULL;
-"""
-SCHEMA_VERSION = 1
 PURGE_EVERY_S = 3600.0
 FLUSH_EVERY_S = 0.5
-INSERT_PREDICTIONS = (
-    "INSERT INTO predictions (request_id, position, request_rows, transaction_id, model_tag,"
-    " score, decision, scored_at) VALUES"
-)
-ROW_PLACEHOLDER = "(?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_CHUNK_ROWS = 4000  # 8 values a row, within SQLite's 32,766 bound variables
-
-
-class IncompatibleLog(RuntimeError):
-    """The prediction log file was written by another schema version."""
+RETRY_EVERY_S = 2.0
+AVAILABLE, DEGRADED = "available", "degraded"
 
 
 @dataclass(frozen=True)
@@ -145,46 +117,37 @@ def realized_performance(
 class FeedbackStore:
     def __init__(
         self,
-        path: Path,
+        log: PredictionLog,
         *,
         model_tag: str,
         window_days: float,
         retention_days: float,
         max_queued_rows: int,
+        realized_refresh_s: float = 60.0,
         on_realized: Callable[[RealizedPerformance], None] = lambda realized: None,
         on_drop: Callable[[int], None] = lambda rows: None,
         on_labels: Callable[[FeedbackResult], None] = lambda result: None,
+        on_state: Callable[[str], None] = lambda state: None,
     ):
-        self.path = path
+        self.log = log
         self._model_tag = model_tag
         self._window_days = window_days
         self._retention_s = retention_days * 86400
         self._max_rows = max_queued_rows
+        self._refresh_s = realized_refresh_s
         self._on_realized = on_realized
         self._on_drop = on_drop
         self._on_labels = on_labels
+        self._on_state = on_state
         self._queue: queue.Queue = queue.Queue()
-        self._queued_rows = 0
+        self._queued_rows = 0  # waiting in the queue or for the database to come back
+        self._unwritten: list[ScoredRequest] = []
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")  # other worker processes share the file
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        has_table = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'predictions'"
-        ).fetchone()
-        if has_table and version != SCHEMA_VERSION:
-            self._db.close()
-            raise IncompatibleLog(
-                f"{path}: prediction log schema {version}, this service writes"
-                f" {SCHEMA_VERSION}; move the file aside or set FRAUD_MONITORING__FEEDBACK_DB"
-            )
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.state = AVAILABLE
         self._last_purge = 0.0
-        self.realized = self._refresh_realized()
+        self._last_refresh = 0.0
+        self.realized = realized_performance(model_tag, window_days, [], [], [])
+        self._refresh_realized()
         self._thread = threading.Thread(target=self._run, name="feedback-store", daemon=True)
         self._thread.start()
 
@@ -206,11 +169,24 @@ class FeedbackStore:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
-        self._db.close()
+        self.log.close()
+
+    def _set_state(self, state: str, error: Exception | None = None) -> None:
+        if state != self.state:
+            self.state = state
+            if state == DEGRADED:
+                logger.error("prediction log degraded: %s; rows wait and retry", error)
+            else:
+                logger.warning("prediction log %s available again", self.log.description)
+            self._on_state(state)
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=RETRY_EVERY_S)
+            except queue.Empty:
+                self._maintain()
+                continue
             if isinstance(item, ScoredRequest):
                 # One transaction for many requests: waking per request costs the event loop
                 # a GIL hand-over each time.
@@ -227,37 +203,41 @@ class FeedbackStore:
                 return
 
     def _apply(self, pending: list) -> None:
-        predictions = [item for item in pending if isinstance(item, ScoredRequest)]
-        with self._lock:
-            self._queued_rows -= sum(len(p.scores) for p in predictions)
-        try:
-            self._insert(predictions)
-        except sqlite3.Error:
-            logger.exception("feedback store: cannot log %d predictions", len(predictions))
-            self._on_drop(sum(len(p.scores) for p in predictions))
+        self._unwritten += [item for item in pending if isinstance(item, ScoredRequest)]
+        self._write()
         for item in pending:
             if isinstance(item, tuple):
                 labels, done = item
                 try:
                     result = self._label(labels)
-                    self.realized = self._refresh_realized()
-                except sqlite3.Error as error:
-                    logger.exception("feedback store: cannot record labels in %s", self.path)
+                except (LogUnavailable, *self.log.driver_errors) as error:
+                    logger.error("cannot record labels in %s: %s", self.log.description, error)
                     done.set_exception(error)
                     continue
+                self._refresh_realized()
                 self._on_labels(result)
                 done.set_result(result)
-        if time.time() - self._last_purge > PURGE_EVERY_S:
+        self._maintain()
+
+    def _maintain(self) -> None:
+        """Retry unwritten rows, refresh the realized figures, purge old rows, when due."""
+        if self._unwritten:
+            self._write()
+        now = time.time()
+        if now - self._last_refresh >= self._refresh_s:
+            self._refresh_realized()
+        if now - self._last_purge > PURGE_EVERY_S and self.state == AVAILABLE:
+            self._last_purge = now
             try:
-                self._purge()
-            except sqlite3.Error:
+                self.log.purge(now - self._retention_s)
+            except (LogUnavailable, *self.log.driver_errors):
                 logger.exception("feedback store: cannot purge old predictions")
 
-    def _insert(self, predictions: list[ScoredRequest]) -> None:
-        if not predictions:
+    def _write(self) -> None:
+        if not self._unwritten:
             return
         rows = []
-        for scored in predictions:
+        for scored in self._unwritten:
             count = len(scored.scores)
             rows += zip(
                 repeat(scored.request_id, count),
@@ -270,68 +250,48 @@ class FeedbackStore:
                 repeat(scored.scored_at, count),
                 strict=True,
             )
-        # Multi-row INSERTs: sqlite3 releases and retakes the GIL at every statement step, and
-        # each retake waits for the busy event loop; one step per chunk, not per row.
-        with self._db:
-            self._db.execute("BEGIN")
-            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
-                chunk = rows[start : start + INSERT_CHUNK_ROWS]
-                self._db.execute(
-                    f"{INSERT_PREDICTIONS} {', '.join([ROW_PLACEHOLDER] * len(chunk))}",
-                    [value for row in chunk for value in row],
-                )
+        try:
+            self.log.insert(rows)
+        except LogUnavailable as error:
+            self._set_state(DEGRADED, error)
+            return  # kept, and counted against the bound, until the database is back
+        except self.log.driver_errors:
+            logger.exception("feedback store: cannot log %d predictions", len(rows))
+            self._on_drop(len(rows))
+        with self._lock:
+            self._queued_rows -= len(rows)
+        self._unwritten = []
+        self._set_state(AVAILABLE)
 
     def _label(self, labels: list[Label]) -> FeedbackResult:
         now = time.time()
-        unknown, ambiguous, matched = [], [], 0
-        with self._db:
-            self._db.execute("BEGIN")
-            for item in labels:
-                values = (int(item.label), item.label_time or now, now)
-                if item.transaction_id is not None:
-                    updated = self._db.execute(
-                        "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
-                        " WHERE transaction_id = ?",
-                        (*values, item.transaction_id),
-                    ).rowcount
-                else:
-                    requests = self._db.execute(
-                        "SELECT rowid, request_rows FROM predictions"
-                        " WHERE request_id = ? AND position = 0",
-                        (item.request_id,),
-                    ).fetchall()
-                    if any(rows > 1 for _, rows in requests):
-                        ambiguous.append(item.request_id)  # a label names one transaction
-                        continue
-                    updated = self._db.executemany(
-                        "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
-                        " WHERE rowid = ?",
-                        [(*values, rowid) for rowid, _ in requests],
-                    ).rowcount
-                if updated:
-                    matched += 1
-                else:
-                    unknown.append(item.key)
-        return FeedbackResult(len(labels), matched, unknown, ambiguous)
+        by_transaction = [item for item in labels if item.transaction_id is not None]
+        by_request = [item for item in labels if item.transaction_id is None]
+        matched = self.log.label_transactions(
+            [(i.transaction_id, int(i.label), i.label_time or now, now) for i in by_transaction]
+        ) + self.log.label_requests(
+            [(i.request_id, int(i.label), i.label_time or now, now) for i in by_request]
+        )
+        unknown, ambiguous = [], []
+        for item, rows in zip([*by_transaction, *by_request], matched, strict=True):
+            if rows is None:
+                ambiguous.append(item.request_id)
+            elif rows == 0:
+                unknown.append(item.key)
+        return FeedbackResult(
+            len(labels), len(labels) - len(unknown) - len(ambiguous), unknown, ambiguous
+        )
 
-    def _refresh_realized(self) -> RealizedPerformance:
-        since = time.time() - self._window_days * 86400
-        rows = self._db.execute(
-            "SELECT label, score, decision FROM predictions"
-            " WHERE label IS NOT NULL AND model_tag = ? AND scored_at >= ?",
-            (self._model_tag, since),
-        ).fetchall()
+    def _refresh_realized(self) -> None:
+        self._last_refresh = time.time()
+        since = self._last_refresh - self._window_days * 86400
+        try:
+            rows = self.log.labelled(self._model_tag, since)
+        except LogUnavailable as error:
+            self._set_state(DEGRADED, error)
+            return
         table = np.array(rows, dtype=np.float64).reshape(-1, 3)
-        realized = realized_performance(
+        self.realized = realized_performance(
             self._model_tag, self._window_days, table[:, 0], table[:, 1], table[:, 2]
         )
-        self._on_realized(realized)
-        return realized
-
-    def _purge(self) -> None:
-        self._last_purge = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "DELETE FROM predictions WHERE scored_at < ?", (time.time() - self._retention_s,)
-            )
+        self._on_realized(self.realized)

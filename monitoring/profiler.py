@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,17 @@ PROFILE_EVERY_S = 1.0
 BURST_S = 2.0
 
 
+OK, TOO_FEW_ROWS = "ok", "too_few_rows"
+WINDOW_FILE = "window-{start}-{end}-{replica}.bin"
+
+
+def window_bounds(now: float, window_s: float) -> tuple[float, float]:
+    """The clock-aligned window holding `now`: every replica's windows line up, so the fleet's
+    profile of a window is the merge of each replica's file for it."""
+    start = (now // window_s) * window_s
+    return start, start + window_s
+
+
 @dataclass(frozen=True)
 class DriftReport:
     window_start: float
@@ -40,21 +53,76 @@ class DriftReport:
     rows: int
     features: list[FeatureDrift]
     scored_rows: int
+    min_rows: int
+    replicas: int = 1
+
+    @property
+    def judged(self) -> bool:
+        return self.rows >= self.min_rows
 
     @property
     def drift_detected(self) -> bool:
-        return any(feature.category == DRIFT for feature in self.features)
+        return self.judged and any(feature.category == DRIFT for feature in self.features)
 
     def as_dict(self) -> dict:
+        verdict = {"status": OK}
+        if not self.judged:
+            verdict = {
+                "status": TOO_FEW_ROWS,
+                "reason": f"{self.rows} profiled rows, fewer than the {self.min_rows} a drift "
+                "of drift_min_effect needs to be significant at drift_p_value: not judged",
+            }
         return {
+            **verdict,
             "window_start": self.window_start,
             "window_end": self.window_end,
             "rows": self.rows,
             "scored_rows": self.scored_rows,
+            "min_rows": self.min_rows,
+            "replicas": self.replicas,
             "drift_detected": self.drift_detected,
-            "drifted_features": [f.feature for f in self.features if f.category == DRIFT],
-            "features": [feature.as_dict() for feature in self.features],
+            "drifted_features": [
+                f.feature for f in self.features if f.category == DRIFT and self.judged
+            ],
+            "features": [feature.as_dict() for feature in self.features] if self.judged else [],
         }
+
+
+def drift_report(
+    reference: profiles.ProfileView,
+    window: profiles.ProfileView,
+    bounds: tuple[float, float],
+    rows: int,
+    scored: int,
+    monitored: list[str],
+    thresholds: Thresholds,
+    replicas: int = 1,
+) -> DriftReport:
+    judged = rows >= thresholds.min_rows
+    features = compare(reference, window, monitored, thresholds) if judged else []
+    return DriftReport(*bounds, rows, features, scored, thresholds.min_rows, replicas)
+
+
+def fleet_report(
+    reference: profiles.ProfileView,
+    directory: Path,
+    window_s: float,
+    monitored: list[str],
+    thresholds: Thresholds,
+    now: float | None = None,
+) -> DriftReport | None:
+    """Drift of the latest closed window over every replica that wrote a profile for it into
+    the shared `directory` (None when none did)."""
+    start, _ = window_bounds(time.time() if now is None else now, window_s)
+    files = sorted(directory.glob(f"window-{int(start - window_s)}-{int(start)}-*.bin"))
+    if not files:
+        return None
+    views = [profiles.from_bytes(path.read_bytes()) for path in files]
+    merged = profiles.merge(views)
+    rows = max((profiles.count(merged, name) for name in profiles.columns(merged)), default=0)
+    return drift_report(
+        reference, merged, (start - window_s, start), rows, rows, monitored, thresholds, len(files)
+    )
 
 
 class RequestProfiler:
@@ -91,7 +159,8 @@ class RequestProfiler:
         self._window: profiles.ProfileView | None = None
         self._window_rows = 0
         self._window_scored = 0
-        self._window_start = time.time()
+        self._window_bounds = window_bounds(time.time(), window_s)
+        self._replica = f"{socket.gethostname()}-{os.getpid()}"
         self.latest: DriftReport | None = None
         self.available = True
         self._stop = threading.Event()
@@ -140,8 +209,8 @@ class RequestProfiler:
         frame = self._drain()
         if frame is None:
             return
-        if self._window is None:  # a window starts with its first row
-            self._window_start = time.time()
+        if self._window is None:
+            self._window_bounds = window_bounds(time.time(), self.window_s)
         self._window_scored += len(frame)
         sample = self._sample(frame)
         if len(sample):
@@ -152,36 +221,39 @@ class RequestProfiler:
     def _run(self) -> None:
         while not self._stop.wait(PROFILE_EVERY_S):
             self._profile_pending()
-            if time.time() - self._window_start >= self.window_s:
+            if time.time() >= self._window_bounds[1]:
                 self._close_window()
 
     def _close_window(self) -> None:
-        start, end = self._window_start, time.time()
+        bounds = self._window_bounds
         window, rows, scored = self._window, self._window_rows, self._window_scored
         self._window, self._window_rows, self._window_scored = None, 0, 0
-        self._window_start = end
+        self._window_bounds = window_bounds(time.time(), self.window_s)
         if window is None:
             return
+        name = WINDOW_FILE.format(start=int(bounds[0]), end=int(bounds[1]), replica=self._replica)
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
-            (self._directory / f"window-{int(start)}-{int(end)}.bin").write_bytes(
-                profiles.to_bytes(window)
-            )
+            (self._directory / name).write_bytes(profiles.to_bytes(window))
             self.available = True
         except OSError as error:
             self.available = False
             logger.warning("profiling unavailable: cannot write %s: %s", self._directory, error)
         if self._reference is None:
             return
-        report = DriftReport(
-            start,
-            end,
-            rows,
-            compare(self._reference, window, self._monitored, self._thresholds),
-            scored,
+        report = drift_report(
+            self._reference, window, bounds, rows, scored, self._monitored, self._thresholds
         )
         self.latest = report
         self._on_report(report)
+
+    def fleet_report(self) -> DriftReport | None:
+        """The latest closed window over every replica writing to this profile directory."""
+        if self._reference is None:
+            return None
+        return fleet_report(
+            self._reference, self._directory, self.window_s, self._monitored, self._thresholds
+        )
 
     def close(self) -> None:
         self._stop.set()

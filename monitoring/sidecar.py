@@ -23,7 +23,8 @@ from pathlib import Path
 from monitoring import channel
 from monitoring import whylogs_adapter as profiles
 from monitoring.drift import Thresholds
-from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
+from monitoring.feedback import FeedbackStore, Label, ScoredRequest
+from monitoring.prediction_log import IncompatibleLog, open_log
 from monitoring.profiler import RequestProfiler
 
 logger = logging.getLogger("fraud_bento.monitoring")
@@ -46,24 +47,29 @@ class Sidecar:
             on_report=lambda report: self._send(channel.DRIFT, report.as_dict()),
             on_drop=lambda rows: self._send(channel.DROPPED, "profiling", rows),
         )
-        self.feedback = self._feedback_store(config)
         self._status_sent: dict | None = None
+        self.feedback: FeedbackStore | None = None
+        self.feedback = self._feedback_store(config)
         self.send_status()
 
     def _feedback_store(self, config: dict) -> FeedbackStore | None:
         path = Path(config["feedback_db"])
+        where = "at FRAUD_MONITORING__DATABASE_URL" if config["database_url"] else str(path)
         try:
+            log = open_log(config["database_url"], path)
             return FeedbackStore(
-                path,
+                log,
                 model_tag=config["model_tag"],
                 window_days=config["realized_window_days"],
                 retention_days=config["prediction_retention_days"],
                 max_queued_rows=config["max_queued_rows"],
+                realized_refresh_s=config["realized_refresh_s"],
                 on_realized=lambda realized: self._send(channel.REALIZED, asdict(realized)),
                 on_drop=lambda rows: self._send(channel.DROPPED, "prediction_log", rows),
+                on_state=lambda state: self.send_status(),
             )
         except (OSError, sqlite3.Error, IncompatibleLog) as error:
-            logger.error("feedback unavailable: cannot open the prediction log %s: %s", path, error)
+            logger.error("feedback unavailable: no prediction log %s: %s", where, error)
             return None
 
     def _send(self, *message) -> None:
@@ -74,7 +80,7 @@ class Sidecar:
     def send_status(self) -> None:
         status = {
             "profiling": self.profiler.available,
-            "feedback": self.feedback is not None,
+            "feedback": self.feedback.state if self.feedback is not None else "unavailable",
             "has_reference": self.profiler.has_reference,
             "window_s": self.profiler.window_s,
         }
@@ -110,6 +116,8 @@ class Sidecar:
         elif kind == channel.LABELS:
             _, call, labels = message
             self._label(call, [Label(**label) for label in labels])
+        elif kind == channel.FLEET_DRIFT:
+            threading.Thread(target=self._fleet_drift, args=(message[1],), daemon=True).start()
         elif kind == channel.CLOSE:
             return False
         return True
@@ -127,6 +135,15 @@ class Sidecar:
                 self._send(channel.LABELS_DONE, call, asdict(done.result()), None)
 
         self.feedback.submit_labels(labels).add_done_callback(reply)
+
+    def _fleet_drift(self, call: int) -> None:
+        try:
+            report = self.profiler.fleet_report()
+        except Exception as error:  # a damaged profile file of another replica, a lost mount
+            logger.exception("fleet drift failed")
+            self._send(channel.FLEET_DRIFT_DONE, call, None, f"fleet drift failed: {error}")
+            return
+        self._send(channel.FLEET_DRIFT_DONE, call, report and report.as_dict(), None)
 
     def close(self) -> None:
         self.profiler.close()

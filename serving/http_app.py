@@ -7,7 +7,7 @@ through the same Scorer (validation, batching, metrics) as /predict and gRPC.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import bentoml
 from fastapi import FastAPI, Request
@@ -76,7 +76,7 @@ def health() -> dict:
         "uptime_s": round(time.time() - service.runtime.loaded_at, 1),
         "grpc": "serving" if service.grpc_server is not None else "disabled",
         "profiling": "available" if monitor.status.get("profiling") else "unavailable",
-        "feedback": "available" if monitor.status.get("feedback") else "unavailable",
+        "feedback": monitor.status.get("feedback", "unavailable"),
         "monitoring_process": {"pid": monitor.pid, "restarts": monitor.restarts},
     }
 
@@ -98,16 +98,18 @@ def stats() -> dict:
 
 
 @app.get("/drift")
-def drift() -> dict:
-    """The latest closed profiling window compared with the model's reference profile."""
+async def drift(scope: Literal["replica", "fleet"] = "replica") -> dict:
+    """The latest closed profiling window compared with the model's reference profile: this
+    replica's, or (`scope=fleet`) the merge of every replica's profile in the shared directory."""
     monitor = _service().monitor
     if not monitor.status:
-        return {"status": "the monitoring process is starting"}
+        return {"status": "the monitoring process is starting", "scope": scope}
     if not monitor.status["has_reference"]:
         return {"status": "the served model has no reference profile (trained before monitoring)"}
-    if monitor.latest_drift is None:
-        return {"status": "no window closed yet", "window_s": monitor.status["window_s"]}
-    return {"status": "ok", **monitor.latest_drift}
+    report = await monitor.fleet_drift() if scope == "fleet" else monitor.latest_drift
+    if report is None:
+        return {"status": "no window closed yet", "scope": scope, **monitor.status}
+    return {"scope": scope, **report}
 
 
 @app.get("/v2/health/live")

@@ -66,3 +66,12 @@ def changed(row: dict, **change) -> dict:
         else:
             copy[key] = value
     return copy
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server from Debian's packages, for the whole session."""
+    from ops.postgres import Cluster
+
+    with Cluster.start() as cluster:
+        yield cluster

@@ -1,22 +1,51 @@
-"""The prediction log and delayed labels, on a real SQLite file."""
+"""The prediction log and delayed labels, on a real SQLite file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import math
 import sqlite3
+import time
+from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
-from monitoring.feedback import FeedbackStore, IncompatibleLog, Label, ScoredRequest
+from monitoring.feedback import DEGRADED, FeedbackStore, Label, ScoredRequest
+from monitoring.prediction_log import IncompatibleLog, PostgresLog, SqliteLog
+from ops.postgres import Cluster
 
 TAG = "fraud_rf:test"
 
 
-def _store(path, **overrides) -> FeedbackStore:
+def _fresh_database(cluster: Cluster, name: str) -> str:
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    return cluster.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def pg_url(request, postgres) -> str:
+    return _fresh_database(postgres, f"t{abs(hash(request.node.name)) % 10**9}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log_place(request, tmp_path):
+    """Where a test's prediction log lives: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "feedback.db"
+    return request.getfixturevalue("pg_url")
+
+
+def _open(place):
+    return SqliteLog(place) if isinstance(place, Path) else PostgresLog(place)
+
+
+def _store(place, **overrides) -> FeedbackStore:
     options = dict(model_tag=TAG, window_days=30, retention_days=90, max_queued_rows=10_000)
-    return FeedbackStore(path, **{**options, **overrides})
+    return FeedbackStore(_open(place), **{**options, **overrides})
 
 
 def _scored(request_id, scores, transaction_ids=None, threshold=0.5) -> ScoredRequest:
@@ -24,8 +53,8 @@ def _scored(request_id, scores, transaction_ids=None, threshold=0.5) -> ScoredRe
     return ScoredRequest(request_id, TAG, scores, scores >= threshold, transaction_ids)
 
 
-def test_labels_join_predictions_by_transaction_or_request_id(tmp_path):
-    store = _store(tmp_path / "feedback.db")
+def test_labels_join_predictions_by_transaction_or_request_id(log_place):
+    store = _store(log_place)
     store.record(_scored("r1", [0.9, 0.2, 0.7], ["t1", "t2", "t3"]))
     store.record(_scored("r2", [0.1]))
     # Submitted right after the predictions: the one writer applies them in order.
@@ -52,8 +81,8 @@ def test_labels_join_predictions_by_transaction_or_request_id(tmp_path):
     assert realized.pr_auc == pytest.approx(average_precision_score(labels, scores))
 
 
-def test_acknowledged_labels_survive_a_restart(tmp_path):
-    path = tmp_path / "feedback.db"
+def test_acknowledged_labels_survive_a_restart(log_place):
+    path = log_place
     store = _store(path)
     rng = np.random.default_rng(3)
     scores = rng.random(200)
@@ -72,8 +101,8 @@ def test_acknowledged_labels_survive_a_restart(tmp_path):
     assert reopened.realized.labelled == 200
 
 
-def test_undefined_metrics_are_nan_and_other_models_are_not_counted(tmp_path):
-    store = _store(tmp_path / "feedback.db")
+def test_undefined_metrics_are_nan_and_other_models_are_not_counted(log_place):
+    store = _store(log_place)
     store.record(_scored("r1", [0.1, 0.2], ["a", "b"]))
     store.record(ScoredRequest("r9", "fraud_rf:other", np.array([0.9]), np.array([True]), ["c"]))
     store.submit_labels(
@@ -88,9 +117,9 @@ def test_undefined_metrics_are_nan_and_other_models_are_not_counted(tmp_path):
     assert realized.as_dict()["precision"] is None
 
 
-def test_a_full_queue_drops_log_rows_and_counts_them(tmp_path):
+def test_a_full_queue_drops_log_rows_and_counts_them(log_place):
     dropped = []
-    store = _store(tmp_path / "feedback.db", max_queued_rows=5, on_drop=dropped.append)
+    store = _store(log_place, max_queued_rows=5, on_drop=dropped.append)
     store.record(_scored("big", np.full(6, 0.5)))
     store.record(_scored("small", [0.5, 0.6]))
     result = store.submit_labels([Label(True, request_id="big")]).result(timeout=10)
@@ -105,3 +134,79 @@ def test_a_log_of_another_schema_version_is_refused_by_name(tmp_path):
         db.execute("CREATE TABLE predictions (request_id TEXT)")
     with pytest.raises(IncompatibleLog, match="feedback.db"):
         _store(path)
+
+
+def test_a_retried_request_is_logged_and_counted_once(log_place):
+    store = _store(log_place)
+    for _ in range(3):  # the client retried twice with the same X-Request-ID
+        store.record(_scored("retried", [0.9, 0.1], ["t1", "t2"]))
+    store.record(_scored("other", [0.8], ["t3"]))
+    store.record(_scored("retried", [0.3], ["t9"]))  # a reused id, other transactions: logged
+    result = store.submit_labels(
+        [Label(True, transaction_id="t1"), Label(False, transaction_id="t2")]
+    ).result(timeout=10)
+    store.close()
+    assert result.matched == 2
+    assert store.realized.labelled == 2  # not 6
+    reopened = _open(log_place)
+    assert reopened.count() == 4
+    reopened.close()
+
+
+def test_a_version_1_sqlite_log_is_migrated_keeping_one_row_per_retry(tmp_path):
+    path = tmp_path / "feedback.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE predictions (request_id TEXT NOT NULL, position INTEGER NOT NULL,"
+            " request_rows INTEGER NOT NULL, transaction_id TEXT, model_tag TEXT NOT NULL,"
+            " score REAL NOT NULL, decision INTEGER NOT NULL, scored_at REAL NOT NULL,"
+            " label INTEGER, label_time REAL, labelled_at REAL)"
+        )
+        row = ("r1", 0, 1, "t1", TAG, 0.9, 1, 1.0)
+        db.executemany(
+            "INSERT INTO predictions (request_id, position, request_rows, transaction_id,"
+            " model_tag, score, decision, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [row, row, ("r2", 0, 1, None, TAG, 0.1, 0, 1.0)],
+        )
+        db.execute("PRAGMA user_version = 1")
+    log = SqliteLog(path)
+    assert log.count() == 2
+    log.insert([row])  # the unique index holds from now on
+    assert log.count() == 2
+    log.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+def test_a_postgres_log_of_another_version_is_refused(pg_url):
+    PostgresLog(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("UPDATE prediction_log_schema SET version = 9")
+    with pytest.raises(IncompatibleLog, match="schema 9.*FRAUD_MONITORING__DATABASE_URL"):
+        PostgresLog(pg_url)
+
+
+def test_postgres_down_rows_wait_then_resume_with_nothing_lost(postgres, pg_url):
+    states = []
+    store = _store(pg_url, max_queued_rows=50, on_state=states.append)
+    store.record(_scored("before", [0.9], ["b1"]))
+    store.submit_labels([Label(True, transaction_id="b1")]).result(timeout=10)
+    postgres.stop()
+    try:
+        store.record(_scored("during", [0.2, 0.3], ["d1", "d2"]))
+        deadline = time.monotonic() + 20
+        while store.state != DEGRADED and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert store.state == DEGRADED
+        with pytest.raises(Exception, match="127.0.0.1"):
+            store.submit_labels([Label(True, transaction_id="d1")]).result(timeout=20)
+    finally:
+        postgres.resume()
+    deadline = time.monotonic() + 20
+    while store.state == DEGRADED and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert states == [DEGRADED, "available"]
+    result = store.submit_labels([Label(True, transaction_id="d1")]).result(timeout=10)
+    store.close()
+    assert result.matched == 1
+    assert store.realized.labelled == 2  # b1, committed before the outage, and d1

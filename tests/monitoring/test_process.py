@@ -29,6 +29,8 @@ def _config(folder, **overrides) -> dict:
         "max_queued_rows": 100_000,
         "profile_max_rows_per_s": 500.0,
         "feedback_db": str(folder / "feedback.db"),
+        "database_url": None,
+        "realized_refresh_s": 60.0,
         "model_tag": "fraud_rf:test",
         "realized_window_days": 30.0,
         "prediction_retention_days": 90.0,

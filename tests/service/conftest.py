@@ -159,6 +159,12 @@ def offline_probabilities(served_tag, transactions) -> np.ndarray:
     return probabilities
 
 
+def at_window_start(window_s: float) -> None:
+    """Profiling windows are aligned on the clock: wait until just after a boundary, so traffic
+    sent now lands in one window."""
+    time.sleep(window_s - time.time() % window_s + 0.05)
+
+
 def run_ops_script(script: str, *args: str, tag: str, folder: Path, timeout: float):
     """An ops/bench script on `tag`, with its own BentoML home (its servers' metrics apart)."""
     return subprocess.run(

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from settings import ColumnsConfig, SimulatorConfig
-from tests.service.conftest import metric_samples, start_server, stop_server
+from tests.service.conftest import at_window_start, metric_samples, start_server, stop_server
 from training.features import build_features, request_rows
 from training.simulate import simulate
 
@@ -28,6 +28,7 @@ def _rows(drift_start_day: int | None, first_day: int, count: int) -> list[dict]
 
 
 def _send_window(server, rows: list[dict]) -> dict:
+    at_window_start(WINDOW_S)
     for start in range(0, len(rows), 100):
         response = httpx.post(
             f"{server.url}/predict", json={"transactions": rows[start : start + 100]}, timeout=30

@@ -16,7 +16,7 @@ from serving.runtime import FraudModel
 from settings import load_settings
 from tests.conftest import run_module
 from tests.feature_table import CONFIG, FEATURES, feature_table
-from tests.service.conftest import start_server, stop_server
+from tests.service.conftest import at_window_start, start_server, stop_server
 from training.data import write_table
 from training.features import build_features, request_rows
 
@@ -69,6 +69,7 @@ def test_serving_takes_exactly_the_tables_features(trained):
         order = httpx.get(f"{server.url}/v2/models/fraud_rf").json()["inputs"][0]["parameters"]
         assert order["feature_order"].split(",") == FEATURES
 
+        at_window_start(WINDOW_S)
         response = httpx.post(f"{server.url}/predict", json={"transactions": rows}, timeout=30)
         assert response.status_code == 200, response.text
         served = np.float32([p["fraud_probability"] for p in response.json()["predictions"]])

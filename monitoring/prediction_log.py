@@ -1,0 +1,278 @@
+"""Where the prediction log lives: a SQLite file (the default: nothing to run, one machine) or a
+PostgreSQL database (several replicas share one, so a label posted to any of them finds the
+prediction another logged). One schema and one set of statements serve both; only the driver,
+its parameter style and how the schema version is kept differ.
+
+A row is one scored transaction: the request id, its position in the request and the
+transaction id make it unique, so a retried request (same X-Request-ID or OIP id, same
+transactions) is logged once however many times it is scored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+# v1 had no uniqueness: a retried request was logged once per attempt.
+SCHEMA_VERSION = 2
+COLUMNS = (
+    "request_id, position, request_rows, transaction_id, model_tag, score, decision, scored_at"
+)
+# Indexes cost ~1.5 us per inserted row each, so only what label lookups need is indexed:
+# every transaction id, the first row of each request, and labelled rows by time; the unique
+# index makes a retried request's rows conflict with the first attempt's.
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS predictions (
+        request_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        request_rows INTEGER NOT NULL,
+        transaction_id TEXT,
+        model_tag TEXT NOT NULL,
+        score DOUBLE PRECISION NOT NULL,
+        decision SMALLINT NOT NULL,
+        scored_at DOUBLE PRECISION NOT NULL,
+        label SMALLINT,
+        label_time DOUBLE PRECISION,
+        labelled_at DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS predictions_by_transaction ON predictions (transaction_id)",
+    "CREATE INDEX IF NOT EXISTS requests_by_id ON predictions (request_id) WHERE position = 0",
+    "CREATE INDEX IF NOT EXISTS labelled_by_time ON predictions (model_tag, scored_at)"
+    " WHERE label IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS scored_once ON predictions"
+    " (request_id, position, COALESCE(transaction_id, ''))",
+]
+ROW_VALUES = 8
+INSERT_CHUNK_ROWS = 4000  # 8 values a row: within SQLite's 32,766 and PostgreSQL's 65,535
+
+
+class IncompatibleLog(RuntimeError):
+    """The prediction log was written by another schema version."""
+
+
+class LogUnavailable(RuntimeError):
+    """The prediction log cannot be reached or written now (the database is down or slow)."""
+
+
+class PredictionLog:
+    """The statements, for a DB-API connection with `?` placeholders (translated by subclasses).
+    One thread uses a log at a time (the feedback store's writer thread)."""
+
+    placeholder = "?"
+    driver_errors: tuple[type[Exception], ...] = ()
+    description = ""
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+    @contextmanager
+    def _transaction(self):
+        raise NotImplementedError
+        yield
+
+    def insert(self, rows: list[tuple]) -> int:
+        """Append scored rows (`COLUMNS` order); rows already logged are skipped. New rows."""
+        written = 0
+        with self._transaction() as cursor:
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                values = ", ".join(["(" + ", ".join("?" * ROW_VALUES) + ")"] * len(chunk))
+                # One multi-row statement per chunk: per-row statements cost a driver round
+                # trip (and, in sqlite3, a GIL hand-over) each.
+                statement = f"INSERT INTO predictions ({COLUMNS}) VALUES {values}"  # noqa: S608
+                cursor.execute(  # nosec B608 - only placeholders and constants are formatted in
+                    self._sql(statement + " ON CONFLICT DO NOTHING"),
+                    [value for row in chunk for value in row],
+                )
+                written += max(cursor.rowcount, 0)
+        return written
+
+    def label_transactions(self, labels: list[tuple[str, int, float, float]]) -> list[int]:
+        """Set (transaction_id, label, label_time, labelled_at): rows matched, per label."""
+        matched = []
+        with self._transaction() as cursor:
+            for transaction_id, label, label_time, now in labels:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
+                        " WHERE transaction_id = ?"
+                    ),
+                    (label, label_time, now, transaction_id),
+                )
+                matched.append(cursor.rowcount)
+        return matched
+
+    def label_requests(self, labels: list[tuple[str, int, float, float]]) -> list[int | None]:
+        """Set (request_id, ...) on one-transaction requests: rows matched per label, None for a
+        request that scored several transactions (a label names one)."""
+        matched: list[int | None] = []
+        with self._transaction() as cursor:
+            for request_id, label, label_time, now in labels:
+                cursor.execute(
+                    self._sql(
+                        "SELECT request_rows FROM predictions WHERE request_id = ? AND position = 0"
+                    ),
+                    (request_id,),
+                )
+                if any(rows > 1 for (rows,) in cursor.fetchall()):
+                    matched.append(None)
+                    continue
+                cursor.execute(
+                    self._sql(
+                        "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
+                        " WHERE request_id = ? AND position = 0"
+                    ),
+                    (label, label_time, now, request_id),
+                )
+                matched.append(cursor.rowcount)
+        return matched
+
+    def labelled(self, model_tag: str, since: float) -> list[tuple[int, float, int]]:
+        """(label, score, decision) of the model's labelled predictions scored since then."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT label, score, decision FROM predictions"
+                    " WHERE label IS NOT NULL AND model_tag = ? AND scored_at >= ?"
+                ),
+                (model_tag, since),
+            )
+            return cursor.fetchall()
+
+    def count(self) -> int:
+        with self._transaction() as cursor:
+            cursor.execute("SELECT count(*) FROM predictions")
+            return cursor.fetchone()[0]
+
+    def purge(self, before: float) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("DELETE FROM predictions WHERE scored_at < ?"), (before,))
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteLog(PredictionLog):
+    """A SQLite file in WAL mode: readers never block the writer, other worker processes of the
+    machine share the file, and it survives restarts."""
+
+    driver_errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path):
+        self.description = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._transaction() as cursor:
+            (version,) = cursor.execute("PRAGMA user_version").fetchone()
+            exists = cursor.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'predictions'"
+            ).fetchone()
+            if exists and version == 1:
+                # v1 -> v2: keep the first of each retried request's rows, then make them unique.
+                cursor.execute(
+                    "DELETE FROM predictions WHERE rowid NOT IN (SELECT min(rowid) FROM"
+                    " predictions GROUP BY request_id, position, COALESCE(transaction_id, ''))"
+                )
+            elif exists and version != SCHEMA_VERSION:
+                raise IncompatibleLog(
+                    f"{path}: prediction log schema {version}, this service writes"
+                    f" {SCHEMA_VERSION}; move the file aside or set FRAUD_MONITORING__FEEDBACK_DB"
+                )
+            for statement in SCHEMA:
+                cursor.execute(statement)
+            cursor.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self):
+        with self._lock:
+            cursor = self._db.cursor()
+            cursor.execute("BEGIN")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresLog(PredictionLog):
+    """A PostgreSQL database shared by every replica (psycopg 3). The schema is created or
+    migrated under an advisory lock, so replicas starting together do not race."""
+
+    placeholder = "%s"
+    SCHEMA_LOCK = 7_301_019  # an arbitrary application-wide advisory lock id
+
+    def __init__(self, url: str, connect_timeout_s: float = 5.0):
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        self._psycopg = psycopg
+        self.driver_errors = (psycopg.Error,)
+        self._url = url
+        self._timeout = connect_timeout_s
+        parts = conninfo_to_dict(url)  # for messages: never the password
+        self.description = (
+            f"postgresql://{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+            f"/{parts.get('dbname', '')}"
+        )
+        self._db = None
+        with suppress(psycopg.OperationalError):  # down now: the writer retries, degraded
+            self._connect()
+
+    def _connect(self) -> None:
+        if self._db is not None and not self._db.closed:
+            return
+        self._db = self._psycopg.connect(
+            self._url, autocommit=True, connect_timeout=max(1, int(self._timeout))
+        )
+        with self._db.transaction(), self._db.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self.SCHEMA_LOCK,))
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS prediction_log_schema (version INTEGER NOT NULL)"
+            )
+            cursor.execute("SELECT version FROM prediction_log_schema")
+            found = cursor.fetchone()
+            if found is not None and found[0] != SCHEMA_VERSION:
+                raise IncompatibleLog(
+                    f"{self.description}: prediction log schema {found[0]}, this service writes"
+                    f" {SCHEMA_VERSION}; migrate the database or point"
+                    " FRAUD_MONITORING__DATABASE_URL at another one"
+                )
+            for statement in SCHEMA:
+                cursor.execute(statement)
+            if found is None:
+                cursor.execute(
+                    "INSERT INTO prediction_log_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
+                )
+
+    @contextmanager
+    def _transaction(self):
+        try:
+            self._connect()
+            with self._db.transaction(), self._db.cursor() as cursor:
+                yield cursor
+        except self._psycopg.OperationalError as error:
+            # The connection is gone or the server refused: reconnect on the next call.
+            if self._db is not None:
+                self._db.close()
+            raise LogUnavailable(f"{self.description}: {error}".strip()) from error
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def open_log(database_url: str | None, sqlite_path: Path) -> PredictionLog:
+    """PostgreSQL when a database URL is set, else the SQLite file."""
+    if database_url:
+        return PostgresLog(database_url)
+    return SqliteLog(sqlite_path)
