@@ -58,14 +58,16 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/black .
 
-# Debian packages the tests drive for real: Prometheus and promtool; buildah, podman and
-# debootstrap for the container image (installed only when a tool is missing; root or sudo).
+# Debian packages the tests drive for real: Prometheus and promtool; PostgreSQL (its server
+# binaries stay off PATH); buildah, podman and debootstrap for the container image (installed
+# only when a tool is missing; root or sudo).
 SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus buildah:buildah podman:podman \
 	runc:runc fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns newuidmap:uidmap \
 	debootstrap:debootstrap
 system-deps:
-	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || \
-		echo $${pair#*:}; done | sort -u | tr '\n' ' '); \
+	@missing=$$( (for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || \
+		echo $${pair#*:}; done; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		echo postgresql) | sort -u | tr '\n' ' '); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive sh -c \
