@@ -30,7 +30,7 @@ from serving.errors import InvalidInput
 from serving.explain import Explainer
 from serving.loop_watch import LoopWatch
 from serving.runtime import FraudModel, feature_specs, pinned_tag
-from serving.scorer import Scored, Scorer, request_id_or_new
+from serving.scorer import Scored, Scorer, chosen_by_client, request_id_or_new
 from settings import load_settings
 
 SETTINGS = load_settings()
@@ -64,11 +64,13 @@ logger = logging.getLogger("fraud_bento.service")
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def _request_id(ctx: bentoml.Context) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a new one; echoed as a header."""
-    request_id = request_id_or_new(ctx.request.headers.get("x-request-id"))
+def _request_id(ctx: bentoml.Context) -> tuple[str, bool]:
+    """The caller's X-Request-ID when it is a sane token, else a new one (echoed as a header),
+    and whether the caller chose it (so may retry with it)."""
+    given = ctx.request.headers.get("x-request-id")
+    request_id = request_id_or_new(given)
     ctx.response.headers["X-Request-ID"] = request_id
-    return request_id
+    return request_id, chosen_by_client(given)
 
 
 def _monitoring_directory() -> Path:
@@ -166,6 +168,7 @@ class FraudDetector:
             scored.request_id,
             MODEL_TAG,
             scored.transaction_ids,
+            hand_off_now=scored.durable,
         )
 
     @bentoml.on_startup
@@ -201,12 +204,13 @@ class FraudDetector:
         self, transactions: PredictBatch, ctx: bentoml.Context
     ) -> schema.PredictResponse:
         """Score one or more transactions: fraud probability and decision for each."""
-        request_id = _request_id(ctx)
+        request_id, durable = _request_id(ctx)
         payload = await self.endpoints.predict(  # the types above enforced the schema
             schema.to_matrix(transactions, FEATURE_NAMES),
             [row.transaction_id for row in transactions],
             request_id,
             validated=True,
+            durable=durable,
         )
         return schema.PredictResponse.model_validate_json(payload)
 
@@ -220,14 +224,14 @@ class FraudDetector:
     ) -> schema.PredictResponse:
         """Score many transactions sent as columns: `columns` names every model feature once (any
         order), `data` holds one list of values per transaction in that order."""
-        request_id = _request_id(ctx)
+        request_id, durable = _request_id(ctx)
         try:
             matrix, ids = self.endpoints.columns.arrange(columns, data, transaction_ids)
         except InvalidInput as error:
             telemetry.record_rejection("http", {v.field for v in error.violations})
             raise bentoml.exceptions.InvalidArgument(str(error)) from error
         try:
-            payload = await self.endpoints.predict(matrix, ids, request_id, validated=False)
+            payload = await self.endpoints.predict(matrix, ids, request_id, False, durable)
         except InvalidInput as error:
             raise bentoml.exceptions.InvalidArgument(str(error)) from error
         return schema.PredictResponse.model_validate_json(payload)
@@ -237,7 +241,7 @@ class FraudDetector:
         self, transactions: ExplainBatch, ctx: bentoml.Context, top_k: TopK = 5
     ) -> schema.ExplainResponse:
         """SHAP contributions of the top_k features for each transaction."""
-        request_id = _request_id(ctx)
+        request_id, _ = _request_id(ctx)
         matrix = schema.to_matrix(transactions, FEATURE_NAMES)
         probabilities = await self.scorer.score(matrix, "explain")
         values, base = await anyio.to_thread.run_sync(self.explainer.explain, matrix)

@@ -2,9 +2,11 @@
 
 `record` only appends a scored request to the pending batch (no thread, no lock, no copy); the
 batch is handed over in one message every `HAND_OFF_EVERY_S`, written without blocking by the
-event loop. Past `max_queued_rows` rows waiting (in the batch or in the socket's buffer) the rows
-are dropped and counted: monitoring never slows or fails scoring. A monitoring process that dies
-is started again after `RESTART_AFTER_S`; what it held is lost and its drops are counted.
+event loop, or at once for a request whose id the caller chose (it may retry after a lost answer,
+so its log rows must not die with this worker). Past `max_queued_rows` rows waiting (in the
+batch or in the socket's buffer) the rows are dropped and counted: monitoring never slows or
+fails scoring. A monitoring process that dies is started again after `RESTART_AFTER_S`; what it
+held is lost and its drops are counted.
 """
 
 from __future__ import annotations
@@ -91,9 +93,18 @@ class MonitorClient:
             logger.error("the monitoring process did not start in %.0f s; scoring goes on", timeout)
 
     def record(
-        self, matrix, scores, decisions, request_id, model_tag: str, transaction_ids
+        self,
+        matrix,
+        scores,
+        decisions,
+        request_id,
+        model_tag: str,
+        transaction_ids,
+        hand_off_now: bool = False,
     ) -> None:
-        """Queue one scored request for profiling (and the prediction log, with a request id)."""
+        """Queue one scored request for profiling (and the prediction log, with a request id).
+        `hand_off_now`: write it to the monitoring process's socket at once, not at the next
+        periodic hand-off (the kernel keeps what was written even if this worker dies)."""
         rows = len(scores)
         if not self.connected or self._pending.rows + rows > self._max_rows:
             self._listeners.on_drop("all", rows)
@@ -101,6 +112,8 @@ class MonitorClient:
         self._pending.add(
             matrix, scores, decisions, request_id, model_tag, time.time(), transaction_ids
         )
+        if hand_off_now:
+            self._send_pending()
 
     async def submit_labels(self, labels: list[Label]) -> FeedbackResult:
         if not self.connected or self.status.get("feedback", "unavailable") == "unavailable":

@@ -61,9 +61,7 @@ class Cluster:
             shutil.chown(folder, "postgres", "postgres")
         data = folder / "data"
         bin_dir = binaries()
-        cls._run(
-            str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8"
-        )
+        cls._run(str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8")
         cluster = cls(folder, _free_port())
         cluster.resume()
         cls._run(

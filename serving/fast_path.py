@@ -27,7 +27,7 @@ import numpy as np
 from serving import codec, oip_json, telemetry
 from serving.batching import Overloaded
 from serving.errors import InvalidInput
-from serving.scorer import Scorer, request_id_or_new
+from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
 logger = logging.getLogger("fraud_bento.fast_path")
 PREDICT = "/predict"
@@ -43,8 +43,10 @@ class ScoringEndpoints:
     rows: codec.RowsDecoder
     columns: codec.ColumnsDecoder
 
-    async def predict(self, matrix: np.ndarray, ids, request_id: str, validated: bool) -> bytes:
-        probabilities = await self.scorer.score(matrix, "http", request_id, ids, validated)
+    async def predict(
+        self, matrix: np.ndarray, ids, request_id: str, validated: bool, durable: bool = False
+    ) -> bytes:
+        probabilities = await self.scorer.score(matrix, "http", request_id, ids, validated, durable)
         model = self.scorer.model
         return codec.encode_predictions(request_id, model.tag, ids, probabilities, model.threshold)
 
@@ -127,17 +129,17 @@ class ScoringMiddleware:
                 if decoded is None:  # the typed API names every problem
                     await self.app(scope, _replay(body, receive), send)
                     return
-                request_id = _request_id(scope)
-                payload = await endpoints.predict(*decoded, request_id, validated=True)
+                request_id, durable = _request_id(scope)
+                payload = await endpoints.predict(*decoded, request_id, True, durable)
                 await _respond(send, 200, payload, request_id)
             elif path == PREDICT_COLUMNS:
-                request_id = _request_id(scope)
+                request_id, durable = _request_id(scope)
                 try:
                     matrix, ids = endpoints.columns.decode(body)
                 except InvalidInput as error:
                     telemetry.record_rejection("http", {v.field for v in error.violations})
                     raise
-                payload = await endpoints.predict(matrix, ids, request_id, validated=False)
+                payload = await endpoints.predict(matrix, ids, request_id, False, durable)
                 await _respond(send, 200, payload, request_id)
             else:
                 target = _oip_target(path)
@@ -168,8 +170,10 @@ def _header(scope, wanted: bytes) -> str | None:
     return None
 
 
-def _request_id(scope) -> str:
-    return request_id_or_new(_header(scope, b"x-request-id"))
+def _request_id(scope) -> tuple[str, bool]:
+    """The request id, and whether the caller chose it (X-Request-ID)."""
+    given = _header(scope, b"x-request-id")
+    return request_id_or_new(given), chosen_by_client(given)
 
 
 async def _read_body(receive) -> bytes | None:

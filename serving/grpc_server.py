@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from serving import oip, telemetry
 from serving.batching import Overloaded
 from serving.errors import InvalidInput
-from serving.scorer import Scorer, request_id_or_new
+from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
 logger = logging.getLogger("fraud_bento.grpc")
 TYPED_CONTENTS = {
@@ -102,7 +102,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             matrix = oip.feature_matrix(model, _inputs(request))
             outputs = oip.requested_outputs([output.name for output in request.outputs])
-            probabilities = await self._scorer.score(matrix, "grpc", request_id_or_new(request.id))
+            probabilities = await self._scorer.score(
+                matrix,
+                "grpc",
+                request_id_or_new(request.id),
+                durable=chosen_by_client(request.id),
+            )
         except oip.OIPError as error:
             telemetry.record_rejection("grpc", {"request"})
             await context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))

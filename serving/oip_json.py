@@ -13,7 +13,7 @@ from serving import oip, telemetry
 from serving.batching import Overloaded
 from serving.codec import encode
 from serving.errors import InvalidInput
-from serving.scorer import Scorer, request_id_or_new
+from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
 
 class InferInputTensor(msgspec.Struct):
@@ -138,7 +138,12 @@ async def infer(
         oip.check_model(model, name, version)
         matrix = oip.feature_matrix(model, _inputs(request, binary))
         outputs = oip.requested_outputs([output.name for output in request.outputs or []])
-        probabilities = await scorer.score(matrix, "oip_http", request_id_or_new(request.id))
+        probabilities = await scorer.score(
+            matrix,
+            "oip_http",
+            request_id_or_new(request.id),
+            durable=chosen_by_client(request.id),
+        )
     except oip.OIPError as error:
         if error.status == 400:
             telemetry.record_rejection("oip_http", {"request"})

@@ -21,9 +21,15 @@ logger = logging.getLogger("fraud_bento.requests")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def chosen_by_client(given: str | None) -> bool:
+    """Whether the caller gave a usable request id (X-Request-ID, an OIP id): then it may retry
+    with it, and the prediction log keeps the request once however often it is scored."""
+    return bool(given and REQUEST_ID.match(given))
+
+
 def request_id_or_new(given: str | None) -> str:
     """The caller's request id when it is a sane token, else a new one."""
-    return given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if chosen_by_client(given) else uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Scored:
     decisions: np.ndarray
     request_id: str | None
     transaction_ids: list[str | None] | None
+    durable: bool = False  # hand to the log before the response goes out (a retryable id)
 
 
 class Scorer:
@@ -74,12 +81,15 @@ class Scorer:
         request_id: str | None = None,
         transaction_ids: list[str | None] | None = None,
         validated: bool = False,
+        durable: bool = False,
     ) -> np.ndarray:
         """Fraud probabilities of a [N, n_features] matrix; InvalidInput or Overloaded.
 
         `validated`: the caller's decoder already enforced the model's schema (types, ranges,
         row count), so the matrix is not checked a second time. Requests with a `request_id`
-        are decisions and go to the prediction log as well.
+        are decisions and go to the prediction log as well; `durable` ones (the caller chose the
+        id, so a retry after a lost answer is recognised) are handed to the monitoring process
+        before this returns, so a worker killed after answering cannot lose their log rows.
         """
         started = time.perf_counter()
         try:
@@ -99,7 +109,9 @@ class Scorer:
             raise
         decisions = probabilities >= self.model.threshold
         if self._on_scored is not None:
-            self._on_scored(Scored(matrix, probabilities, decisions, request_id, transaction_ids))
+            self._on_scored(
+                Scored(matrix, probabilities, decisions, request_id, transaction_ids, durable)
+            )
         frauds = int(decisions.sum())
         telemetry.TALLY.add(protocol, self.model.tag, probabilities, frauds)
         telemetry.STATS.record_request(
