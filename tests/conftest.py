@@ -75,3 +75,13 @@ def postgres():
 
     with Cluster.start() as cluster:
         yield cluster
+
+
+def fresh_database(cluster, name: str) -> str:
+    """The URL of a new, empty database `name` on a test PostgreSQL server."""
+    import psycopg
+
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    return cluster.url.rsplit("/", 1)[0] + f"/{name}"

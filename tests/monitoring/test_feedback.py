@@ -14,21 +14,14 @@ from sklearn.metrics import average_precision_score, precision_score, recall_sco
 
 from monitoring.feedback import DEGRADED, FeedbackStore, Label, ScoredRequest
 from monitoring.prediction_log import IncompatibleLog, PostgresLog, SqliteLog
-from ops.postgres import Cluster
+from tests.conftest import fresh_database
 
 TAG = "fraud_rf:test"
 
 
-def _fresh_database(cluster: Cluster, name: str) -> str:
-    with psycopg.connect(cluster.url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    return cluster.url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture
 def pg_url(request, postgres) -> str:
-    return _fresh_database(postgres, f"t{abs(hash(request.node.name)) % 10**9}")
+    return fresh_database(postgres, f"t{abs(hash(request.node.name)) % 10**9}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
