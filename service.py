@@ -130,6 +130,7 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
 )
 class FraudDetector:
     model = bentoml.models.BentoModel(MODEL_TAG)
+    workers = SETTINGS.serving.workers
 
     def __init__(self) -> None:
         self.runtime = FraudModel.load(

@@ -6,6 +6,7 @@ through the same Scorer (validation, batching, metrics) as /predict and gRPC.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Literal
 
@@ -91,6 +92,9 @@ def stats() -> dict:
     service = _service()
     return {
         "model_tag": service.runtime.tag,
+        # Each API worker keeps its own figures; /metrics adds every worker's up (BentoML's
+        # Prometheus multiprocess mode), and realized figures come from the shared log.
+        "scope": {"of": "worker", "pid": os.getpid(), "workers": service.workers},
         **telemetry.STATS.snapshot(),
         "event_loop_stalls": service.loop_watch.stalls,
         "realized": service.monitor.realized.as_dict() if service.monitor.realized else None,

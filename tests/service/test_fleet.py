@@ -215,3 +215,23 @@ def test_retries_after_a_killed_worker_are_logged_exactly_once(
         assert len(ids) == len(set(ids)) == expected  # every transaction once, none twice
     finally:
         stop_server(server)
+
+
+def test_two_workers_report_the_same_totals(served_tag, transactions, tmp_path):
+    server = start_server(".", tmp_path / "serve.log", env={"FRAUD_SERVING__WORKERS": "2"})
+    try:
+        for _ in range(60):
+            assert _predict(server, transactions[:2]).status_code == 200
+        time.sleep(1.5)  # each worker writes its tally twice a second
+        pids = set()
+        for _ in range(16):  # new connections, answered by either worker
+            totals = metric_samples(server, "fraud_requests_total")
+            assert totals['fraud_requests_total{outcome="ok",protocol="http"}'] == 60
+            predict = metric_samples(server, "bentoml_service_request_total")
+            assert sum(v for k, v in predict.items() if '"/predict"' in k and '"200"' in k) == 60
+            stats = httpx.get(f"{server.url}/stats").json()
+            assert stats["scope"]["of"] == "worker" and stats["scope"]["workers"] == 2
+            pids.add(stats["scope"]["pid"])
+        assert len(pids) == 2  # both workers answered, and both said so
+    finally:
+        stop_server(server)
