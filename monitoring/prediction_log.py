@@ -82,7 +82,7 @@ class PredictionLog:
                 # One multi-row statement per chunk: per-row statements cost a driver round
                 # trip (and, in sqlite3, a GIL hand-over) each.
                 statement = f"INSERT INTO predictions ({COLUMNS}) VALUES {values}"  # noqa: S608
-                cursor.execute(  # nosec B608 - only placeholders and constants are formatted in
+                cursor.execute(  # only placeholders and constant names are formatted in
                     self._sql(statement + " ON CONFLICT DO NOTHING"),
                     [value for row in chunk for value in row],
                 )
@@ -253,6 +253,23 @@ class PostgresLog(PredictionLog):
                 cursor.execute(
                     "INSERT INTO prediction_log_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
                 )
+
+    def insert(self, rows: list[tuple]) -> int:
+        """COPY into a session table, then one INSERT .. ON CONFLICT: a multi-row VALUES insert
+        cost ~39 us a row here, parsing and binding 8 parameters a row."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming"
+                " (LIKE predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with cursor.copy(f"COPY incoming ({COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO predictions ({COLUMNS}) SELECT {COLUMNS} FROM incoming"  # noqa: S608
+                " ON CONFLICT DO NOTHING"
+            )
+            return max(cursor.rowcount, 0)
 
     @contextmanager
     def _transaction(self):

@@ -68,7 +68,14 @@ def test_manifests_agree_with_each_other_and_the_service(monkeypatch):
     # The alert rules select job="fraud-bento": the job label comes from the Service's label.
     assert m["Service"]["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "fraud-bento"
 
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    from_secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    # the database URL and password come from one Secret; libpq reads PGPASSWORD
+    assert from_secrets["FRAUD_MONITORING__DATABASE_URL"]["name"] == (
+        from_secrets["PGPASSWORD"]["name"]
+    )
     fraud_env = {k: v for k, v in env.items() if k.startswith("FRAUD_")}
     assert fraud_env
     for name, value in fraud_env.items():
@@ -80,7 +87,14 @@ def test_manifests_agree_with_each_other_and_the_service(monkeypatch):
     assert pod["spec"]["securityContext"]["runAsNonRoot"]
     mounts = {v["mountPath"] for v in container["volumeMounts"]}
     assert {"/tmp", env["BENTOML_HOME"]} <= mounts  # noqa: S108 - an emptyDir mount
-    assert any(env["FRAUD_MONITORING__DIRECTORY"].startswith(path) for path in mounts)
+    (profiles,) = [
+        v for v in container["volumeMounts"]
+        if env["FRAUD_MONITORING__DIRECTORY"].startswith(v["mountPath"])
+    ]  # fmt: skip
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == profiles["name"]]
+    claim = m["PersistentVolumeClaim"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica writes there
     keys_file = env["FRAUD_SECURITY__API_KEYS_FILE"]
     (secret_mount,) = [v for v in container["volumeMounts"] if keys_file.startswith(v["mountPath"])]
     (secret,) = [v for v in pod["spec"]["volumes"] if v["name"] == secret_mount["name"]]

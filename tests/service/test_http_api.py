@@ -69,6 +69,9 @@ def test_bentoml_clients_call_every_endpoint_by_name(server, transactions, offli
         labelled = client.feedback(
             labels=[{"transaction_id": transactions[0]["transaction_id"], "is_fraud": False}]
         )
+        client.client.headers["X-Request-ID"] = "retry-me-1"  # as the README's retry example
+        retried = [client.predict(transactions=transactions[:1]) for _ in range(2)]
+    assert [r["request_id"] for r in retried] == ["retry-me-1", "retry-me-1"]
     for result in (rows, columns):
         scores = [p["fraud_probability"] for p in result["predictions"]]
         np.testing.assert_array_equal(np.float32(scores), offline_probabilities[:3])
