@@ -142,6 +142,22 @@ class GateConfig(BaseModel):
     )
 
 
+class PromotionConfig(BaseModel):
+    """When a challenger replaces the champion (`python -m training retrain --promote`)."""
+
+    min_pr_auc_gain: float = Field(
+        0.0, description="The challenger's PR-AUC must be at least the champion's plus this."
+    )
+    confidence: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of paired bootstrap resamples in which the challenger must beat "
+        "the champion by that margin.",
+    )
+    bootstrap_samples: int = Field(500, ge=10, description="Paired bootstrap resamples.")
+
+
 class SimulatorConfig(BaseModel):
     customers: int = Field(1000, ge=10)
     terminals: int = Field(2000, ge=10)
@@ -286,6 +302,7 @@ class Settings(BaseSettings):
     split: SplitConfig = Field(default_factory=SplitConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)

@@ -7,7 +7,7 @@ from model_store.errors import (
     PromotionError,
     UntrustedArtifactError,
 )
-from model_store.pinning import current, history, promote, promotion_of, rollback
+from model_store.pinning import current, decline, history, promote, promotion_of, rollback
 from model_store.store import (
     StoredModel,
     feature_hash,
@@ -28,6 +28,7 @@ __all__ = [
     "UntrustedArtifactError",
     "StoredModel",
     "current",
+    "decline",
     "feature_hash",
     "get",
     "history",

@@ -22,11 +22,12 @@ from model_store.errors import PromotionError
 class PromotionRecord:
     time: str
     user: str
-    action: str  # "promote" or "rollback"
+    action: str  # "promote", "rollback", or "decline" (a challenger kept out, pin unchanged)
     from_tag: str | None
     to_tag: str
     reason: str
     forced: bool = False
+    evidence: dict | None = None  # the figures behind a retraining decision
 
 
 def current(pin_file: Path) -> str | None:
@@ -47,7 +48,9 @@ def history(log_file: Path) -> list[PromotionRecord]:
 
 def promotion_of(tag: str, log_file: Path) -> dict | None:
     """The latest record that pinned `tag`, if this machine's promotion log has one."""
-    records = [asdict(r) for r in history(Path(log_file)) if r.to_tag == tag]
+    records = [
+        asdict(r) for r in history(Path(log_file)) if r.to_tag == tag and r.action != "decline"
+    ]
     return records[-1] if records else None
 
 
@@ -70,7 +73,13 @@ def _now() -> str:
 
 
 def _pin(
-    pin_file: Path, log_file: Path, action: str, tag: str, reason: str, forced: bool
+    pin_file: Path,
+    log_file: Path,
+    action: str,
+    tag: str,
+    reason: str,
+    forced: bool,
+    evidence: dict | None = None,
 ) -> PromotionRecord:
     stored = store.get(tag)
     store.verify(stored)
@@ -82,15 +91,23 @@ def _pin(
         to_tag=stored.tag,
         reason=reason,
         forced=forced,
+        evidence=evidence,
     )
     _write_pin(pin_file, stored.tag)
     return _record(log_file, record)
 
 
 def promote(
-    tag: str, *, pin_file: Path, log_file: Path, force: bool = False, reason: str = ""
+    tag: str,
+    *,
+    pin_file: Path,
+    log_file: Path,
+    force: bool = False,
+    reason: str = "",
+    evidence: dict | None = None,
 ) -> PromotionRecord:
-    """Pin an exact, intact tag. A model that failed its gate needs `force`, which is logged."""
+    """Pin an exact, intact tag. A model that failed its gate needs `force`, which is logged;
+    `evidence` (a retraining comparison) is logged with it."""
     stored = store.get(tag)
     if stored.tag == current(pin_file):
         raise PromotionError(f"{stored.tag} is already the promoted model")
@@ -98,7 +115,25 @@ def promote(
         raise PromotionError(
             f"{stored.tag} failed its evaluation gate; promote it with --force if you must"
         )
-    return _pin(pin_file, log_file, "promote", stored.tag, reason or "promoted", forced=force)
+    return _pin(pin_file, log_file, "promote", stored.tag, reason or "promoted", force, evidence)
+
+
+def decline(
+    challenger: str, *, pin_file: Path, log_file: Path, reason: str, evidence: dict
+) -> PromotionRecord:
+    """Log a decision not to promote a challenger, with its figures; the pin is unchanged."""
+    return _record(
+        log_file,
+        PromotionRecord(
+            time=_now(),
+            user=getpass.getuser(),
+            action="decline",
+            from_tag=current(pin_file),
+            to_tag=challenger,
+            reason=reason,
+            evidence=evidence,
+        ),
+    )
 
 
 def promoted_stack(log_file: Path) -> list[str]:
@@ -107,7 +142,7 @@ def promoted_stack(log_file: Path) -> list[str]:
     for record in history(log_file):
         if record.action == "promote":
             stack.append(record.to_tag)
-        elif stack:
+        elif record.action == "rollback" and stack:
             stack.pop()
     return stack
 

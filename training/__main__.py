@@ -1,4 +1,5 @@
-"""`python -m training`: simulate data, tune, train, evaluate and register a fraud model."""
+"""`python -m training`: simulate data, tune, train, evaluate and register a fraud model;
+retrain a challenger and promote it on evidence."""
 
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ def _train(args: argparse.Namespace) -> None:
     run_training(_settings(args), args.data, promote=args.promote)
 
 
+def _retrain(args: argparse.Namespace) -> None:
+    from training.retrain import run_retrain
+
+    run_retrain(_settings(args), args.data, champion_tag=args.champion, promote=args.promote)
+
+
 def _tune(args: argparse.Namespace) -> None:
     from training.dataset import load_dataset
     from training.tune import tune
@@ -112,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--promote", action="store_true", help="pin the model if it passes")
     _tuning_options(train, shared_storage=False)
     train.set_defaults(run=_train)
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="train a challenger on the latest data, compare it with the champion on the most "
+        "recent labelled window, promote it only when the promotion rule holds",
+    )
+    retrain.add_argument("--data", type=Path, help="the latest table (default: simulate one)")
+    retrain.add_argument("--champion", help="the model to beat (default: the pinned tag)")
+    retrain.add_argument("--runs-dir", type=Path, help="where run folders go")
+    retrain.add_argument(
+        "--promote", action="store_true", help="pin the challenger if the rule holds"
+    )
+    _tuning_options(retrain, shared_storage=False)
+    retrain.set_defaults(run=_retrain)
 
     tune = commands.add_parser(
         "tune", help="add trials to a shared study (run several on one storage)"

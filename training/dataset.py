@@ -46,14 +46,25 @@ class TemporalSplit:
 
 
 def temporal_split(
-    first_timestamp: pd.Timestamp, last_timestamp: pd.Timestamp, cfg: SplitConfig
+    first_timestamp: pd.Timestamp,
+    last_timestamp: pd.Timestamp,
+    cfg: SplitConfig,
+    latest: bool = False,
 ) -> TemporalSplit:
+    """The periods counted from the table's first day, or (`latest`, for retraining) back from
+    its last day, so the test period is the most recent labelled window."""
     day0 = first_timestamp.normalize()
     day = pd.Timedelta(days=1)
+    if latest:
+        test_end = last_timestamp.normalize() + day
+        train_end = test_end - (cfg.test_days + cfg.delay_days) * day
+        day0 = max(day0, train_end - (cfg.train_days + cfg.burn_in_days) * day)
     train = Period(day0 + cfg.burn_in_days * day, day0 + (cfg.burn_in_days + cfg.train_days) * day)
     test_start = train.end + cfg.delay_days * day
     test = Period(test_start, test_start + cfg.test_days * day)
-    if last_timestamp < test.end - day:
+    if train.start < first_timestamp.normalize() + cfg.burn_in_days * day or (
+        last_timestamp < test.end - day
+    ):
         covered = (last_timestamp.normalize() - day0).days + 1
         needed = cfg.burn_in_days + cfg.train_days + cfg.delay_days + cfg.test_days
         raise ValueError(
@@ -86,8 +97,9 @@ class Dataset:
         return period.contains(self.timestamps)
 
 
-def load_dataset(data_path: str | Path | None, settings: Settings) -> Dataset:
-    """Read (or simulate, when no path is given), validate and featurise a table."""
+def load_dataset(data_path: str | Path | None, settings: Settings, latest: bool = False) -> Dataset:
+    """Read (or simulate, when no path is given), validate and featurise a table; `latest`
+    puts the test period at the table's end (temporal_split)."""
     steps = tqdm(total=3, desc="dataset", unit="step", leave=False)
     if data_path is None:
         raw = simulate(settings.simulator, settings.columns)
@@ -103,6 +115,7 @@ def load_dataset(data_path: str | Path | None, settings: Settings) -> Dataset:
         built[settings.columns.timestamp].min(),
         built[settings.columns.timestamp].max(),
         settings.split,
+        latest,
     )
     dataset = Dataset(
         features=built,

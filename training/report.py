@@ -43,6 +43,36 @@ def plot_curves(run_dir: Path, y_true: np.ndarray, y_score: np.ndarray) -> list[
     return paths
 
 
+def plot_comparison(run_dir: Path, y_true: np.ndarray, scores: dict[str, np.ndarray]) -> list[Path]:
+    """Champion and challenger on one window: PR and ROC curves on shared axes, and the
+    distributions of their scores."""
+    fig, (pr, roc) = plt.subplots(1, 2, figsize=(10, 4))
+    for role, y_score in scores.items():
+        precision, recall, _ = precision_recall_curve(y_true, y_score)
+        fpr, tpr, _ = roc_curve(y_true, y_score)
+        pr.plot(recall, precision, label=role)
+        roc.plot(fpr, tpr, label=role)
+    pr.set(xlabel="recall", ylabel="precision", title="PR curves, comparison window")
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curves")
+    for ax in (pr, roc):
+        ax.legend()
+    fig.tight_layout()
+    curves = run_dir / "comparison_curves.png"
+    fig.savefig(curves, dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 41)
+    for role, y_score in scores.items():
+        ax.hist(y_score, bins=bins, histtype="step", log=True, label=role)
+    ax.set(xlabel="fraud probability", ylabel="transactions (log)", title="score distributions")
+    ax.legend()
+    fig.tight_layout()
+    distributions = run_dir / "comparison_scores.png"
+    fig.savefig(distributions, dpi=100)
+    plt.close(fig)
+    return [curves, distributions]
+
+
 def plot_study(run_dir: Path, study: optuna.Study) -> list[Path]:
     paths = []
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

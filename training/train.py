@@ -85,14 +85,21 @@ def reference_profile(
 
 
 def run_training(
-    settings: Settings, data_path: str | Path | None, *, promote: bool = False
+    settings: Settings,
+    data_path: str | Path | None,
+    *,
+    promote: bool = False,
+    dataset: Dataset | None = None,
+    warm_start: dict | None = None,
 ) -> TrainingResult:
+    """Train, evaluate and register a model on `data_path` (or an already loaded `dataset`);
+    `warm_start`: parameters tried first by the search."""
     started = time.monotonic()
-    dataset = load_dataset(data_path, settings)
+    dataset = dataset or load_dataset(data_path, settings)
     run_dir = new_run_dir(settings.runs_dir)
     print(f"run folder: {run_dir}")
     try:
-        result = _train_and_register(settings, dataset, run_dir, started)
+        result = _train_and_register(settings, dataset, run_dir, started, warm_start)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # a failed run leaves no half-written report
         raise
@@ -110,7 +117,7 @@ def run_training(
 
 
 def _train_and_register(
-    settings: Settings, dataset: Dataset, run_dir: Path, started: float
+    settings: Settings, dataset: Dataset, run_dir: Path, started: float, warm_start: dict | None
 ) -> TrainingResult:
     columns = settings.columns
     names = feature_names(columns)
@@ -118,7 +125,7 @@ def _train_and_register(
 
     storage = settings.tuning.storage or default_storage(run_dir)
     study_name = settings.tuning.study_name or f"{MODEL_NAME}-{run_dir.name}"
-    study = tune(dataset, settings.tuning, storage, study_name, settings.seed)
+    study = tune(dataset, settings.tuning, storage, study_name, settings.seed, warm_start)
     params = dict(study.best_params)
 
     steps = tqdm(total=4, desc="final model", unit="step")

@@ -48,6 +48,19 @@ def suggest_params(trial: optuna.Trial, cfg: TuningConfig) -> dict[str, Any]:
     }
 
 
+def stored_params(params: dict[str, str]) -> dict[str, Any]:
+    """The search's parameters from a model's metadata, where they are kept as strings."""
+    parsed: dict[str, Any] = {}
+    for name, value in params.items():
+        if name == "class_weight" or value in ("sqrt", "log2"):
+            parsed[name] = value
+        elif name == "max_features":
+            parsed[name] = float(value)
+        else:
+            parsed[name] = int(value)
+    return parsed
+
+
 def fit_forest(
     params: dict[str, Any], seed: int, n_jobs: int, X: np.ndarray, y: np.ndarray
 ) -> RandomForestClassifier:
@@ -99,11 +112,20 @@ def create_study(storage: str, study_name: str, seed: int) -> optuna.Study:
 
 
 def tune(
-    dataset: Dataset, cfg: TuningConfig, storage: str, study_name: str, seed: int
+    dataset: Dataset,
+    cfg: TuningConfig,
+    storage: str,
+    study_name: str,
+    seed: int,
+    warm_start: dict[str, Any] | None = None,
 ) -> optuna.Study:
-    """Run up to `cfg.trials` new trials (PR-AUC averaged over folds) and return the study."""
+    """Run up to `cfg.trials` new trials (PR-AUC averaged over folds) and return the study.
+    `warm_start` parameters (the champion's, when retraining) are the first trial, so a
+    retrain is never worse by bad luck of the search."""
     check_periods(dataset)
     study = create_study(storage, study_name, seed)
+    if warm_start and cfg.trials:
+        study.enqueue_trial(warm_start, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
