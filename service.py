@@ -1,7 +1,9 @@
 """fraud-bento: the Bento serving the promoted `fraud_rf` model.
 
 The model is the pinned tag (`ops/model.lock`, or FRAUD_MODEL_TAG for one run), referenced as a
-class attribute so the Bento carries exactly that model. Request types are built from the model's
+class attribute so the Bento carries exactly that model; so is a challenger when one is pinned
+(`ops/challenger.lock`, or FRAUD_CHALLENGER_TAG), shadowing the champion or deciding a canary
+share (serving/challenger.py). Request types are built from the model's
 own feature schema. HTTP /predict, the Open Inference Protocol over HTTP (/v2) and over gRPC all
 share one Scorer per worker: validation, adaptive batching, metrics.
 """
@@ -26,10 +28,11 @@ from monitoring.drift import SCORE_COLUMN
 from monitoring.feedback import Label
 from serving import codec, fast_path, grpc_server, http_app, logs, schema, security, telemetry
 from serving.batching import Overloaded
+from serving.challenger import Challenger
 from serving.errors import InvalidInput
 from serving.explain import Explainer
 from serving.loop_watch import LoopWatch
-from serving.runtime import FraudModel, feature_specs, pinned_tag
+from serving.runtime import FraudModel, challenger_tag, feature_specs, pinned_tag
 from serving.scorer import Scored, Scorer, chosen_by_client, request_id_or_new
 from settings import load_settings
 
@@ -39,6 +42,17 @@ logs.quiet_expected_errors((Overloaded, ValidationError, bentoml.exceptions.Inva
 MODEL_TAG = pinned_tag(SETTINGS, Path(__file__))
 STORED_MODEL = model_store.get(MODEL_TAG)
 model_store.verify(STORED_MODEL)  # refuse a tampered model before any worker starts
+CHALLENGER_TAG = challenger_tag(SETTINGS, Path(__file__))
+if CHALLENGER_TAG is not None:
+    STORED_CHALLENGER = model_store.get(CHALLENGER_TAG)
+    model_store.verify(STORED_CHALLENGER)
+    if STORED_CHALLENGER.tag == STORED_MODEL.tag:
+        raise ValueError(f"the challenger {CHALLENGER_TAG} is the champion: unpin one of them")
+    if STORED_CHALLENGER.labels.get("feature_hash") != STORED_MODEL.labels.get("feature_hash"):
+        raise ValueError(
+            f"the challenger {CHALLENGER_TAG} takes other features than the champion "
+            f"{MODEL_TAG}: both must score the same requests"
+        )
 GUARD = security.Guard.from_config(SETTINGS.security)  # bad key configuration stops start-up
 FEATURES = feature_specs(STORED_MODEL)
 FEATURE_NAMES = [feature.name for feature in FEATURES]
@@ -95,6 +109,7 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
         "max_queued_rows": config.max_queued_rows,
         "profile_max_rows_per_s": config.profile_max_rows_per_s,
         "feedback_db": str(config.feedback_db or directory / "feedback.db"),
+        "challenger_tag": CHALLENGER_TAG,
         "database_url": config.database_url,
         "realized_refresh_s": config.realized_refresh_s,
         "model_tag": MODEL_TAG,
@@ -130,6 +145,8 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
 )
 class FraudDetector:
     model = bentoml.models.BentoModel(MODEL_TAG)
+    if CHALLENGER_TAG is not None:  # after `model` in BentoML's list (serving/runtime.py)
+        model_challenger = bentoml.models.BentoModel(CHALLENGER_TAG)
     workers = SETTINGS.serving.workers
 
     def __init__(self) -> None:
@@ -138,7 +155,9 @@ class FraudDetector:
         )
         self.monitor = _monitor_client(self.runtime.stored)
         monitor = self._monitor if SETTINGS.monitoring.enabled else None
-        self.scorer = Scorer(self.runtime, SETTINGS.serving, on_scored=monitor)
+        self.scorer = Scorer(
+            self.runtime, SETTINGS.serving, on_scored=monitor, challenger=self._challenger()
+        )
         max_rows = SETTINGS.serving.max_rows_per_request
         self.endpoints = fast_path.ScoringEndpoints(
             self.scorer,
@@ -160,6 +179,30 @@ class FraudDetector:
         # times a second under load (15-40% of the loop's stalls under overload); at 20,000,
         # 12,000 requests at 3,000 req/s triggered none (README, Stalls).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+    def _challenger(self) -> Challenger | None:
+        if CHALLENGER_TAG is None:
+            return None
+        config = SETTINGS.challenger
+        model = FraudModel.load(
+            CHALLENGER_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
+        )
+
+        def scored(matrix, scores, decisions, request_id, transaction_ids) -> None:
+            telemetry.TALLY.add_scores(CHALLENGER_TAG, scores, int(decisions.sum()))
+            if SETTINGS.monitoring.enabled:
+                self.monitor.record(
+                    matrix, scores, decisions, request_id, CHALLENGER_TAG, transaction_ids
+                )
+
+        return Challenger(
+            model,
+            self.runtime.threshold,
+            config.mode,
+            config.canary_share,
+            config.max_queued_rows,
+            on_scored=scored,
+        )
 
     def _monitor(self, scored: Scored) -> None:
         self.monitor.record(
@@ -301,6 +344,25 @@ class FraudDetector:
             ambiguous=result.ambiguous,
             realized=schema.RealizedPerformance(**self.monitor.realized.as_dict()),
         )
+
+    def challenger_info(self) -> dict:
+        """The challenger against the champion: this worker's shadow figures, and the realized
+        figures of both on the same labelled transactions (from the prediction log)."""
+        challenger = self.scorer.challenger
+        if challenger is None:
+            return {"champion": MODEL_TAG, "challenger": None}
+        realized = self.monitor.realized_by_tag
+        return {
+            "champion": MODEL_TAG,
+            "challenger": CHALLENGER_TAG,
+            "mode": challenger.mode,
+            "canary_share": challenger.canary_share if challenger.mode == "canary" else 0.0,
+            "this_worker": challenger.stats.as_dict(),
+            "realized": {
+                role: realized[tag].as_dict() if tag in realized else None
+                for role, tag in (("champion", MODEL_TAG), ("challenger", CHALLENGER_TAG))
+            },
+        }
 
     def model_info(self) -> dict:
         stored = self.runtime.stored

@@ -168,6 +168,9 @@ class SimulatorConfig(BaseModel):
 
 class StoreConfig(BaseModel):
     pin_file: Path = Field(Path("ops/model.lock"), description="The promoted model tag.")
+    challenger_pin_file: Path = Field(
+        Path("ops/challenger.lock"), description="The challenger's tag, when one is pinned."
+    )
     promotion_log: Path = Field(
         Path("ops/promotions.jsonl"), description="Append-only promotion history."
     )
@@ -217,6 +220,22 @@ class ServingConfig(BaseModel):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of the service's JSON log lines."
+    )
+
+
+class ChallengerConfig(BaseModel):
+    """How a pinned challenger serves beside the champion (README, "Challengers")."""
+
+    mode: Literal["shadow", "canary"] = Field(
+        "shadow",
+        description="shadow: scores every row off the response path, decides nothing; canary: "
+        "decides canary_share of the transactions.",
+    )
+    canary_share: float = Field(
+        0.05, ge=0, le=1, description="Share of transactions the challenger decides in canary."
+    )
+    max_queued_rows: int = Field(
+        20_000, ge=1, description="Rows waiting for the shadow challenger; past it, not shadowed."
     )
 
 
@@ -307,9 +326,13 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    challenger: ChallengerConfig = Field(default_factory=ChallengerConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     model_tag: str | None = Field(
         None, description="Serve this exact tag instead of the pinned one (one run only)."
+    )
+    challenger_tag: str | None = Field(
+        None, description="Serve this tag as the challenger (one run only); empty: none."
     )
 
     @classmethod

@@ -72,6 +72,21 @@ def _rollback(args: argparse.Namespace) -> None:
     print(f"rolled back to {record.to_tag} (was {record.from_tag}); pin file {args.pin_file}")
 
 
+def _challenger(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    if args.tag is None and not args.clear:
+        print(pinning.current(settings.store.challenger_pin_file) or "no challenger is pinned")
+        return
+    record = pinning.pin_challenger(
+        None if args.clear else args.tag,
+        challenger_pin_file=settings.store.challenger_pin_file,
+        pin_file=args.pin_file,
+        log_file=args.log_file,
+        reason=args.reason,
+    )
+    print(f"{record.action}: {record.to_tag}; rebuild the Bento to serve it")
+
+
 def _current(args: argparse.Namespace) -> None:
     tag = pinning.current(args.pin_file)
     if tag is None:
@@ -108,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     rollback = commands.add_parser("rollback", help="re-pin the previously promoted tag")
     rollback.add_argument("--reason", default="")
     rollback.set_defaults(run=_rollback)
+    challenger = commands.add_parser(
+        "challenger", help="pin (or --clear) the challenger served beside the champion"
+    )
+    challenger.add_argument("tag", nargs="?")
+    challenger.add_argument("--clear", action="store_true")
+    challenger.add_argument("--reason", default="")
+    challenger.set_defaults(run=_challenger)
     commands.add_parser("current", help="the pinned tag").set_defaults(run=_current)
     commands.add_parser("history", help="the promotion log").set_defaults(run=_history)
     args = parser.parse_args(argv)

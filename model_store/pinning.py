@@ -22,7 +22,9 @@ from model_store.errors import PromotionError
 class PromotionRecord:
     time: str
     user: str
-    action: str  # "promote", "rollback", or "decline" (a challenger kept out, pin unchanged)
+    # "promote", "rollback"; "decline" (a retrained challenger kept out, the pin unchanged);
+    # "challenger" / "unpin-challenger" (the challenger pin file changed)
+    action: str
     from_tag: str | None
     to_tag: str
     reason: str
@@ -49,7 +51,9 @@ def history(log_file: Path) -> list[PromotionRecord]:
 def promotion_of(tag: str, log_file: Path) -> dict | None:
     """The latest record that pinned `tag`, if this machine's promotion log has one."""
     records = [
-        asdict(r) for r in history(Path(log_file)) if r.to_tag == tag and r.action != "decline"
+        asdict(r)
+        for r in history(Path(log_file))
+        if r.to_tag == tag and r.action in ("promote", "rollback")
     ]
     return records[-1] if records else None
 
@@ -158,3 +162,32 @@ def rollback(*, pin_file: Path, log_file: Path, reason: str = "") -> PromotionRe
             "promote the intended tag explicitly"
         )
     return _pin(pin_file, log_file, "rollback", stack[-2], reason or "rolled back", forced=False)
+
+
+def pin_challenger(
+    tag: str | None, *, challenger_pin_file: Path, pin_file: Path, log_file: Path, reason: str = ""
+) -> PromotionRecord:
+    """Pin an intact tag as the challenger the next Bento serves beside the champion (shadow or
+    canary, by the settings); None unpins it. Logged like a promotion."""
+    if tag is None:
+        previous = current(challenger_pin_file)
+        if previous is None:
+            raise PromotionError("no challenger is pinned")
+        challenger_pin_file.unlink()
+        return _record(
+            log_file,
+            PromotionRecord(
+                _now(), getpass.getuser(), "unpin-challenger", previous, previous,
+                reason or "challenger unpinned",
+            ),
+        )  # fmt: skip
+    stored = store.get(tag)
+    store.verify(stored)
+    if stored.tag == current(pin_file):
+        raise PromotionError(f"{stored.tag} is the promoted champion, not a challenger")
+    record = PromotionRecord(
+        _now(), getpass.getuser(), "challenger", current(challenger_pin_file), stored.tag,
+        reason or "pinned as challenger",
+    )  # fmt: skip
+    _write_pin(challenger_pin_file, stored.tag)
+    return _record(log_file, record)

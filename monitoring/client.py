@@ -71,7 +71,8 @@ class MonitorClient:
         self.restarts = 0
         self.status: dict = {}
         self.latest_drift: dict | None = None
-        self.realized: RealizedPerformance | None = None
+        self.realized: RealizedPerformance | None = None  # the champion's
+        self.realized_by_tag: dict[str, RealizedPerformance] = {}
 
     @property
     def pid(self) -> int | None:
@@ -207,8 +208,11 @@ class MonitorClient:
             self.latest_drift = message[1]
             self._listeners.on_drift(message[1])
         elif kind == channel.REALIZED:
-            self.realized = RealizedPerformance(**message[1])
-            self._listeners.on_realized(self.realized)
+            realized = RealizedPerformance(**message[1])
+            self.realized_by_tag[realized.model_tag] = realized
+            if realized.model_tag == self._config["model_tag"]:
+                self.realized = realized
+            self._listeners.on_realized(realized)
         elif kind == channel.DROPPED:
             self._listeners.on_drop(message[1], message[2])
         elif kind in (channel.LABELS_DONE, channel.FLEET_DRIFT_DONE):

@@ -128,9 +128,12 @@ class FeedbackStore:
         on_drop: Callable[[int], None] = lambda rows: None,
         on_labels: Callable[[FeedbackResult], None] = lambda result: None,
         on_state: Callable[[str], None] = lambda state: None,
+        challenger_tag: str | None = None,
     ):
         self.log = log
         self._model_tag = model_tag
+        # realized figures are kept for the champion and, when one serves, the challenger
+        self._tags = [model_tag] + ([challenger_tag] if challenger_tag else [])
         self._window_days = window_days
         self._retention_s = retention_days * 86400
         self._max_rows = max_queued_rows
@@ -147,6 +150,9 @@ class FeedbackStore:
         self._last_purge = 0.0
         self._last_refresh = 0.0
         self.realized = realized_performance(model_tag, window_days, [], [], [])
+        self.realized_by_tag = {
+            tag: realized_performance(tag, window_days, [], [], []) for tag in self._tags
+        }
         self._refresh_realized()
         self._thread = threading.Thread(target=self._run, name="feedback-store", daemon=True)
         self._thread.start()
@@ -285,13 +291,17 @@ class FeedbackStore:
     def _refresh_realized(self) -> None:
         self._last_refresh = time.time()
         since = self._last_refresh - self._window_days * 86400
-        try:
-            rows = self.log.labelled(self._model_tag, since)
-        except LogUnavailable as error:
-            self._set_state(DEGRADED, error)
-            return
-        table = np.array(rows, dtype=np.float64).reshape(-1, 3)
-        self.realized = realized_performance(
-            self._model_tag, self._window_days, table[:, 0], table[:, 1], table[:, 2]
-        )
-        self._on_realized(self.realized)
+        for tag in self._tags:
+            try:
+                rows = self.log.labelled(tag, since)
+            except LogUnavailable as error:
+                self._set_state(DEGRADED, error)
+                return
+            table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+            realized = realized_performance(
+                tag, self._window_days, table[:, 0], table[:, 1], table[:, 2]
+            )
+            self.realized_by_tag[tag] = realized
+            if tag == self._model_tag:
+                self.realized = realized
+            self._on_realized(realized)

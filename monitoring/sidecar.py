@@ -20,6 +20,8 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from monitoring import channel
 from monitoring import whylogs_adapter as profiles
 from monitoring.drift import Thresholds
@@ -35,6 +37,7 @@ class Sidecar:
         self._sock = sock
         self._send_lock = threading.Lock()
         self._features = config["features"]
+        self._model_tag = config["model_tag"]
         self.profiler = RequestProfiler(
             reference=profiles.from_bytes(reference) if reference is not None else None,
             features=self._features,
@@ -67,6 +70,7 @@ class Sidecar:
                 on_realized=lambda realized: self._send(channel.REALIZED, asdict(realized)),
                 on_drop=lambda rows: self._send(channel.DROPPED, "prediction_log", rows),
                 on_state=lambda state: self.send_status(),
+                challenger_tag=config.get("challenger_tag"),
             )
         except (OSError, sqlite3.Error, IncompatibleLog) as error:
             logger.error("feedback unavailable: no prediction log %s: %s", where, error)
@@ -95,7 +99,11 @@ class Sidecar:
             matrix, scores, decisions, requests, ids = channel.scored_arrays(
                 message, len(self._features)
             )
-            self.profiler.submit(matrix, scores)
+            champion = self._champion_rows(requests, len(scores))
+            if champion.all():
+                self.profiler.submit(matrix, scores)
+            elif champion.any():  # a challenger's rows: the drift of the served traffic only
+                self.profiler.submit(matrix[champion], scores[champion])
             if self.feedback is not None:
                 start = 0
                 for request_id, rows, tag, scored_at in requests:
@@ -121,6 +129,15 @@ class Sidecar:
         elif kind == channel.CLOSE:
             return False
         return True
+
+    def _champion_rows(self, requests: list, rows: int) -> np.ndarray:
+        mask = np.ones(rows, dtype=bool)
+        start = 0
+        for _, count, tag, _ in requests:
+            if tag != self._model_tag:
+                mask[start : start + count] = False
+            start += count
+        return mask
 
     def _label(self, call: int, labels: list[Label]) -> None:
         if self.feedback is None:

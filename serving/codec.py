@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from serving.errors import InvalidInput, Violation
 from serving.runtime import FeatureSpec
+from serving.scorer import Decided
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 TRANSACTION_ID_MAX_LENGTH = 128
@@ -180,23 +181,25 @@ class _Prediction(msgspec.Struct, gc=False):
 
 
 def encode_predictions(
-    request_id: str,
-    model_tag: str,
-    transaction_ids: list[str | None] | None,
-    probabilities: np.ndarray,
-    threshold: float,
+    request_id: str, transaction_ids: list[str | None] | None, decided: Decided
 ) -> bytes:
     """The /predict response (`serving.schema.PredictResponse`) as JSON bytes."""
-    scores = probabilities.tolist()
-    decisions = (probabilities >= threshold).tolist()  # as the Scorer decides: float32
+    scores = decided.probabilities.tolist()
     ids = transaction_ids or [None] * len(scores)
     return _ENCODER.encode(
         {
             "request_id": request_id,
-            "model_tag": model_tag,
+            "model_tag": decided.model_tag,
             "predictions": [
-                _Prediction(transaction_id, score, decision, threshold, model_tag, request_id)
-                for transaction_id, score, decision in zip(ids, scores, decisions, strict=True)
+                _Prediction(transaction_id, score, decision, threshold, tag, request_id)
+                for transaction_id, score, decision, threshold, tag in zip(
+                    ids,
+                    scores,
+                    decided.decisions.tolist(),
+                    decided.thresholds.tolist(),
+                    decided.tags,
+                    strict=True,
+                )
             ],
         }
     )

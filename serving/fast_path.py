@@ -46,9 +46,8 @@ class ScoringEndpoints:
     async def predict(
         self, matrix: np.ndarray, ids, request_id: str, validated: bool, durable: bool = False
     ) -> bytes:
-        probabilities = await self.scorer.score(matrix, "http", request_id, ids, validated, durable)
-        model = self.scorer.model
-        return codec.encode_predictions(request_id, model.tag, ids, probabilities, model.threshold)
+        decided = await self.scorer.decide(matrix, "http", request_id, ids, validated, durable)
+        return codec.encode_predictions(request_id, ids, decided)
 
 
 def _oip_target(path: str) -> tuple[str, str | None] | None:

@@ -81,7 +81,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request, context):  # noqa: N802
         await self._check_model(request.name, request.version, context)
-        metadata = oip.model_metadata(self._scorer.model)
+        metadata = oip.model_metadata(self._scorer.model, self._challenger)
         return pb.ModelMetadataResponse(
             name=metadata["name"],
             versions=metadata["versions"],
@@ -96,17 +96,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             {"config": oip.model_config(self._scorer.model)}, pb.ModelConfigResponse()
         )
 
+    @property
+    def _challenger(self):
+        return self._scorer.challenger.model if self._scorer.challenger is not None else None
+
     async def ModelInfer(self, request, context):  # noqa: N802
         model = self._scorer.model
         await self._check_model(request.model_name, request.model_version, context)
         try:
             matrix = oip.feature_matrix(model, _inputs(request))
             outputs = oip.requested_outputs([output.name for output in request.outputs])
-            probabilities = await self._scorer.score(
+            decided = await self._scorer.decide(
                 matrix,
                 "grpc",
                 request_id_or_new(request.id),
                 durable=chosen_by_client(request.id),
+                version=request.model_version or None,
             )
         except oip.OIPError as error:
             telemetry.record_rejection("grpc", {"request"})
@@ -119,9 +124,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             telemetry.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        result = oip.InferResult(probabilities, model.threshold)
+        result = oip.InferResult(decided.probabilities, decided.decisions)
         response = pb.ModelInferResponse(
-            model_name=request.model_name, model_version=model.version, id=request.id
+            model_name=request.model_name,
+            model_version=decided.model_tag.split(":", 1)[1],
+            id=request.id,
         )
         for name in outputs:
             values = result.output(name)
@@ -133,7 +140,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _check_model(self, name: str, version: str, context) -> None:
         try:
-            oip.check_model(self._scorer.model, name, version)
+            oip.check_model(self._scorer.model, name, version, self._challenger)
         except oip.OIPError as error:
             await context.abort(_STATUS[error.status], str(error))
 

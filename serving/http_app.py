@@ -82,6 +82,13 @@ def health() -> dict:
     }
 
 
+@app.get("/challenger")
+def challenger() -> dict:
+    """The challenger beside the champion, if one is pinned: mode, share, and how the two
+    compare (this worker's shadow figures; realized figures from the labels)."""
+    return _service().challenger_info()
+
+
 @app.get("/model_info")
 def model_info() -> dict:
     return _service().model_info()
@@ -131,17 +138,24 @@ def server_metadata() -> dict:
     return oip.server_metadata()
 
 
+def _challenger():
+    challenger = _service().scorer.challenger
+    return challenger.model if challenger is not None else None
+
+
 def _model_or_error(name: str, version: str | None):
-    model = _service().runtime
-    oip.check_model(model, name, version)
-    return model
+    """The model a name and version address: the champion, or the challenger by its version."""
+    model, challenger = _service().runtime, _challenger()
+    oip.check_model(model, name, version, challenger)
+    return challenger if challenger is not None and version == challenger.version else model
 
 
 @app.get("/v2/models/{name}")
 @app.get("/v2/models/{name}/versions/{version}")
 def model_metadata(name: str, version: str | None = None):
     try:
-        return oip.model_metadata(_model_or_error(name, version))
+        _model_or_error(name, version)
+        return oip.model_metadata(_service().runtime, _challenger())
     except oip.OIPError as error:
         return _error(str(error), error.status)
 

@@ -54,11 +54,12 @@ def server_metadata() -> dict:
     return {"name": SERVER_NAME, "version": PROTOCOL_VERSION, "extensions": EXTENSIONS}
 
 
-def model_metadata(model: FraudModel) -> dict:
+def model_metadata(model: FraudModel, challenger: FraudModel | None = None) -> dict:
+    """The champion's metadata; `versions` also lists the challenger's (addressable by it)."""
     n_features = len(model.feature_names)
     return {
         "name": model.stored.tag.split(":")[0],
-        "versions": [model.version],
+        "versions": [model.version] + ([challenger.version] if challenger is not None else []),
         "platform": PLATFORM,
         "inputs": [
             {
@@ -75,13 +76,17 @@ def model_metadata(model: FraudModel) -> dict:
     }
 
 
-def check_model(model: FraudModel, name: str, version: str | None) -> None:
+def check_model(
+    model: FraudModel, name: str, version: str | None, challenger: FraudModel | None = None
+) -> None:
+    """The name must be the served model's; a version, the champion's or the challenger's."""
     expected = model.stored.tag.split(":")[0]
     if name != expected:
         raise OIPError(f"unknown model '{name}': this server serves '{expected}'", status=404)
-    if version not in (None, "", model.version):
+    versions = [model.version] + ([challenger.version] if challenger is not None else [])
+    if version not in (None, "", *versions):
         raise OIPError(
-            f"unknown version '{version}' of {name}: this server serves {model.version}",
+            f"unknown version '{version}' of {name}: this server serves {', '.join(versions)}",
             status=404,
         )
 
@@ -216,12 +221,12 @@ def requested_outputs(names: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class InferResult:
     probabilities: np.ndarray
-    threshold: float
+    decisions: np.ndarray
 
     def output(self, name: str) -> np.ndarray:
         if name == PROBABILITY:
             return self.probabilities.astype(np.float32)
-        return self.probabilities >= self.threshold
+        return self.decisions.astype(np.bool_)
 
 
 def invalid_input_message(error: InvalidInput) -> str:

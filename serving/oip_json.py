@@ -135,14 +135,16 @@ async def infer(
             request = _DECODER.decode(header)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             raise oip.OIPError(f"invalid inference request: {error}") from error
-        oip.check_model(model, name, version)
+        challenger = scorer.challenger.model if scorer.challenger is not None else None
+        oip.check_model(model, name, version, challenger)
         matrix = oip.feature_matrix(model, _inputs(request, binary))
         outputs = oip.requested_outputs([output.name for output in request.outputs or []])
-        probabilities = await scorer.score(
+        decided = await scorer.decide(
             matrix,
             "oip_http",
             request_id_or_new(request.id),
             durable=chosen_by_client(request.id),
+            version=version,
         )
     except oip.OIPError as error:
         if error.status == 400:
@@ -152,5 +154,6 @@ async def infer(
         return _error(oip.invalid_input_message(error), 400)
     except Overloaded as error:
         return _error(str(error), 503)
-    result = oip.InferResult(probabilities, model.threshold)
-    return _encode_response(request, name, model.version, outputs, result)
+    result = oip.InferResult(decided.probabilities, decided.decisions)
+    version = decided.model_tag.split(":", 1)[1]  # the model that decided
+    return _encode_response(request, name, version, outputs, result)

@@ -22,18 +22,37 @@ class NoModelPinned(RuntimeError):
     pass
 
 
-def _bento_model_tag(service_file: Path) -> str | None:
-    """The model a built Bento carries, from its bento.yaml (None outside a built Bento)."""
+def _bento_model_tags(service_file: Path) -> list[str] | None:
+    """The fraud models a built Bento carries, from its bento.yaml (None outside a built Bento):
+    the champion, then the challenger if it has one (BentoML lists a service's models in the
+    order of their attribute names: `model`, then `model_challenger`)."""
     source = service_file.resolve().parent
     manifest = source.parent / "bento.yaml"
     if source.name != "src" or not manifest.is_file():
         return None
     bento = yaml.safe_load(manifest.read_text())
-    for service in bento.get("services", []):
-        for model in service.get("models", []):
-            if model["tag"].split(":")[0] == MODEL_NAME:
-                return model["tag"]
-    return None
+    return [
+        model["tag"]
+        for service in bento.get("services", [])
+        for model in service.get("models", [])
+        if model["tag"].split(":")[0] == MODEL_NAME
+    ]
+
+
+def _bento_model_tag(service_file: Path) -> str | None:
+    tags = _bento_model_tags(service_file)
+    return tags[0] if tags else None
+
+
+def challenger_tag(settings: Settings, service_file: Path) -> str | None:
+    """The challenger to serve: FRAUD_CHALLENGER_TAG for one run (empty: none); in a built
+    Bento, the one it carries; else the challenger pin."""
+    if settings.challenger_tag is not None:
+        return settings.challenger_tag or None
+    carried = _bento_model_tags(service_file)
+    if carried is not None:
+        return carried[1] if len(carried) > 1 else None
+    return model_store.current(Path(settings.store.challenger_pin_file))
 
 
 def pinned_tag(settings: Settings, service_file: Path) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 
 from serving import telemetry
 from serving.batching import AdaptiveBatcher, Overloaded
+from serving.challenger import Challenger
 from serving.errors import InvalidInput
 from serving.runtime import FraudModel
 from settings import ServingConfig
@@ -44,14 +45,41 @@ class Scored:
     durable: bool = False  # hand to the log before the response goes out (a retryable id)
 
 
+@dataclass(frozen=True)
+class Decided:
+    """Per row: the deciding model's probability, its decision, threshold and tag."""
+
+    probabilities: np.ndarray
+    decisions: np.ndarray
+    thresholds: np.ndarray
+    tags: list[str]
+
+    @classmethod
+    def by(cls, model: FraudModel, probabilities: np.ndarray) -> Decided:
+        rows = len(probabilities)
+        return cls(
+            probabilities,
+            probabilities >= model.threshold,
+            np.full(rows, model.threshold),
+            [model.tag] * rows,
+        )
+
+    @property
+    def model_tag(self) -> str:
+        """The model that decided every row (the first row's, when a canary split them)."""
+        return self.tags[0] if self.tags else ""
+
+
 class Scorer:
     def __init__(
         self,
         model: FraudModel,
         config: ServingConfig,
         on_scored: Callable[[Scored], None] | None = None,
+        challenger: Challenger | None = None,
     ):
         self.model = model
+        self.challenger = challenger
         self._on_scored = on_scored
         self.max_rows = config.max_rows_per_request
         self._log_requests = config.request_log
@@ -121,6 +149,37 @@ class Scorer:
             self._log(protocol, request_id, len(matrix), started, "ok", frauds=frauds)
         return probabilities
 
+    async def decide(
+        self,
+        matrix: np.ndarray,
+        protocol: str,
+        request_id: str,
+        transaction_ids: list[str | None] | None = None,
+        validated: bool = False,
+        durable: bool = False,
+        version: str | None = None,
+    ) -> Decided:
+        """Score with the champion and, when there is one, let the challenger shadow or decide
+        its canary share of the rows (or all of them when `version` addresses it)."""
+        scores = await self.score(matrix, protocol, request_id, transaction_ids, validated, durable)
+        challenger = self.challenger
+        if challenger is None:
+            return Decided.by(self.model, scores)
+        addressed = version is not None and version == challenger.model.version
+        keys = [tx or request_id for tx in transaction_ids or [None] * len(scores)]
+        routed = np.ones(len(scores), bool) if addressed else challenger.routed(keys)
+        if not routed.any():
+            challenger.shadow(matrix, scores, request_id, transaction_ids)
+            return Decided.by(self.model, scores)
+        theirs = await challenger.score(matrix, scores, request_id, transaction_ids)
+        if theirs is None:
+            return Decided.by(self.model, scores)  # the challenger failed: the champion decides
+        challenger.stats.decided_rows += int(routed.sum())
+        chosen = np.where(routed, theirs, scores)
+        thresholds = np.where(routed, challenger.model.threshold, self.model.threshold)
+        tags = [challenger.model.tag if r else self.model.tag for r in routed]
+        return Decided(chosen, chosen >= thresholds, thresholds, tags)
+
     def _log(
         self,
         protocol: str,
@@ -149,3 +208,5 @@ class Scorer:
 
     def shutdown(self) -> None:
         self.batcher.shutdown()
+        if self.challenger is not None:
+            self.challenger.shutdown()

@@ -262,6 +262,12 @@ class ScoringTally:
             self._scores.setdefault(model_tag, []).append(scores)
             self._frauds[model_tag] += frauds
 
+    def add_scores(self, model_tag: str, scores: np.ndarray, frauds: int) -> None:
+        """Scores of a model that did not answer the request (a shadow challenger)."""
+        with self._lock:
+            self._scores.setdefault(model_tag, []).append(scores)
+            self._frauds[model_tag] += frauds
+
     def add_outcome(self, protocol: str, outcome: str) -> None:
         with self._lock:
             self._requests[(protocol, outcome)] += 1

@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from serving import codec, schema, telemetry
 from serving.errors import InvalidInput, Violation
 from serving.runtime import FeatureSpec
+from serving.scorer import Decided
 from settings import ColumnsConfig
 from tests.conftest import changed
 from training.features import feature_schema
@@ -122,11 +123,16 @@ def test_columnar_value_errors_name_row_and_feature():
 
 def test_encoded_predictions_match_the_documented_response():
     probabilities = np.array([0.1, 0.35, 0.9], dtype=np.float32)
-    payload = codec.encode_predictions("req", "fraud_rf:x", ["a", None, "c"], probabilities, 0.35)
+    thresholds = np.array([0.35, 0.5, 0.35])  # the middle row decided by a canary challenger
+    decided = Decided(probabilities, probabilities >= thresholds, thresholds, ["m:a", "m:b", "m:a"])
+    payload = codec.encode_predictions("req", ["a", None, "c"], decided)
     response = schema.PredictResponse.model_validate_json(payload)
-    assert [p.is_fraud for p in response.predictions] == list(probabilities >= 0.35)
+    assert [p.is_fraud for p in response.predictions] == [False, False, True]
     assert [p.fraud_probability for p in response.predictions] == probabilities.tolist()
+    assert [p.model_tag for p in response.predictions] == ["m:a", "m:b", "m:a"]
+    assert [p.threshold for p in response.predictions] == [0.35, 0.5, 0.35]
     assert {p.request_id for p in response.predictions} == {"req"}
+    assert response.model_tag == "m:a"
 
 
 def test_bulk_observation_equals_one_observe_per_value():

@@ -108,3 +108,17 @@ def test_manifests_agree_with_each_other_and_the_service(monkeypatch):
         "readinessProbe": "/readyz",
         "livenessProbe": "/livez",
     }
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_retraining_cronjob_validates_and_runs_the_retrain_command(version, monkeypatch):
+    (cronjob,) = yaml.safe_load_all((K8S / "retrain-cronjob.yaml").read_text())
+    kubernetes_validate.validate(cronjob, version, strict=True)
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"][1:] == [
+        "-m", "training", "retrain", "--data", "/data/latest.parquet", "--promote"
+    ]  # fmt: skip
+    for variable in container["env"]:
+        if variable["name"].startswith("FRAUD_"):
+            monkeypatch.setenv(variable["name"], variable["value"])
+    load_settings()  # the variables exist and parse

@@ -1,0 +1,129 @@
+"""A challenger model beside the champion, to prove itself on live traffic before it decides.
+
+Shadow mode: the challenger scores the same rows in its own thread after the champion answered;
+a response never waits for it and never fails because of it (an error or a full queue is
+counted, the rows are not shadowed). Both models' scores go to the prediction log, so delayed
+labels give each its realized figures on the same transactions.
+
+Canary mode: a share of transactions is decided by the challenger, chosen by a hash of the
+transaction id (else the request id), so a retried transaction always meets the same model.
+The challenger then scores every row before the answer (it is on the response path for its
+share); should it fail, the champion decides those rows and the failure is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.runtime import FraudModel
+
+logger = logging.getLogger("fraud_bento.challenger")
+SHADOW, CANARY = "shadow", "canary"
+
+
+def canary_share_of(keys: Sequence[str], share: float) -> np.ndarray:
+    """Which keys fall in the canary share: a stable hash of each key mapped to [0, 1)."""
+    if share <= 0:
+        return np.zeros(len(keys), dtype=bool)
+    buckets = [
+        int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+        for key in keys
+    ]
+    return np.array(buckets) < share
+
+
+@dataclass
+class ShadowStats:
+    """What the challenger did in this worker since start, and how it compares so far."""
+
+    scored_rows: int = 0
+    dropped_rows: int = 0
+    errors: int = 0
+    agreeing_rows: int = 0
+    score_gap_sum: float = 0.0
+    decided_rows: int = 0  # canary: rows whose decision was the challenger's
+
+    def as_dict(self) -> dict:
+        compared = max(self.scored_rows, 1)
+        return {
+            "scored_rows": self.scored_rows,
+            "dropped_rows": self.dropped_rows,
+            "errors": self.errors,
+            "decided_rows": self.decided_rows,
+            "decision_agreement": self.agreeing_rows / compared if self.scored_rows else None,
+            "mean_abs_score_gap": self.score_gap_sum / compared if self.scored_rows else None,
+        }
+
+
+@dataclass
+class Challenger:
+    model: FraudModel
+    champion_threshold: float
+    mode: str
+    canary_share: float
+    max_queued_rows: int
+    on_scored: Callable[[np.ndarray, np.ndarray, np.ndarray, str | None, list | None], None]
+    stats: ShadowStats = field(default_factory=ShadowStats)
+
+    def __post_init__(self) -> None:
+        self._engine = ThreadPoolExecutor(1, thread_name_prefix="challenger")
+        self._queued = 0
+
+    def routed(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows the challenger decides: its canary share (none in shadow mode)."""
+        share = self.canary_share if self.mode == CANARY else 0.0
+        return canary_share_of(keys, share)
+
+    def shadow(self, matrix, champion_scores, request_id, transaction_ids) -> None:
+        """Score the rows off the response path (dropped and counted when too much waits)."""
+        rows = len(matrix)
+        if self._queued + rows > self.max_queued_rows:
+            self.stats.dropped_rows += rows
+            return
+        self._queued += rows
+        future = asyncio.get_running_loop().run_in_executor(
+            self._engine, self.model.predict_proba, matrix
+        )
+
+        def done(finished: asyncio.Future) -> None:
+            self._queued -= rows
+            if finished.cancelled() or finished.exception() is not None:
+                self._failed(finished.exception())
+                return
+            self._record(matrix, champion_scores, finished.result(), request_id, transaction_ids)
+
+        future.add_done_callback(done)
+
+    async def score(self, matrix, champion_scores, request_id, transaction_ids):
+        """The challenger's scores, awaited (canary, or a request addressed to it); None when it
+        failed: the caller falls back to the champion."""
+        loop = asyncio.get_running_loop()
+        try:
+            scores = await loop.run_in_executor(self._engine, self.model.predict_proba, matrix)
+        except Exception as error:  # noqa: BLE001 - counted; the champion decides instead
+            self._failed(error)
+            return None
+        self._record(matrix, champion_scores, scores, request_id, transaction_ids)
+        return scores
+
+    def _failed(self, error: BaseException | None) -> None:
+        self.stats.errors += 1
+        logger.error("challenger %s failed: %r", self.model.tag, error)
+
+    def _record(self, matrix, champion_scores, scores, request_id, transaction_ids) -> None:
+        decisions = scores >= self.model.threshold
+        self.stats.scored_rows += len(scores)
+        champion_decisions = champion_scores >= self.champion_threshold
+        self.stats.agreeing_rows += int((decisions == champion_decisions).sum())
+        self.stats.score_gap_sum += float(np.abs(scores - champion_scores).sum())
+        self.on_scored(matrix, scores, decisions, request_id, transaction_ids)
+
+    def shutdown(self) -> None:
+        self._engine.shutdown(wait=False)

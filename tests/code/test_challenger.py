@@ -1,0 +1,142 @@
+"""A challenger beside the champion: deterministic canary routing, and a shadow that never
+touches the champion's answers, even when it raises or is slow."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+import model_store
+from serving.challenger import CANARY, SHADOW, Challenger, canary_share_of
+from serving.runtime import FraudModel
+from serving.scorer import Scorer
+from settings import ColumnsConfig, ServingConfig
+from training.features import feature_schema
+
+FEATURES = [feature.as_dict() for feature in feature_schema(ColumnsConfig())]
+
+
+def _model(seed: int, threshold: float) -> FraudModel:
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, size=(300, len(FEATURES))).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=seed)
+    forest.fit(X, (X[:, seed % 3] > 0.7).astype(int))
+    stored = model_store.save_model(
+        forest, features=FEATURES, threshold=threshold, gate_passed=True, metadata={}
+    )
+    return FraudModel.load(stored.tag)
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[FraudModel, FraudModel]:
+    return _model(0, 0.5), _model(1, 0.3)
+
+
+def _rows(count: int) -> np.ndarray:
+    """Feature rows for the scorer (not valid requests: decide() is told they were checked)."""
+    return np.random.default_rng(5).uniform(0, 1, (count, len(FEATURES))).astype(np.float32)
+
+
+def test_canary_share_is_deterministic_and_near_its_share():
+    keys = [f"tx-{i}" for i in range(20_000)]
+    routed = canary_share_of(keys, 0.1)
+    assert abs(routed.mean() - 0.1) < 0.01
+    np.testing.assert_array_equal(canary_share_of(keys, 0.1), routed)  # a retry: the same model
+    assert canary_share_of(keys, 0.2)[routed].all()  # a larger share keeps the earlier rows
+    assert not canary_share_of(keys, 0.0).any() and canary_share_of(keys, 1.0).all()
+
+
+def _scorer(models, mode, share=0.5, **challenger_options):
+    champion, challenger = models
+    logged = []
+    shadow = Challenger(
+        challenger, champion.threshold, mode, share, 10_000,
+        on_scored=lambda *args: logged.append(args), **challenger_options,
+    )  # fmt: skip
+    return Scorer(champion, ServingConfig(), challenger=shadow), logged
+
+
+def test_canary_rows_are_decided_by_the_challenger_with_its_threshold(models):
+    champion, challenger = models
+    scorer, logged = _scorer(models, CANARY)
+    matrix = _rows(400)
+    ids = [f"tx-{i}" for i in range(400)]
+    decided = asyncio.run(scorer.decide(matrix, "http", "req-1", ids, validated=True))
+    routed = canary_share_of(ids, 0.5)
+    assert 150 < routed.sum() < 250
+    np.testing.assert_array_equal(
+        decided.probabilities[routed], challenger.predict_proba(matrix[routed])
+    )
+    np.testing.assert_array_equal(
+        decided.probabilities[~routed], champion.predict_proba(matrix[~routed])
+    )
+    assert {t for t, r in zip(decided.tags, routed, strict=True) if r} == {challenger.tag}
+    assert set(decided.thresholds[routed]) == {challenger.threshold}
+    np.testing.assert_array_equal(decided.decisions, decided.probabilities >= decided.thresholds)
+    assert len(logged) == 1 and len(logged[0][1]) == 400  # every row logged for the challenger
+
+
+def test_a_version_addresses_the_challenger(models):
+    _, challenger = models
+    scorer, _ = _scorer(models, SHADOW)
+    decided = asyncio.run(
+        scorer.decide(_rows(3), "oip_http", "r", validated=True, version=challenger.version)
+    )
+    assert decided.tags == [challenger.tag] * 3
+
+
+def test_a_failing_shadow_never_touches_the_answer(models, monkeypatch):
+    champion, challenger = models
+    scorer, logged = _scorer(models, SHADOW)
+
+    def broken(matrix):
+        raise RuntimeError("challenger engine failure")
+
+    monkeypatch.setattr(challenger, "predict_proba", broken)
+
+    async def run():
+        decided = await scorer.decide(_rows(10), "http", "req-2", validated=True)
+        await asyncio.sleep(0.2)  # let the shadow fail
+        return decided
+
+    decided = asyncio.run(run())
+    np.testing.assert_array_equal(decided.probabilities, champion.predict_proba(_rows(10)))
+    assert decided.tags == [champion.tag] * 10
+    assert scorer.challenger.stats.errors == 1 and not logged
+
+
+def test_a_slow_shadow_is_not_waited_for_and_a_failing_canary_falls_back(models, monkeypatch):
+    champion, challenger = models
+    scorer, logged = _scorer(models, SHADOW)
+    release = threading.Event()
+    real = challenger.predict_proba
+
+    def slow(matrix):
+        release.wait(10)
+        return real(matrix)
+
+    monkeypatch.setattr(challenger, "predict_proba", slow)
+
+    async def run():
+        decided = await scorer.decide(_rows(5), "http", "req-3", validated=True)
+        answered_before_shadow = scorer.challenger.stats.scored_rows == 0
+        release.set()
+        await asyncio.sleep(0.2)
+        return decided, answered_before_shadow
+
+    decided, answered_before_shadow = asyncio.run(run())
+    assert answered_before_shadow and decided.tags == [champion.tag] * 5
+    assert scorer.challenger.stats.scored_rows == 5 and len(logged) == 1
+
+    def broken(matrix):
+        raise RuntimeError("down")
+
+    monkeypatch.setattr(challenger, "predict_proba", broken)
+    canary, _ = _scorer(models, CANARY, share=1.0)
+    fallback = asyncio.run(canary.decide(_rows(4), "http", "req-4", ["a", "b", "c", "d"], True))
+    assert fallback.tags == [champion.tag] * 4  # the champion decided; the failure was counted
+    assert canary.challenger.stats.errors == 1
