@@ -3,9 +3,10 @@ PostgreSQL database (several replicas share one, so a label posted to any of the
 prediction another logged). One schema and one set of statements serve both; only the driver,
 its parameter style and how the schema version is kept differ.
 
-A row is one scored transaction: the request id, its position in the request and the
-transaction id make it unique, so a retried request (same X-Request-ID or OIP id, same
-transactions) is logged once however many times it is scored.
+A row is one transaction scored by one model: the request id, its position in the request, the
+transaction id and the model tag make it unique, so a retried request (same X-Request-ID or OIP
+id, same transactions) is logged once however many times it is scored, and a challenger's score
+of the same transaction sits beside the champion's.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS labelled_by_time ON predictions (model_tag, scored_at)"
     " WHERE label IS NOT NULL",
     "CREATE UNIQUE INDEX IF NOT EXISTS scored_once ON predictions"
-    " (request_id, position, COALESCE(transaction_id, ''))",
+    " (request_id, position, COALESCE(transaction_id, ''), model_tag)",
 ]
 ROW_VALUES = 8
 INSERT_CHUNK_ROWS = 4000  # 8 values a row: within SQLite's 32,766 and PostgreSQL's 65,535
@@ -177,7 +178,8 @@ class SqliteLog(PredictionLog):
                 # v1 -> v2: keep the first of each retried request's rows, then make them unique.
                 cursor.execute(
                     "DELETE FROM predictions WHERE rowid NOT IN (SELECT min(rowid) FROM"
-                    " predictions GROUP BY request_id, position, COALESCE(transaction_id, ''))"
+                    " predictions GROUP BY request_id, position, COALESCE(transaction_id, ''),"
+                    " model_tag)"
                 )
             elif exists and version != SCHEMA_VERSION:
                 raise IncompatibleLog(
