@@ -195,6 +195,9 @@ class FraudDetector:
                     matrix, scores, decisions, request_id, CHALLENGER_TAG, transaction_ids
                 )
 
+        telemetry.record_roles(
+            MODEL_TAG, CHALLENGER_TAG, config.canary_share if config.mode == "canary" else 0.0
+        )
         return Challenger(
             model,
             self.runtime.threshold,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
-from model_store import pinning, store
+import numpy as np
+
+from model_store import evidence, pinning, store
 from model_store.errors import ModelStoreError
 from settings import load_settings
 
@@ -51,13 +56,103 @@ def _verify(args: argparse.Namespace) -> None:
     print(f"{stored.tag}: sha256 {store.verify(stored)} OK")
 
 
+def _monitoring_log():
+    """The serving side's prediction log, as the settings place it. The CLI reads it for the
+    live comparison; the library modules of model_store never touch monitoring."""
+    from monitoring.prediction_log import open_log
+
+    monitoring = load_settings().monitoring
+    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    directory = monitoring.directory or home / "monitoring"
+    return open_log(monitoring.database_url, monitoring.feedback_db or directory / "feedback.db")
+
+
+def _comparison(champion_tag: str, challenger_tag: str) -> dict:
+    """Offline (the retraining comparison on one window when the promotion log has it, and each
+    model's own test figures) and live (the labelled transactions both models scored)."""
+    settings = load_settings()
+    champion, challenger = store.get(champion_tag), store.get(challenger_tag)
+    same_window = [
+        r.evidence
+        for r in pinning.history(settings.store.promotion_log)
+        if r.evidence
+        and r.evidence.get("champion", {}).get("tag") == champion.tag
+        and r.evidence.get("challenger", {}).get("tag") == challenger.tag
+    ]
+    comparison = {
+        "champion": champion.tag,
+        "challenger": challenger.tag,
+        "offline_same_window": same_window[-1] if same_window else None,
+        "offline_own_test": {
+            "champion": champion.metadata.get("test_metrics", {}),
+            "challenger": challenger.metadata.get("test_metrics", {}),
+        },
+    }
+    since = time.time() - settings.monitoring.realized_window_days * 86400
+    try:
+        log = _monitoring_log()
+        paired = log.paired_labels(champion.tag, challenger.tag, since)
+        log.close()
+    except Exception as error:  # a missing file, a database that is down: say so, go on
+        comparison["live"] = {"error": f"cannot read the prediction log: {error}"}
+        return comparison
+    rows = np.array(paired, dtype=float).reshape(-1, 3)
+    live: dict = {
+        "champion": evidence.figures(rows[:, 0], rows[:, 1], champion.threshold),
+        "challenger": evidence.figures(rows[:, 0], rows[:, 2], challenger.threshold),
+    }
+    if 0 < rows[:, 0].sum() < len(rows):
+        rule = settings.promotion
+        live["pr_auc_gain"] = evidence.paired_bootstrap(
+            rows[:, 0], rows[:, 1], rows[:, 2], samples=rule.bootstrap_samples,
+            margin=rule.min_pr_auc_gain, seed=settings.seed,
+        )  # fmt: skip
+        live["decision"] = evidence.decide(
+            live["champion"], live["challenger"], live["pr_auc_gain"], challenger.gate_passed, rule
+        ).as_dict()
+    comparison["live"] = live
+    return comparison
+
+
+def _compare(args: argparse.Namespace) -> None:
+    comparison = _comparison(args.champion, args.challenger)
+    same, own, live = (
+        comparison["offline_same_window"],
+        comparison["offline_own_test"],
+        comparison["live"],
+    )
+    lines = []
+    if same:
+        lines.append(("offline, same window: PR-AUC", same["champion"], same["challenger"]))
+    lines.append(("offline, own test: PR-AUC", own["champion"], own["challenger"]))
+    print(f"{comparison['champion']} (champion) vs {comparison['challenger']} (challenger)")
+    for name, a, b in lines:
+        print(f"  {name:<34} {a.get('pr_auc', math.nan):>8.4f} {b.get('pr_auc', math.nan):>8.4f}")
+    if "error" in live:
+        print(f"  live: {live['error']}")
+    else:
+        for key in ("rows", "frauds", "pr_auc", "precision", "recall"):
+            print(f"  live {key:<29} {live['champion'][key]:>8.4f} {live['challenger'][key]:>8.4f}")
+        if "decision" in live:
+            print("  live rule: " + "; ".join(live["decision"]["reasons"]))
+    if args.json:
+        print(json.dumps(comparison, indent=2, default=str))
+
+
 def _promote(args: argparse.Namespace) -> None:
+    challenger_file = load_settings().store.challenger_pin_file
+    champion = pinning.current(args.pin_file)
+    why = None
+    if champion and pinning.current(challenger_file) == args.tag:
+        why = _comparison(champion, args.tag)  # promoting the challenger: log the evidence
     record = pinning.promote(
         args.tag,
         pin_file=args.pin_file,
         log_file=args.log_file,
         force=args.force,
         reason=args.reason,
+        evidence=why,
+        challenger_pin_file=challenger_file,
     )
     if record.forced:
         print(
@@ -123,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     rollback = commands.add_parser("rollback", help="re-pin the previously promoted tag")
     rollback.add_argument("--reason", default="")
     rollback.set_defaults(run=_rollback)
+    compare = commands.add_parser(
+        "compare", help="a champion and a challenger side by side: offline and live figures"
+    )
+    compare.add_argument("champion")
+    compare.add_argument("challenger")
+    compare.add_argument("--json", action="store_true", help="also print the whole comparison")
+    compare.set_defaults(run=_compare)
     challenger = commands.add_parser(
         "challenger", help="pin (or --clear) the challenger served beside the champion"
     )

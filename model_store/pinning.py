@@ -109,9 +109,10 @@ def promote(
     force: bool = False,
     reason: str = "",
     evidence: dict | None = None,
+    challenger_pin_file: Path | None = None,
 ) -> PromotionRecord:
     """Pin an exact, intact tag. A model that failed its gate needs `force`, which is logged;
-    `evidence` (a retraining comparison) is logged with it."""
+    `evidence` (a comparison) is logged with it. Promoting the pinned challenger unpins it."""
     stored = store.get(tag)
     if stored.tag == current(pin_file):
         raise PromotionError(f"{stored.tag} is already the promoted model")
@@ -119,7 +120,10 @@ def promote(
         raise PromotionError(
             f"{stored.tag} failed its evaluation gate; promote it with --force if you must"
         )
-    return _pin(pin_file, log_file, "promote", stored.tag, reason or "promoted", force, evidence)
+    record = _pin(pin_file, log_file, "promote", stored.tag, reason or "promoted", force, evidence)
+    if challenger_pin_file is not None and current(challenger_pin_file) == stored.tag:
+        challenger_pin_file.unlink()  # the challenger is the champion now
+    return record
 
 
 def decline(

@@ -142,6 +142,24 @@ class PredictionLog:
             )
             return cursor.fetchall()
 
+    def paired_labels(
+        self, champion_tag: str, challenger_tag: str, since: float
+    ) -> list[tuple[int, float, float]]:
+        """(label, champion's score, challenger's score) of the labelled transactions both
+        models scored (shadow or canary): the live comparison on the same rows."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT a.label, a.score, b.score FROM predictions a JOIN predictions b"
+                    " ON a.request_id = b.request_id AND a.position = b.position"
+                    " AND COALESCE(a.transaction_id, '') = COALESCE(b.transaction_id, '')"
+                    " WHERE a.model_tag = ? AND b.model_tag = ? AND a.label IS NOT NULL"
+                    " AND a.scored_at >= ?"
+                ),
+                (champion_tag, challenger_tag, since),
+            )
+            return cursor.fetchall()
+
     def count(self) -> int:
         with self._transaction() as cursor:
             cursor.execute("SELECT count(*) FROM predictions")

@@ -138,10 +138,38 @@ DRIFT_LEVELS = {"NO_DRIFT": 0, "POSSIBLE_DRIFT": 1, "DRIFT": 2}
 
 def record_realized(realized) -> None:
     tag = realized.model_tag
+    _PRECISION[tag] = realized.precision
+    if _ROLES and {_ROLES["champion"], _ROLES["challenger"]} <= _PRECISION.keys():
+        gap = _PRECISION[_ROLES["champion"]] - _PRECISION[_ROLES["challenger"]]
+        CHALLENGER_PRECISION_GAP.set(gap)
     REALIZED_PRECISION.labels(model_tag=tag).set(realized.precision)
     REALIZED_RECALL.labels(model_tag=tag).set(realized.recall)
     REALIZED_PR_AUC.labels(model_tag=tag).set(realized.pr_auc)
     LABELLED_PREDICTIONS.labels(model_tag=tag).set(realized.labelled)
+
+
+CHALLENGER_PRECISION_GAP = bentoml.metrics.Gauge(
+    name="fraud_challenger_precision_gap",
+    documentation="Champion's realized precision minus the challenger's, on the same labelled "
+    "transactions (0 without a challenger; NaN while undefined).",
+    multiprocess_mode="mostrecent",
+)
+CHALLENGER_CANARY_SHARE = bentoml.metrics.Gauge(
+    name="fraud_challenger_canary_share",
+    documentation="Share of transactions the challenger decides (0: shadow or no challenger).",
+    multiprocess_mode="mostrecent",
+)
+
+
+# The champion's and challenger's tags, and their latest realized precision, for the gap.
+_ROLES: dict[str, str] = {}
+_PRECISION: dict[str, float] = {}
+
+
+def record_roles(champion_tag: str, challenger_tag: str, canary_share: float) -> None:
+    _ROLES.update(champion=champion_tag, challenger=challenger_tag)
+    CHALLENGER_CANARY_SHARE.set(canary_share)
+    CHALLENGER_PRECISION_GAP.set(float("nan"))
 
 
 def record_feedback(result) -> None:

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import yaml
 
+import model_store
 from serving.challenger import canary_share_of
 from serving.runtime import FraudModel
-from tests.conftest import REPO_ROOT, train_small
+from tests.conftest import REPO_ROOT, run_module, train_small
 from tests.service.conftest import BENTOML, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -131,5 +132,27 @@ def test_a_bento_carries_and_serves_its_challenger_in_canary(
         assert report["realized"]["challenger"]["labelled"] == len(rows)
         assert report["this_worker"]["decided_rows"] == 2 * int(routed.sum()) + 5  # and OIP
         assert report["this_worker"]["errors"] == 0
+
+        # The live comparison from the prediction log, then promotion of the challenger with it.
+        files = {
+            "FRAUD_STORE__PIN_FILE": str(tmp_path / "model.lock"),
+            "FRAUD_STORE__CHALLENGER_PIN_FILE": str(tmp_path / "challenger.lock"),
+            "FRAUD_STORE__PROMOTION_LOG": str(tmp_path / "promotions.jsonl"),
+            "FRAUD_MONITORING__DIRECTORY": str(tmp_path / "monitoring"),
+        }
+        (tmp_path / "model.lock").write_text(served_tag + "\n")
+        compared = run_module(
+            "model_store", "compare", served_tag, challenger_tag, "--json", env=files
+        )
+        assert compared.returncode == 0, compared.stderr[-2000:]
+        live = json.loads(compared.stdout[compared.stdout.index("{") :])["live"]
+        assert live["champion"]["rows"] == live["challenger"]["rows"] == len(rows)
+        assert run_module("model_store", "challenger", challenger_tag, env=files).returncode == 0
+        promoted = run_module("model_store", "promote", challenger_tag, env=files)
+        assert promoted.returncode == 0, promoted.stderr[-2000:]
+        record = model_store.history(tmp_path / "promotions.jsonl")[-1]
+        assert record.action == "promote" and record.to_tag == challenger_tag
+        assert record.evidence["live"]["challenger"]["rows"] == len(rows)
+        assert not (tmp_path / "challenger.lock").exists()  # it is the champion now
     finally:
         stop_server(server)
