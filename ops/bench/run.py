@@ -228,7 +228,9 @@ def held_rate(server: Server, body: Path) -> float:
     return best(ladder(server, body, 1, PROFILES["quick"]))
 
 
-def servers(names: list[str], scratch: Path, tag: str) -> list[Server]:
+def servers(
+    names: list[str], scratch: Path, tag: str, challenger: str | None = None
+) -> list[Server]:
     bento_env = {"FRAUD_MODEL_TAG": tag}
     bento = BENTO
     uvicorn = [sys.executable, "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
@@ -270,6 +272,11 @@ def servers(names: list[str], scratch: Path, tag: str) -> list[Server]:
             made.append(Server(name, bento, "/readyz", "", "grpc", dict(bento_env)))
         elif name == "bento_unmonitored":  # the cost of profiling and the prediction log
             env = {**bento_env, "FRAUD_MONITORING__ENABLED": "false"}
+            made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
+        elif name == "bento_shadow":  # the cost of a challenger scoring every row in shadow
+            env = {**bento_env, "FRAUD_CHALLENGER_TAG": challenger or ""}
+            if challenger is None:
+                raise ValueError("bento_shadow needs a second model: --challenger TAG")
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
         elif name == "bento_sklearn":
             env = {**bento_env, "FRAUD_SERVING__ENGINE": "sklearn"}
@@ -420,14 +427,15 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def monitoring_overhead(results: dict, sizes: tuple[int, ...]) -> str:
-    """Both sides of the monitoring cost: the same server with and without it, run back to back."""
-    off = results.get("bento_unmonitored")
-    sides = [(name, results[name]) for name in ("bento",) if name in results]
+def overhead(results: dict, sizes: tuple[int, ...], side: str, base: str, what: str) -> str:
+    """Both sides of a cost: the same server with (`side`) and without it (`base`), run back to
+    back in one run."""
+    off = results.get(base)
+    sides = [(side, results[side])] if side in results else []
     if not (off and sides):
         return ""
     lines = [
-        "\nMonitoring overhead (request profiling + prediction log) against bento_unmonitored",
+        f"\n{what} against {base}",
         "",
         "| server | rows/request | closed-loop req/s on / off | throughput lost | "
         "CPU s/1000 req on / off | CPU cost |",
@@ -476,6 +484,9 @@ def main() -> None:
     parser.add_argument("--servers", default=DEFAULT_SERVERS)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     parser.add_argument("--scratch", type=Path, help="reuse a folder (keeps the MLServer venv)")
+    parser.add_argument(
+        "--challenger", help="a second model of the same features, for bento_shadow"
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     tag = pinned_tag(load_settings(), REPO_ROOT / "service.py")
@@ -495,7 +506,7 @@ def main() -> None:
     }
     print(json.dumps(machine), flush=True)
     results: dict = {}
-    for server in servers(args.servers.split(","), scratch, tag):
+    for server in servers(args.servers.split(","), scratch, tag, args.challenger):
         server.start(scratch / f"{server.name}.log")
         try:
             results[server.name] = {}
@@ -515,7 +526,17 @@ def main() -> None:
     (args.out / "results.json").write_text(
         json.dumps({"machine": machine, "results": results}, indent=2)
     )
-    markdown = table(results, profile.sizes) + monitoring_overhead(results, profile.sizes)
+    markdown = (
+        table(results, profile.sizes)
+        + overhead(
+            results,
+            profile.sizes,
+            "bento",
+            "bento_unmonitored",
+            "Monitoring overhead (request profiling + prediction log)",
+        )
+        + overhead(results, profile.sizes, "bento_shadow", "bento", "Shadow challenger cost")
+    )
     print(markdown)
     (args.out / "results.md").write_text(markdown + "\n")
     plot(results, profile.sizes, args.out / "p99_vs_rate.png")

@@ -17,12 +17,19 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import answers, free_port, start_server, stop_server
+from tests.service.conftest import (
+    answers,
+    at_window_start,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
 DASHBOARD = REPO_ROOT / "ops" / "grafana" / "fraud-bento.json"
 # What Grafana substitutes into the dashboard's queries.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m"}
+WINDOW_S = 4.0
 
 
 def _tool(name: str) -> str:
@@ -119,7 +126,9 @@ class Prometheus:
 
 
 def _traffic(server, transactions: list[dict]) -> None:
-    for start in range(0, 200, 20):
+    # One window's worth, enough rows to be judged (a smaller window reports no drift figures).
+    at_window_start(WINDOW_S)
+    for start in range(0, 300, 20):
         response = httpx.post(
             f"{server.url}/predict", json={"transactions": transactions[start : start + 20]}
         )
@@ -139,13 +148,13 @@ def _traffic(server, transactions: list[dict]) -> None:
 @pytest.mark.slow
 def test_prometheus_evaluates_every_dashboard_and_alert_query(served_tag, transactions, tmp_path):
     server = start_server(
-        ".", tmp_path / "bento" / "serve.log", env={"FRAUD_MONITORING__WINDOW_S": "2"}
+        ".", tmp_path / "bento" / "serve.log", env={"FRAUD_MONITORING__WINDOW_S": str(WINDOW_S)}
     )
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{server.http_port}")
     try:
         prometheus.wait_ready()
         _traffic(server, transactions)
-        time.sleep(4)  # a profiling window closes and a few scrapes land after the traffic
+        time.sleep(WINDOW_S + 1)  # the window closes and a few scrapes land after the traffic
         _traffic(server, transactions)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not prometheus.query(
