@@ -19,6 +19,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMALL_TABLE = REPO_ROOT / "tests" / "fixtures" / "small_transactions.parquet"
 SMALL_TABLE_SIMULATION = {"customers": 200, "terminals": 400, "days": 115, "seed": 11}
+# A regime change for the retraining tests: genuine behaviour shifts from day 100 on.
+REGIME_CHANGE = [
+    *("--customers", "300", "--terminals", "600", "--seed", "21", "--drift-start-day", "100")
+]
 
 
 def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 300):

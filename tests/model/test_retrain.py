@@ -10,19 +10,9 @@ import pandas as pd
 import pytest
 
 import model_store
-from tests.conftest import run_module
+from tests.conftest import REGIME_CHANGE, run_module
 
 pytestmark = pytest.mark.slow
-SIMULATION = [
-    "--customers",
-    "300",
-    "--terminals",
-    "600",
-    "--seed",
-    "21",
-    "--drift-start-day",
-    "100",
-]
 
 
 def _cli(*args: str, env: dict[str, str]):
@@ -40,8 +30,8 @@ def test_retrain_compares_on_the_latest_window_and_promotes_on_evidence(tmp_path
         "FRAUD_PROMOTION__BOOTSTRAP_SAMPLES": "200",
     }
     before, after = tmp_path / "before.parquet", tmp_path / "after.parquet"
-    _cli("simulate", "--out", str(before), "--days", "115", *SIMULATION, env=env)
-    _cli("simulate", "--out", str(after), "--days", "175", *SIMULATION, env=env)
+    _cli("simulate", "--out", str(before), "--days", "115", *REGIME_CHANGE, env=env)
+    _cli("simulate", "--out", str(after), "--days", "175", *REGIME_CHANGE, env=env)
     _cli("train", "--data", str(before), "--promote", env=env)
     champion = model_store.current(tmp_path / "model.lock")
 

@@ -15,22 +15,12 @@ import pytest
 
 import model_store
 from settings import ColumnsConfig
-from tests.conftest import REPO_ROOT, run_module
+from tests.conftest import REGIME_CHANGE, REPO_ROOT, run_module
 from tests.service.conftest import BENTOML, start_server, stop_server
 from training.data import read_table
 from training.features import build_features, request_rows
 
 pytestmark = pytest.mark.slow
-SIMULATION = [
-    "--customers",
-    "300",
-    "--terminals",
-    "600",
-    "--seed",
-    "21",
-    "--drift-start-day",
-    "100",
-]
 COLUMNS = ColumnsConfig()
 TRAFFIC_ROWS = 4000
 
@@ -87,8 +77,8 @@ def test_retrain_shadow_canary_promote_rebuild_roll_back(tmp_path):
         "FRAUD_MONITORING__REALIZED_REFRESH_S": "1",
     }
     before, after = tmp_path / "before.parquet", tmp_path / "after.parquet"
-    _ok(run_module("training", "simulate", "--out", str(before), "--days", "115", *SIMULATION))
-    _ok(run_module("training", "simulate", "--out", str(after), "--days", "175", *SIMULATION))
+    _ok(run_module("training", "simulate", "--out", str(before), "--days", "115", *REGIME_CHANGE))
+    _ok(run_module("training", "simulate", "--out", str(after), "--days", "175", *REGIME_CHANGE))
     _ok(run_module("training", "train", "--data", str(before), "--promote", env=env, timeout=600))
     champion = model_store.current(tmp_path / "model.lock")
     rows, labels = _traffic(after)
