@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -177,20 +178,26 @@ class RequestProfiler:
                 self._on_drop(len(matrix))
                 return
             self._queued_rows += len(matrix)
-        self._queue.put((matrix, scores))
+        self._queue.put((time.time(), matrix, scores))
 
-    def _drain(self) -> pd.DataFrame | None:
+    def _drain(self) -> list[tuple[float, pd.DataFrame]]:
+        """What arrived since the last call, as one frame per window it arrived in (rows
+        that came after a window's end belong to the next one, even if drained together)."""
         parts = []
         with contextlib.suppress(queue.Empty):
             while True:
                 parts.append(self._queue.get_nowait())
         if not parts:
-            return None
+            return []
         with self._lock:
-            self._queued_rows -= sum(len(matrix) for matrix, _ in parts)
-        frame = pd.DataFrame(np.concatenate([m for m, _ in parts]), columns=self._features)
-        frame[SCORE_COLUMN] = np.concatenate([s for _, s in parts]).astype(np.float64)
-        return frame
+            self._queued_rows -= sum(len(matrix) for _, matrix, _ in parts)
+        frames = []
+        for start, group in groupby(parts, key=lambda p: window_bounds(p[0], self.window_s)[0]):
+            group = list(group)
+            frame = pd.DataFrame(np.concatenate([m for _, m, _ in group]), columns=self._features)
+            frame[SCORE_COLUMN] = np.concatenate([s for _, _, s in group]).astype(np.float64)
+            frames.append((start, frame))
+        return frames
 
     def _sample(self, frame: pd.DataFrame) -> pd.DataFrame:
         now = time.monotonic()
@@ -206,11 +213,14 @@ class RequestProfiler:
         return frame.iloc[np.sort(self._rng.choice(len(frame), keep, replace=False))]
 
     def _profile_pending(self) -> None:
-        frame = self._drain()
-        if frame is None:
-            return
-        if self._window is None:
-            self._window_bounds = window_bounds(time.time(), self.window_s)
+        for start, frame in self._drain():
+            if self._window is not None and start != self._window_bounds[0]:
+                self._close_window()
+            if self._window is None:
+                self._window_bounds = (start, start + self.window_s)
+            self._add(frame)
+
+    def _add(self, frame: pd.DataFrame) -> None:
         self._window_scored += len(frame)
         sample = self._sample(frame)
         if len(sample):

@@ -50,3 +50,24 @@ def test_a_full_queue_drops_samples_and_counts_them(tmp_path):
     profiler.close()
     assert dropped == [100]
     assert profiler.latest.scored_rows == 100
+
+
+def test_rows_after_a_window_end_go_to_the_next_window_even_when_drained_together(
+    tmp_path, monkeypatch
+):
+    reports = []
+    profiler = _profiler(tmp_path, window_s=10, max_rows_per_s=100_000, on_report=reports.append)
+    profiler._stop.set()  # drive the profiler by hand: no background ticks
+    profiler._thread.join()
+    rng = np.random.default_rng(2)
+    clock = iter([1_000_009.5, 1_000_010.2])  # just before and just after a window boundary
+    monkeypatch.setattr("monitoring.profiler.time.time", lambda: next(clock, 1_000_015.0))
+    profiler.submit(rng.random((300, 2)), rng.random(300))
+    profiler.submit(rng.random((400, 2)), rng.random(400))
+    profiler._profile_pending()  # both drained in one tick
+    (first,) = reports
+    assert (first.window_start, first.window_end, first.rows) == (1_000_000, 1_000_010, 300)
+    profiler._close_window()
+    assert reports[1].window_start == 1_000_010 and reports[1].rows == 400
+    names = sorted(path.name.split("-")[1] for path in tmp_path.glob("window-*.bin"))
+    assert names == ["1000000", "1000010"]
