@@ -21,19 +21,30 @@ import anyio
 import bentoml
 import numpy as np
 from pydantic import Field, ValidationError
+from starlette.responses import JSONResponse, Response
 
 import model_store
 from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
 from monitoring.drift import SCORE_COLUMN
 from monitoring.feedback import Label
-from serving import codec, fast_path, grpc_server, http_app, logs, schema, security, telemetry
+from serving import (
+    codec,
+    contract,
+    fast_path,
+    grpc_server,
+    http_app,
+    logs,
+    schema,
+    security,
+    telemetry,
+)
 from serving.batching import Overloaded
 from serving.challenger import Challenger
-from serving.errors import InvalidInput
+from serving.errors import ServingError
 from serving.explain import Explainer
 from serving.loop_watch import LoopWatch
-from serving.runtime import FraudModel, challenger_tag, feature_specs, pinned_tag
-from serving.scorer import Scored, Scorer, chosen_by_client, request_id_or_new
+from serving.runtime import FraudModel, challenger_tag, pinned_tag
+from serving.scorer import Scored, Scorer
 from settings import load_settings
 
 SETTINGS = load_settings()
@@ -54,17 +65,17 @@ if CHALLENGER_TAG is not None:
             f"{MODEL_TAG}: both must score the same requests"
         )
 GUARD = security.Guard.from_config(SETTINGS.security)  # bad key configuration stops start-up
-FEATURES = feature_specs(STORED_MODEL)
-FEATURE_NAMES = [feature.name for feature in FEATURES]
+FEATURES = STORED_MODEL.schema
+FEATURE_NAMES = FEATURES.names
 schema.document_validation_errors()
-Transaction = schema.transaction_model(
+Transaction = contract.transaction_model(
     FEATURES, on_invalid=lambda fields: telemetry.record_rejection("http", fields)
 )
 PredictBatch = Annotated[
-    list[Transaction], Field(min_length=1, max_length=SETTINGS.serving.max_rows_per_request)
+    list[Transaction], Field(**contract.rows_bounds(SETTINGS.serving.max_rows_per_request))
 ]
 ExplainBatch = Annotated[
-    list[Transaction], Field(min_length=1, max_length=SETTINGS.serving.explain_max_rows)
+    list[Transaction], Field(**contract.rows_bounds(SETTINGS.serving.explain_max_rows))
 ]
 FeedbackBatch = Annotated[
     list[schema.FeedbackLabel],
@@ -79,12 +90,17 @@ GC_YOUNG_THRESHOLD = 20_000
 
 
 def _request_id(ctx: bentoml.Context) -> tuple[str, bool]:
-    """The caller's X-Request-ID when it is a sane token, else a new one (echoed as a header),
-    and whether the caller chose it (so may retry with it)."""
-    given = ctx.request.headers.get("x-request-id")
-    request_id = request_id_or_new(given)
-    ctx.response.headers["X-Request-ID"] = request_id
-    return request_id, chosen_by_client(given)
+    """The request's id, settled by the front door (which returns it on the answer), and whether
+    the caller chose it (so may retry with it)."""
+    return ctx.request.scope[fast_path.REQUEST_ID]
+
+
+async def _answer(scoring) -> Response:
+    """A typed endpoint's answer: the scoring's JSON bytes as they are, or its refusal."""
+    try:
+        return Response(await scoring, media_type="application/json")
+    except ServingError as error:
+        return JSONResponse(error.payload(), status_code=error.status)
 
 
 def _monitoring_directory() -> Path:
@@ -134,10 +150,10 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
 @bentoml.service(
     name="fraud_detector",
     workers=SETTINGS.serving.workers,
-    traffic={"timeout": 30},
+    traffic={"timeout": SETTINGS.serving.request_timeout_s},
     logging={
         "access": {
-            "enabled": SETTINGS.serving.access_log,
+            "enabled": True,
             "skip_paths": [] if SETTINGS.serving.access_log else SCORING_PATHS,
         }
     },
@@ -161,7 +177,7 @@ class FraudDetector:
         max_rows = SETTINGS.serving.max_rows_per_request
         self.endpoints = fast_path.ScoringEndpoints(
             self.scorer,
-            codec.RowsDecoder(FEATURES, max_rows),
+            codec.RowsDecoder(FEATURES, Transaction, max_rows),
             codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
         )
         self.explainer = Explainer(self.runtime)
@@ -252,36 +268,32 @@ class FraudDetector:
     ) -> schema.PredictResponse:
         """Score one or more transactions: fraud probability and decision for each."""
         request_id, durable = _request_id(ctx)
-        payload = await self.endpoints.predict(  # the types above enforced the schema
-            schema.to_matrix(transactions, FEATURE_NAMES),
-            [row.transaction_id for row in transactions],
-            request_id,
-            validated=True,
-            durable=durable,
+        return await _answer(  # the types above enforced the contract
+            self.endpoints.predict(
+                schema.to_matrix(transactions, FEATURE_NAMES),
+                [row.transaction_id for row in transactions],
+                request_id,
+                validated=True,
+                durable=durable,
+            )
         )
-        return schema.PredictResponse.model_validate_json(payload)
 
     @bentoml.api
     async def predict_columns(
         self,
         columns: list[str],
-        data: list[list[float]],
+        data: list[list[contract.ColumnsValue]],
         ctx: bentoml.Context,
-        transaction_ids: list[str | None] | None = None,
+        transaction_ids: contract.ColumnsIds = None,
     ) -> schema.PredictResponse:
         """Score many transactions sent as columns: `columns` names every model feature once (any
         order), `data` holds one list of values per transaction in that order."""
         request_id, durable = _request_id(ctx)
-        try:
-            matrix, ids = self.endpoints.columns.arrange(columns, data, transaction_ids)
-        except InvalidInput as error:
-            telemetry.record_rejection("http", {v.field for v in error.violations})
-            raise bentoml.exceptions.InvalidArgument(str(error)) from error
-        try:
-            payload = await self.endpoints.predict(matrix, ids, request_id, False, durable)
-        except InvalidInput as error:
-            raise bentoml.exceptions.InvalidArgument(str(error)) from error
-        return schema.PredictResponse.model_validate_json(payload)
+        return await _answer(
+            self.endpoints.predict_given_columns(
+                columns, data, transaction_ids, request_id, durable
+            )
+        )
 
     @bentoml.api
     async def explain(
@@ -393,10 +405,24 @@ SECURITY = {
     "max_body_bytes": SETTINGS.security.max_body_bytes,
     "metrics_open": SETTINGS.security.metrics_open,
 }
+
+
+def _scoring_layers() -> list[fast_path.Layer]:
+    """What wraps the lean scoring handlers, innermost first: the security checks (keys, rates,
+    sizes, media types), then BentoML's access log and spans when the settings ask for them."""
+    layers = [lambda app: security.SecurityMiddleware(app, **SECURITY)]
+    if SETTINGS.serving.access_log:
+        layers.append(fast_path.access_log)
+    if SETTINGS.serving.trace_scoring:
+        layers.append(fast_path.tracing)
+    return layers
+
+
 FraudDetector.add_asgi_middleware(security.SecurityMiddleware, **SECURITY)
 FraudDetector.add_asgi_middleware(
-    fast_path.ScoringMiddleware,
+    fast_path.FrontDoor.install,
     endpoints=lambda: bentoml.get_current_service().endpoints,
-    enabled=SETTINGS.serving.fast_path,
-    guard=lambda app: security.SecurityMiddleware(app, **SECURITY),  # keys, rates, sizes
+    lean=SETTINGS.serving.fast_path,
+    timeout_s=SETTINGS.serving.request_timeout_s,
+    layers=_scoring_layers(),
 )

@@ -203,8 +203,16 @@ class ServingConfig(BaseModel):
         description="Serve /predict, /predict_columns and OIP infer from the lean ASGI scoring "
         "path; false: through BentoML's typed API (the same answers, slower).",
     )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request not answered within this, body included, is dropped (408 while "
+        "its body is still arriving, 504 after).",
+    )
     access_log: bool = Field(
-        False, description="BentoML's access log line for the scoring routes too."
+        False,
+        description="BentoML's access log line for the scoring routes too (other routes always "
+        "have it).",
     )
     trace_scoring: bool = Field(
         False, description="OpenTelemetry spans for the scoring routes (other routes have them)."

@@ -25,6 +25,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 
 from model_store import engines
+from model_store.contract import FeatureSchema
 from model_store.errors import ModelIntegrityError, ModelNotFoundError, UntrustedArtifactError
 from settings import MODEL_NAME
 
@@ -62,6 +63,11 @@ class StoredModel:
     @property
     def features(self) -> list[dict[str, Any]]:
         return self.metadata["features"]
+
+    @property
+    def schema(self) -> FeatureSchema:
+        """The model's input contract (model_store/contract.py)."""
+        return FeatureSchema.from_metadata(self.features)
 
     @property
     def threshold(self) -> float:

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
+from serving.errors import Unavailable
 
-class Overloaded(ServiceUnavailable):
+
+class Overloaded(Unavailable, ServiceUnavailable):
     """The request waited past the latency bound: the caller should retry (HTTP 503)."""
 
 

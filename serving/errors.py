@@ -1,8 +1,29 @@
-"""Domain errors of the serving path, mapped to HTTP 4xx and gRPC INVALID_ARGUMENT by callers."""
+"""Domain errors of the serving path. Each carries its HTTP status; each transport maps them in
+one place (the lean HTTP path, the OIP HTTP binding, gRPC's status codes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+
+class ServingError(Exception):
+    """A request that gets no score: `status` is its HTTP status, `payload()` its JSON body."""
+
+    status = 500
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": str(self)}
+
+
+class NotFound(ServingError):
+    status = 404
+
+
+class Unavailable(ServingError):
+    """Try again later (HTTP 503, gRPC UNAVAILABLE)."""
+
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -10,17 +31,54 @@ class Violation:
     field: str
     row: int | None
     reason: str
+    location: tuple[str | int, ...] | None = None  # where the form put it, when not by field
 
     def __str__(self) -> str:
         where = f"row {self.row}, " if self.row is not None else ""
         return f"{where}field '{self.field}': {self.reason}"
 
+    @property
+    def loc(self) -> list[str | int]:
+        if self.location is not None:
+            return list(self.location)
+        return [self.field] if self.row is None else [self.row, self.field]
 
-class InvalidInput(ValueError):
+
+class InvalidInput(ServingError, ValueError):
     """The request cannot be scored; `violations` names each bad field and row."""
+
+    status = 400
 
     def __init__(self, violations: list[Violation]):
         self.violations = violations
         shown = "; ".join(map(str, violations[:10]))
         more = f" (and {len(violations) - 10} more)" if len(violations) > 10 else ""
         super().__init__(shown + more)
+
+    def payload(self) -> dict[str, Any]:
+        """`{"error": summary, "detail": [{"loc": [...], "msg": ..., "type": ...}]}`, the shape
+        of BentoML's validation errors, so every form names its problems alike."""
+        return {
+            "error": str(self),
+            "detail": [
+                {"loc": v.loc, "msg": v.reason, "type": "value_error"} for v in self.violations
+            ],
+        }
+
+
+class InvalidBody(ServingError, ValueError):
+    """A body the documented request model refuses: pydantic's list of problems, as BentoML's
+    typed endpoints answer it (`{"error": "N validation errors for ...", "detail": [...]}`)."""
+
+    status = 400
+
+    def __init__(self, error):  # a pydantic ValidationError
+        self.error = error
+        count = error.error_count()
+        super().__init__(f"{count} validation error{'s' if count > 1 else ''} for {error.title}")
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "error": str(self),
+            "detail": self.error.errors(include_context=False, include_input=False),
+        }

@@ -16,8 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving import oip, telemetry
-from serving.batching import Overloaded
-from serving.errors import InvalidInput
+from serving.errors import ServingError
 from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
 logger = logging.getLogger("fraud_bento.grpc")
@@ -34,7 +33,11 @@ TYPED_CONTENTS = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
+_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 def _tensor_metadata(spec: dict) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -113,13 +116,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 durable=chosen_by_client(request.id),
                 version=request.model_version or None,
             )
-        except oip.OIPError as error:
-            telemetry.record_rejection("grpc", {"request"})
-            await context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))
-        except InvalidInput as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, oip.invalid_input_message(error))
-        except Overloaded as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except ServingError as error:
+            if isinstance(error, oip.OIPError) and error.status == 400:
+                telemetry.record_rejection("grpc", {"request"})  # the scorer counts its own
+            await _abort(context, oip.OIPError.of(error))
         except Exception:
             telemetry.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
@@ -142,7 +142,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             oip.check_model(self._scorer.model, name, version, self._challenger)
         except oip.OIPError as error:
-            await context.abort(_STATUS[error.status], str(error))
+            await _abort(context, error)
+
+
+async def _abort(context, error: ServingError) -> None:
+    """The one mapping of serving errors to gRPC status codes."""
+    await context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))
 
 
 async def start(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, ServingError
 from serving.runtime import FraudModel
 
 PROTOCOL_VERSION = "2"
@@ -42,12 +42,22 @@ PLATFORM = "sklearn_randomforest"
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 
 
-class OIPError(Exception):
-    """An error the protocol reports in its error body (HTTP 4xx / a gRPC status)."""
+class OIPError(ServingError):
+    """An error the protocol reports in its error body `{"error": message}` (HTTP 4xx / a gRPC
+    status)."""
 
     def __init__(self, message: str, status: int = 400):
         self.status = status
         super().__init__(message)
+
+    @classmethod
+    def of(cls, error: ServingError) -> OIPError:
+        """Any serving error in the protocol's terms (its body carries only the message)."""
+        if isinstance(error, OIPError):
+            return error
+        if isinstance(error, InvalidInput):
+            return cls(f"input '{INPUT_NAME}': {error}", error.status)
+        return cls(str(error), error.status)
 
 
 def server_metadata() -> dict:
@@ -227,7 +237,3 @@ class InferResult:
         if name == PROBABILITY:
             return self.probabilities.astype(np.float32)
         return self.decisions.astype(np.bool_)
-
-
-def invalid_input_message(error: InvalidInput) -> str:
-    return f"input '{INPUT_NAME}': {error}"

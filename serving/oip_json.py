@@ -10,9 +10,8 @@ import msgspec
 from msgspec import Meta
 
 from serving import oip, telemetry
-from serving.batching import Overloaded
 from serving.codec import encode
-from serving.errors import InvalidInput
+from serving.errors import ServingError
 from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
 
@@ -48,10 +47,6 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     json_length: int | None = None
-
-
-def _error(message: str, status: int) -> Reply:
-    return Reply(status, encode({"error": message}))
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -123,11 +118,24 @@ def _encode_response(
     return Reply(200, b"".join([header, *binary]), len(header))
 
 
+def _request_id(given: str | None, fallback: tuple[str, bool] | None) -> tuple[str, bool]:
+    if chosen_by_client(given) or fallback is None:
+        return request_id_or_new(given), chosen_by_client(given)
+    return fallback
+
+
 async def infer(
-    scorer: Scorer, name: str, version: str | None, body: bytes, header_length: str | None = None
+    scorer: Scorer,
+    name: str,
+    version: str | None,
+    body: bytes,
+    header_length: str | None = None,
+    request_id: tuple[str, bool] | None = None,
 ) -> Reply:
     """The answer to one inference request (JSON, or with the binary data extension when
-    `header_length`, the Inference-Header-Content-Length header, is given)."""
+    `header_length`, the Inference-Header-Content-Length header, is given). The request's id is
+    its OIP `id` when the caller gave a sane one, else `request_id` (the HTTP request's id and
+    whether the caller chose it)."""
     model = scorer.model
     try:
         header, binary = _split(body, header_length)
@@ -139,21 +147,15 @@ async def infer(
         oip.check_model(model, name, version, challenger)
         matrix = oip.feature_matrix(model, _inputs(request, binary))
         outputs = oip.requested_outputs([output.name for output in request.outputs or []])
+        identity, durable = _request_id(request.id, request_id)
         decided = await scorer.decide(
-            matrix,
-            "oip_http",
-            request_id_or_new(request.id),
-            durable=chosen_by_client(request.id),
-            version=version,
+            matrix, "oip_http", identity, durable=durable, version=version
         )
-    except oip.OIPError as error:
-        if error.status == 400:
-            telemetry.record_rejection("oip_http", {"request"})
-        return _error(str(error), error.status)
-    except InvalidInput as error:
-        return _error(oip.invalid_input_message(error), 400)
-    except Overloaded as error:
-        return _error(str(error), 503)
+    except ServingError as error:
+        if isinstance(error, oip.OIPError) and error.status == 400:
+            telemetry.record_rejection("oip_http", {"request"})  # the scorer counts its own
+        refusal = oip.OIPError.of(error)
+        return Reply(refusal.status, encode(refusal.payload()))
     result = oip.InferResult(decided.probabilities, decided.decisions)
     version = decided.model_tag.split(":", 1)[1]  # the model that decided
     return _encode_response(request, name, version, outputs, result)

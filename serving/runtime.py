@@ -13,8 +13,8 @@ import yaml
 
 import model_store
 from model_store import StoredModel, engines
+from model_store.contract import FeatureSchema
 from model_store.engines import OnnxForest
-from serving.errors import InvalidInput, Violation
 from settings import MODEL_NAME, Settings
 
 
@@ -71,32 +71,6 @@ def pinned_tag(settings: Settings, service_file: Path) -> str:
     return tag
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    name: str
-    dtype: str
-    minimum: float | None
-    maximum: float | None
-    description: str
-
-    @property
-    def integral(self) -> bool:
-        return self.dtype.startswith("int")
-
-
-def feature_specs(stored: StoredModel) -> list[FeatureSpec]:
-    return [
-        FeatureSpec(
-            name=f["name"],
-            dtype=f["dtype"],
-            minimum=f.get("minimum"),
-            maximum=f.get("maximum"),
-            description=f.get("description", ""),
-        )
-        for f in stored.features
-    ]
-
-
 @dataclass
 class FraudModel:
     """A loaded `fraud_rf` model: its schema, threshold, forest and the engine that scores.
@@ -133,49 +107,13 @@ class FraudModel:
     def threshold(self) -> float:
         return self.stored.threshold
 
-    @property
-    def features(self) -> list[FeatureSpec]:
-        return feature_specs(self.stored)
+    @cached_property
+    def schema(self) -> FeatureSchema:
+        return self.stored.schema
 
     @property
     def feature_names(self) -> list[str]:
-        return [f["name"] for f in self.stored.features]
-
-    @cached_property
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        specs = self.features
-        low = np.array([-np.inf if f.minimum is None else f.minimum for f in specs])
-        high = np.array([np.inf if f.maximum is None else f.maximum for f in specs])
-        return low, high, np.array([f.integral for f in specs])
-
-    def validate(self, matrix: np.ndarray, max_rows: int) -> None:
-        """Shape, finiteness, integrality and documented ranges of a feature matrix."""
-        n_features = len(self.stored.features)
-        if matrix.ndim != 2 or matrix.shape[1] != n_features:
-            raise InvalidInput(
-                [Violation("shape", None, f"expected [N, {n_features}], got {list(matrix.shape)}")]
-            )
-        if not 1 <= matrix.shape[0] <= max_rows:
-            raise InvalidInput(
-                [Violation("shape", None, f"rows must be 1..{max_rows}, got {matrix.shape[0]}")]
-            )
-        low, high, integral = self._bounds
-        finite = np.isfinite(matrix)
-        checks = [
-            (~finite, lambda column: "must be a finite number"),
-            (finite & integral & (matrix != np.round(matrix)), lambda column: "must be an integer"),
-            (finite & (matrix < low), lambda column: f"must be >= {low[column]}"),
-            (finite & (matrix > high), lambda column: f"must be <= {high[column]}"),
-        ]
-        if not any(bad.any() for bad, _ in checks):
-            return
-        names = self.feature_names
-        violations = [
-            Violation(names[column], int(row), reason(column))
-            for bad, reason in checks
-            for row, column in np.argwhere(bad)
-        ]
-        raise InvalidInput(sorted(violations, key=lambda v: (v.row, v.field)))
+        return self.schema.names
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities (float32) for a validated [N, n_features] matrix."""

@@ -1,71 +1,13 @@
-"""HTTP request and response types, built from the served model's own feature schema."""
+"""HTTP response types and the /feedback request (the scoring requests: serving/contract.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.runtime import FeatureSpec
-
-UNKNOWN_FIELD = "unknown_field"
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _failed_fields(error: ValidationError) -> set[str]:
-    fields = set()
-    for detail in error.errors():
-        if detail["type"] == "extra_forbidden":
-            fields.add(UNKNOWN_FIELD)  # client-chosen names would explode label cardinality
-        else:
-            fields.add(str(detail["loc"][0]) if detail["loc"] else "row")
-    return fields
-
-
-def transaction_model(
-    features: list[FeatureSpec], on_invalid: Callable[[set[str]], None]
-) -> type[BaseModel]:
-    """One transaction: every model feature, typed and range-checked, and an optional id.
-
-    Strict types: a string, a boolean or a NaN/inf never passes for a number. Unknown and
-    missing fields are errors. `on_invalid` receives the failing field names (for metrics).
-    """
-    fields: dict[str, Any] = {
-        "transaction_id": (
-            str | None,
-            Field(None, max_length=128, description="Your id for the transaction, echoed back."),
-        )
-    }
-    for spec in features:
-        constraints: dict[str, Any] = {"strict": True, "description": spec.description}
-        if spec.minimum is not None:
-            constraints["ge"] = spec.minimum
-        if spec.maximum is not None:
-            constraints["le"] = spec.maximum
-        if spec.integral:
-            fields[spec.name] = (int, Field(**constraints))
-        else:
-            # The model computes in float32: a larger magnitude would become infinite.
-            constraints["ge"] = max(constraints.get("ge", -FLOAT32_MAX), -FLOAT32_MAX)
-            constraints["le"] = min(constraints.get("le", FLOAT32_MAX), FLOAT32_MAX)
-            fields[spec.name] = (float, Field(allow_inf_nan=False, **constraints))
-
-    def count_failures(cls: type[BaseModel], data: Any, handler: Any) -> Any:
-        try:
-            return handler(data)
-        except ValidationError as error:
-            on_invalid(_failed_fields(error))
-            raise
-
-    return create_model(
-        "Transaction",
-        __config__=ConfigDict(extra="forbid"),
-        __validators__={"count_failures": model_validator(mode="wrap")(count_failures)},
-        **fields,
-    )
+from serving.contract import TRANSACTION_ID_MAX_LENGTH
 
 
 def to_matrix(transactions: list[BaseModel], names: list[str]) -> np.ndarray:
@@ -119,7 +61,7 @@ class FeedbackLabel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    transaction_id: str | None = Field(None, min_length=1, max_length=128)
+    transaction_id: str | None = Field(None, min_length=1, max_length=TRANSACTION_ID_MAX_LENGTH)
     request_id: str | None = Field(
         None, min_length=1, max_length=64, description="For requests that scored one transaction."
     )

@@ -14,6 +14,7 @@ import numpy as np
 from serving import telemetry
 from serving.batching import AdaptiveBatcher, Overloaded
 from serving.challenger import Challenger
+from serving.contract import MatrixCheck
 from serving.errors import InvalidInput
 from serving.runtime import FraudModel
 from settings import ServingConfig
@@ -81,7 +82,7 @@ class Scorer:
         self.model = model
         self.challenger = challenger
         self._on_scored = on_scored
-        self.max_rows = config.max_rows_per_request
+        self.check = MatrixCheck(model.schema, config.max_rows_per_request)
         self._log_requests = config.request_log
         self.batcher = AdaptiveBatcher(
             model.predict_proba,
@@ -122,7 +123,7 @@ class Scorer:
         started = time.perf_counter()
         try:
             if not validated:
-                self.model.validate(matrix, self.max_rows)
+                self.check(matrix)
         except InvalidInput as error:
             fields = {v.field for v in error.violations}
             telemetry.record_rejection(protocol, fields)

@@ -1,35 +1,23 @@
 """Deterministic feature engineering: pure functions from a validated table to model inputs.
 
-The ordered feature list below is the one definition of the model's inputs. It is saved with the
-model, so the serving side reads it from the model store, never from here.
+The ordered feature list below is the one definition of the model's inputs (each a
+`model_store.contract.Feature`). It is saved with the model, so the serving side reads it from the
+model store, never from here.
 Every window looks only at strictly earlier transactions; terminal risk windows also skip the
 label delay, because a terminal's fraud labels are known only that long after the fact.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pandas as pd
 
+from model_store.contract import Feature
 from settings import ColumnsConfig
 
 WINDOWS_DAYS = (1, 7, 30)
 NIGHT_END_HOUR = 6
 HISTORY_DAYS = 30
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    dtype: str
-    minimum: float | None
-    maximum: float | None
-    description: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _engineered_features() -> list[Feature]:
