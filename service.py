@@ -28,6 +28,7 @@ from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
 from monitoring.drift import SCORE_COLUMN
 from monitoring.feedback import Label
 from serving import (
+    api_document,
     codec,
     contract,
     fast_path,
@@ -419,6 +420,10 @@ def _scoring_layers() -> list[fast_path.Layer]:
 
 
 FraudDetector.add_asgi_middleware(security.SecurityMiddleware, **SECURITY)
+FraudDetector.add_asgi_middleware(
+    api_document.ApiDocumentMiddleware,
+    render=lambda: api_document.document(FraudDetector.openapi_spec.asdict(), MODEL_TAG, FEATURES),
+)
 FraudDetector.add_asgi_middleware(
     fast_path.FrontDoor.install,
     endpoints=lambda: bentoml.get_current_service().endpoints,

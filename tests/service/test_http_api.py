@@ -256,6 +256,30 @@ def test_openapi_describes_every_endpoint(server):
     assert infer["responses"]["200"]["content"]["application/json"]["schema"]
 
 
+def test_the_api_document_is_the_projects_with_working_examples(server, served_tag):
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    assert spec["info"]["title"] == "fraud-bento"
+    assert spec["info"]["version"] == served_tag
+    assert "contact" not in spec["info"] and "BentoML" not in spec["info"]["description"]
+    groups = [tag["name"] for tag in spec["tags"]]
+    assert groups[0] == "scoring" and "Open Inference Protocol" in groups
+    for path, item in spec["paths"].items():
+        for operation in item.values():
+            assert operation["tags"][0] in groups, path
+    assert spec["paths"]["/predict"]["post"]["tags"] == ["scoring"]
+    assert spec["paths"]["/v2/models/{name}/config"]["get"]["tags"] == ["Open Inference Protocol"]
+    scoring = {
+        "/predict": "/predict",
+        "/predict_columns": "/predict_columns",
+        "/explain": "/explain",
+        "/v2/models/{name}/infer": "/v2/models/fraud_rf/infer",
+    }
+    for documented, path in scoring.items():
+        body = spec["paths"][documented]["post"]["requestBody"]["content"]["application/json"]
+        response = httpx.post(f"{server.url}{path}", json=body["example"], timeout=10)
+        assert response.status_code == 200, (documented, response.text)
+
+
 def test_docs_page_shows_the_whole_api_from_this_server(server):
     page = httpx.get(f"{server.url}/docs")
     assert page.status_code == 200 and "SwaggerUIBundle" in page.text
