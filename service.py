@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
 import model_store
+from monitoring.channel import ProcessConfig
 from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
 from monitoring.drift import SCORE_COLUMN
 from monitoring.feedback import Label
@@ -114,26 +115,24 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
     config = SETTINGS.monitoring
     telemetry.PRECISION_FLOOR.set(config.precision_floor)
     directory = _monitoring_directory()
-    process_config = {
-        "features": FEATURE_NAMES,
-        "monitored": [
-            f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features
-        ],
-        "directory": str(directory),
-        "window_s": config.window_s,
-        "drift_p_value": config.drift_p_value,
-        "drift_min_effect": config.drift_min_effect,
-        "max_queued_rows": config.max_queued_rows,
-        "profile_max_rows_per_s": config.profile_max_rows_per_s,
-        "feedback_db": str(config.feedback_db or directory / "feedback.db"),
-        "challenger_tag": CHALLENGER_TAG,
-        "database_url": config.database_url,
-        "realized_refresh_s": config.realized_refresh_s,
-        "model_tag": MODEL_TAG,
-        "realized_window_days": config.realized_window_days,
-        "prediction_retention_days": config.prediction_retention_days,
-        "log_level": SETTINGS.serving.log_level,
-    }
+    process_config = ProcessConfig(
+        features=FEATURE_NAMES,
+        monitored=[f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features],
+        directory=str(directory),
+        window_s=config.window_s,
+        drift_p_value=config.drift_p_value,
+        drift_min_effect=config.drift_min_effect,
+        max_queued_rows=config.max_queued_rows,
+        profile_max_rows_per_s=config.profile_max_rows_per_s,
+        feedback_db=str(config.feedback_db or directory / "feedback.db"),
+        challenger_tag=CHALLENGER_TAG,
+        database_url=config.database_url,
+        realized_refresh_s=config.realized_refresh_s,
+        model_tag=MODEL_TAG,
+        realized_window_days=config.realized_window_days,
+        prediction_retention_days=config.prediction_retention_days,
+        log_level=SETTINGS.serving.log_level,
+    )
     return MonitorClient(
         process_config,
         model_store.load_reference_profile(stored),
@@ -141,7 +140,7 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
         listeners=Listeners(
             on_drift=telemetry.record_drift,
             on_realized=telemetry.record_realized,
-            on_drop=telemetry.record_monitoring_drop,
+            on_count=telemetry.count,
             on_labels=telemetry.record_feedback,
         ),
     )

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from monitoring import channel
 from monitoring.feedback import FeedbackResult, Label, RealizedPerformance
 
@@ -43,14 +45,19 @@ class MonitoringUnavailable(RuntimeError):
 class Listeners:
     on_drift: Callable[[dict], None] = lambda report: None
     on_realized: Callable[[RealizedPerformance], None] = lambda realized: None
-    on_drop: Callable[[str, int], None] = lambda what, rows: None
+    on_count: Callable[[str, float], None] = lambda metric, value: None
     on_labels: Callable[[FeedbackResult], None] = lambda result: None
+
+
+# What the worker counts itself: rows it could not hand to the process (so neither profiled nor
+# logged). The process counts what it drops on its side (channel.Counted).
+DROPPED_METRICS = ("fraud_profiling_dropped_rows", "fraud_prediction_log_dropped_rows")
 
 
 class MonitorClient:
     def __init__(
         self,
-        config: dict,
+        config: channel.ProcessConfig,
         reference: bytes | None,
         *,
         max_queued_rows: int,
@@ -58,10 +65,9 @@ class MonitorClient:
     ):
         self._config = config
         self._reference = reference
-        self._n_features = len(config["features"])
         self._max_rows = max_queued_rows
         self._listeners = listeners
-        self._pending = channel.ScoredBatch(self._n_features)
+        self._pending = channel.ScoredBatch()
         self._process: subprocess.Popen | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._calls: dict[int, asyncio.Future] = {}
@@ -108,7 +114,7 @@ class MonitorClient:
         periodic hand-off (the kernel keeps what was written even if this worker dies)."""
         rows = len(scores)
         if not self.connected or self._pending.rows + rows > self._max_rows:
-            self._listeners.on_drop("all", rows)
+            self._dropped(rows)
             return
         self._pending.add(
             matrix, scores, decisions, request_id, model_tag, time.time(), transaction_ids
@@ -122,9 +128,7 @@ class MonitorClient:
         call = next(self._call_ids)
         done = asyncio.get_running_loop().create_future()
         self._calls[call] = done
-        self._writer.write(
-            channel.frame(channel.LABELS, call, [label.__dict__ for label in labels])
-        )
+        self._writer.write(channel.frame(channel.Labels(call, labels)))
         try:
             result = await done
         finally:
@@ -140,7 +144,7 @@ class MonitorClient:
         call = next(self._call_ids)
         done = asyncio.get_running_loop().create_future()
         self._calls[call] = done
-        self._writer.write(channel.frame(channel.FLEET_DRIFT, call))
+        self._writer.write(channel.frame(channel.FleetDrift(call)))
         try:
             return await done
         finally:
@@ -152,7 +156,7 @@ class MonitorClient:
             task.cancel()
         if self._writer is not None:
             self._send_pending()
-            self._writer.write(channel.frame(channel.CLOSE))
+            self._writer.write(channel.frame(channel.Close()))
             with contextlib.suppress(OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._writer.drain(), timeout)
             self._writer.close()
@@ -189,7 +193,7 @@ class MonitorClient:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        writer.write(channel.frame(channel.START, self._config, self._reference))
+        writer.write(channel.frame(channel.Start(channel.VERSION, self._config, self._reference)))
         self._writer = writer
         return reader
 
@@ -197,34 +201,36 @@ class MonitorClient:
         while True:
             header = await reader.readexactly(channel.HEADER.size)
             (size,) = channel.HEADER.unpack(header)
-            self._handle(channel.parse(await reader.readexactly(size)))
+            self._handle(channel.to_worker.decode(await reader.readexactly(size)))
 
-    def _handle(self, message: list) -> None:
-        kind = message[0]
-        if kind == channel.STATUS:
-            self.status = message[1]
-            self._up.set()
-        elif kind == channel.DRIFT:
-            self.latest_drift = message[1]
-            self._listeners.on_drift(message[1])
-        elif kind == channel.REALIZED:
-            realized = RealizedPerformance(**message[1])
-            self.realized_by_tag[realized.model_tag] = realized
-            if realized.model_tag == self._config["model_tag"]:
-                self.realized = realized
-            self._listeners.on_realized(realized)
-        elif kind == channel.DROPPED:
-            self._listeners.on_drop(message[1], message[2])
-        elif kind in (channel.LABELS_DONE, channel.FLEET_DRIFT_DONE):
-            _, call, result, error = message
-            done = self._calls.get(call)
-            if done is not None and not done.done():
-                if error is not None:
-                    done.set_exception(MonitoringUnavailable(error))
-                elif kind == channel.LABELS_DONE:
-                    done.set_result(FeedbackResult(**result))
-                else:
-                    done.set_result(result)
+    def _handle(self, message: channel.ToWorker) -> None:
+        match message:
+            case channel.Status():
+                self.status = msgspec.structs.asdict(message)
+                self._up.set()
+            case channel.Drift(report):
+                self.latest_drift = report
+                self._listeners.on_drift(report)
+            case channel.Realized(realized):
+                self.realized_by_tag[realized.model_tag] = realized
+                if realized.model_tag == self._config.model_tag:
+                    self.realized = realized
+                self._listeners.on_realized(realized)
+            case channel.Counted(metric, value):
+                self._listeners.on_count(metric, value)
+            case channel.LabelsDone(call, result, error) | channel.FleetDriftDone(
+                call, result, error
+            ):
+                done = self._calls.get(call)
+                if done is not None and not done.done():
+                    if error is not None:
+                        done.set_exception(MonitoringUnavailable(error))
+                    else:
+                        done.set_result(result)
+
+    def _dropped(self, rows: int) -> None:
+        for metric in DROPPED_METRICS:
+            self._listeners.on_count(metric, rows)
 
     def _lost(self) -> None:
         """The process is gone: what was waiting for it is dropped (counted) or failed."""
@@ -233,8 +239,8 @@ class MonitorClient:
         self._writer = None
         self.status = {}
         if self._pending.rows:
-            self._listeners.on_drop("all", self._pending.rows)
-            self._pending = channel.ScoredBatch(self._n_features)
+            self._dropped(self._pending.rows)
+            self._pending = channel.ScoredBatch()
         for done in self._calls.values():
             if not done.done():
                 done.set_exception(MonitoringUnavailable("the monitoring process stopped"))
@@ -253,9 +259,9 @@ class MonitorClient:
         batch = self._pending
         if not batch.rows or self._writer is None:
             return
-        self._pending = channel.ScoredBatch(self._n_features)
+        self._pending = channel.ScoredBatch()
         buffered = self._writer.transport.get_write_buffer_size()
         if buffered > self._max_rows * BYTES_PER_ROW:  # the process is not keeping up
-            self._listeners.on_drop("all", batch.rows)
+            self._dropped(batch.rows)
             return
         self._writer.write(batch.to_message())

@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,123 +32,126 @@ logger = logging.getLogger("fraud_bento.monitoring")
 
 
 class Sidecar:
-    def __init__(self, sock: socket.socket, config: dict, reference: bytes | None):
+    def __init__(self, sock: socket.socket, config: channel.ProcessConfig, reference: bytes | None):
         self._sock = sock
         self._send_lock = threading.Lock()
-        self._features = config["features"]
-        self._model_tag = config["model_tag"]
+        self._features = config.features
+        self._model_tag = config.model_tag
         self.profiler = RequestProfiler(
             reference=profiles.from_bytes(reference) if reference is not None else None,
             features=self._features,
-            monitored=config["monitored"],
-            directory=Path(config["directory"]),
-            window_s=config["window_s"],
-            thresholds=Thresholds(config["drift_p_value"], config["drift_min_effect"]),
-            max_queued_rows=config["max_queued_rows"],
-            max_rows_per_s=config["profile_max_rows_per_s"],
-            on_report=lambda report: self._send(channel.DRIFT, report.as_dict()),
-            on_drop=lambda rows: self._send(channel.DROPPED, "profiling", rows),
+            monitored=config.monitored,
+            directory=Path(config.directory),
+            window_s=config.window_s,
+            thresholds=Thresholds(config.drift_p_value, config.drift_min_effect),
+            max_queued_rows=config.max_queued_rows,
+            max_rows_per_s=config.profile_max_rows_per_s,
+            on_report=lambda report: self._send(channel.Drift(report.as_dict())),
+            on_drop=lambda rows: self._send(channel.Counted("fraud_profiling_dropped_rows", rows)),
         )
         self._status_sent: dict | None = None
         self.feedback: FeedbackStore | None = None
         self.feedback = self._feedback_store(config)
         self.send_status()
 
-    def _feedback_store(self, config: dict) -> FeedbackStore | None:
-        path = Path(config["feedback_db"])
-        where = "at FRAUD_MONITORING__DATABASE_URL" if config["database_url"] else str(path)
+    def _feedback_store(self, config: channel.ProcessConfig) -> FeedbackStore | None:
+        path = Path(config.feedback_db)
+        where = "at FRAUD_MONITORING__DATABASE_URL" if config.database_url else str(path)
         try:
-            log = open_log(config["database_url"], path)
+            log = open_log(config.database_url, path)
             return FeedbackStore(
                 log,
-                model_tag=config["model_tag"],
-                window_days=config["realized_window_days"],
-                retention_days=config["prediction_retention_days"],
-                max_queued_rows=config["max_queued_rows"],
-                realized_refresh_s=config["realized_refresh_s"],
-                on_realized=lambda realized: self._send(channel.REALIZED, asdict(realized)),
-                on_drop=lambda rows: self._send(channel.DROPPED, "prediction_log", rows),
+                model_tag=config.model_tag,
+                window_days=config.realized_window_days,
+                retention_days=config.prediction_retention_days,
+                max_queued_rows=config.max_queued_rows,
+                realized_refresh_s=config.realized_refresh_s,
+                on_realized=lambda realized: self._send(channel.Realized(realized)),
+                on_drop=lambda rows: self._send(
+                    channel.Counted("fraud_prediction_log_dropped_rows", rows)
+                ),
                 on_state=lambda state: self.send_status(),
-                challenger_tag=config.get("challenger_tag"),
+                challenger_tag=config.challenger_tag,
             )
         except (OSError, sqlite3.Error, IncompatibleLog) as error:
             logger.error("feedback unavailable: no prediction log %s: %s", where, error)
             return None
 
-    def _send(self, *message) -> None:
-        data = channel.frame(*message)
+    def _send(self, message: channel.ToWorker) -> None:
+        data = channel.frame(message)
         with self._send_lock, contextlib.suppress(OSError):  # the worker is gone: reads end
             self._sock.sendall(data)
 
     def send_status(self) -> None:
-        status = {
-            "profiling": self.profiler.available,
-            "feedback": self.feedback.state if self.feedback is not None else "unavailable",
-            "has_reference": self.profiler.has_reference,
-            "window_s": self.profiler.window_s,
-        }
+        status = channel.Status(
+            profiling=self.profiler.available,
+            feedback=self.feedback.state if self.feedback is not None else "unavailable",
+            has_reference=self.profiler.has_reference,
+            window_s=self.profiler.window_s,
+        )
         if status != self._status_sent:
             self._status_sent = status
-            self._send(channel.STATUS, status)
+            self._send(status)
 
-    def handle(self, message: list) -> bool:
+    def handle(self, message: channel.ToProcess) -> bool:
         """Apply one message; False when the worker asked to close."""
-        kind = message[0]
-        if kind == channel.SCORED:
-            matrix, scores, decisions, requests, ids = channel.scored_arrays(
-                message, len(self._features)
-            )
-            champion = self._champion_rows(requests, len(scores))
-            if champion.all():
-                self.profiler.submit(matrix, scores)
-            elif champion.any():  # a challenger's rows: the drift of the served traffic only
-                self.profiler.submit(matrix[champion], scores[champion])
-            if self.feedback is not None:
-                start = 0
-                for request_id, rows, tag, scored_at in requests:
-                    end = start + rows
-                    if request_id is not None:
-                        self.feedback.record(
-                            ScoredRequest(
-                                request_id,
-                                tag,
-                                scores[start:end],
-                                decisions[start:end],
-                                ids[start:end],
-                                scored_at,
-                            )
-                        )
-                    start = end
-            self.send_status()
-        elif kind == channel.LABELS:
-            _, call, labels = message
-            self._label(call, [Label(**label) for label in labels])
-        elif kind == channel.FLEET_DRIFT:
-            threading.Thread(target=self._fleet_drift, args=(message[1],), daemon=True).start()
-        elif kind == channel.CLOSE:
-            return False
+        match message:
+            case channel.Scored():
+                self._scored(message)
+            case channel.Labels(call, labels):
+                self._label(call, labels)
+            case channel.FleetDrift(call):
+                threading.Thread(target=self._fleet_drift, args=(call,), daemon=True).start()
+            case channel.Close():
+                return False
         return True
 
-    def _champion_rows(self, requests: list, rows: int) -> np.ndarray:
+    def _scored(self, message: channel.Scored) -> None:
+        matrix, scores, decisions = message.arrays(len(self._features))
+        requests, ids = message.requests, message.transaction_ids
+        champion = self._champion_rows(requests, len(scores))
+        if champion.all():
+            self.profiler.submit(matrix, scores)
+        elif champion.any():  # a challenger's rows: the drift of the served traffic only
+            self.profiler.submit(matrix[champion], scores[champion])
+        if self.feedback is not None:
+            start = 0
+            for request in requests:
+                end = start + request.rows
+                if request.request_id is not None:
+                    self.feedback.record(
+                        ScoredRequest(
+                            request.request_id,
+                            request.model_tag,
+                            scores[start:end],
+                            decisions[start:end],
+                            ids[start:end],
+                            request.scored_at,
+                        )
+                    )
+                start = end
+        self.send_status()
+
+    def _champion_rows(self, requests: list[channel.RequestSpan], rows: int) -> np.ndarray:
         mask = np.ones(rows, dtype=bool)
         start = 0
-        for _, count, tag, _ in requests:
-            if tag != self._model_tag:
-                mask[start : start + count] = False
-            start += count
+        for request in requests:
+            if request.model_tag != self._model_tag:
+                mask[start : start + request.rows] = False
+            start += request.rows
         return mask
 
     def _label(self, call: int, labels: list[Label]) -> None:
         if self.feedback is None:
-            self._send(channel.LABELS_DONE, call, None, "feedback unavailable: no prediction log")
+            self._send(channel.LabelsDone(call, None, "feedback unavailable: no prediction log"))
             return
 
         def reply(done) -> None:
             error = done.exception()
             if error is not None:
-                self._send(channel.LABELS_DONE, call, None, f"cannot record labels: {error}")
+                self._send(channel.LabelsDone(call, None, f"cannot record labels: {error}"))
             else:
-                self._send(channel.LABELS_DONE, call, asdict(done.result()), None)
+                self._send(channel.LabelsDone(call, done.result(), None))
 
         self.feedback.submit_labels(labels).add_done_callback(reply)
 
@@ -158,9 +160,9 @@ class Sidecar:
             report = self.profiler.fleet_report()
         except Exception as error:  # a damaged profile file of another replica, a lost mount
             logger.exception("fleet drift failed")
-            self._send(channel.FLEET_DRIFT_DONE, call, None, f"fleet drift failed: {error}")
+            self._send(channel.FleetDriftDone(call, None, f"fleet drift failed: {error}"))
             return
-        self._send(channel.FLEET_DRIFT_DONE, call, report and report.as_dict(), None)
+        self._send(channel.FleetDriftDone(call, report and report.as_dict(), None))
 
     def close(self) -> None:
         self.profiler.close()
@@ -178,7 +180,7 @@ def _messages(sock: socket.socket):
         body = stream.read(size)
         if len(body) < size:
             return
-        yield channel.parse(body)
+        yield channel.to_process.decode(body)
 
 
 def main() -> None:
@@ -193,12 +195,17 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     messages = _messages(sock)
     first = next(messages, None)
-    if first is None or first[0] != channel.START:
+    if not isinstance(first, channel.Start):
         return
-    _, config, reference = first
+    if first.version != channel.VERSION:
+        sys.exit(
+            f"monitoring process: channel version {first.version} from the worker, this "
+            f"process speaks {channel.VERSION}: the worker and monitoring/ come from two releases"
+        )
+    config, reference = first.config, first.reference
     logging.basicConfig(
         stream=sys.stderr,
-        level=config["log_level"],
+        level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s (monitoring process): %(message)s",
     )
     sidecar = Sidecar(sock, config, reference)

@@ -195,13 +195,17 @@ def observe_loop(lags: list[float], gc_pauses: list[tuple[float, int]]) -> None:
         GC_PAUSE.labels(generation=str(generation)).observe(seconds)
 
 
-def record_monitoring_drop(what: str, rows: int) -> None:
-    """Rows the monitoring process did not take: "profiling", "prediction_log", or "all" (the
-    hand-off to the process itself was full or the process was down)."""
-    if what in ("profiling", "all"):
-        PROFILING_DROPPED.inc(rows)
-    if what in ("prediction_log", "all"):
-        PREDICTION_LOG_DROPPED.inc(rows)
+# Counters the monitoring process (and the worker's hand-off to it) add to, by metric name
+# (monitoring/channel.py, `Counted`): a new one is declared above and registered here.
+COUNTED = {
+    "fraud_profiling_dropped_rows": PROFILING_DROPPED,
+    "fraud_prediction_log_dropped_rows": PREDICTION_LOG_DROPPED,
+}
+
+
+def count(metric: str, value: float) -> None:
+    """Add to a counter the monitoring side keeps (an unknown name is a programming error)."""
+    COUNTED[metric].inc(value)
 
 
 def observe_many(histogram, values: np.ndarray) -> None:

@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
+from monitoring import channel
+from monitoring.channel import ProcessConfig
 from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
 from monitoring.feedback import Label
 
@@ -18,8 +23,8 @@ pytestmark = pytest.mark.slow
 FEATURES = ["amount", "night"]
 
 
-def _config(folder, **overrides) -> dict:
-    return {
+def _config(folder, **overrides) -> ProcessConfig:
+    defaults = {
         "features": FEATURES,
         "monitored": FEATURES,
         "directory": str(folder / "profiles"),
@@ -35,16 +40,16 @@ def _config(folder, **overrides) -> dict:
         "realized_window_days": 30.0,
         "prediction_retention_days": 90.0,
         "log_level": "INFO",
-        **overrides,
     }
+    return ProcessConfig(**{**defaults, **overrides})
 
 
 class Drops:
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
 
-    def __call__(self, what: str, rows: int) -> None:
-        self.rows[what] = self.rows.get(what, 0) + rows
+    def __call__(self, metric: str, rows: float) -> None:
+        self.rows[metric] = self.rows.get(metric, 0) + rows
 
 
 def _record(client: MonitorClient, request_id: str, ids: list[str], scores) -> None:
@@ -87,7 +92,7 @@ def test_a_full_hand_off_drops_and_counts_and_never_waits(tmp_path):
 
     async def run():
         client = MonitorClient(
-            _config(tmp_path), None, max_queued_rows=10, listeners=Listeners(on_drop=drops)
+            _config(tmp_path), None, max_queued_rows=10, listeners=Listeners(on_count=drops)
         )
         await client.start()
         started = time.perf_counter()
@@ -98,7 +103,11 @@ def test_a_full_hand_off_drops_and_counts_and_never_waits(tmp_path):
         return elapsed
 
     elapsed = asyncio.run(run())
-    assert drops.rows == {"all": 15}  # whole requests: 3 fit (9 rows), 5 are dropped
+    # whole requests: 3 fit (9 rows), 5 are dropped, neither profiled nor logged
+    assert drops.rows == {
+        "fraud_profiling_dropped_rows": 15,
+        "fraud_prediction_log_dropped_rows": 15,
+    }
     assert elapsed < 0.05
 
 
@@ -107,7 +116,7 @@ def test_a_killed_process_is_replaced_and_scoring_calls_never_fail(tmp_path):
 
     async def run():
         client = MonitorClient(
-            _config(tmp_path), None, max_queued_rows=1000, listeners=Listeners(on_drop=drops)
+            _config(tmp_path), None, max_queued_rows=1000, listeners=Listeners(on_count=drops)
         )
         await client.start()
         first = client.pid
@@ -125,5 +134,21 @@ def test_a_killed_process_is_replaced_and_scoring_calls_never_fail(tmp_path):
 
     first, second, restarts, result = asyncio.run(run())
     assert second != first and restarts == 1
-    assert drops.rows["all"] >= 1
+    assert drops.rows["fraud_prediction_log_dropped_rows"] >= 1
     assert result.matched == 1
+
+
+def test_a_process_of_another_channel_version_refuses_by_name(tmp_path):
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitoring.sidecar", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    theirs.close()
+    ours.sendall(channel.frame(channel.Start(channel.VERSION - 1, _config(tmp_path), None)))
+    _, stderr = process.communicate(timeout=60)
+    ours.close()
+    assert process.returncode != 0
+    assert f"channel version {channel.VERSION - 1} from the worker" in stderr
