@@ -36,9 +36,10 @@ from serving import (
     grpc_server,
     http_app,
     logs,
+    metrics,
     schema,
     security,
-    telemetry,
+    traffic,
 )
 from serving.batching import Overloaded
 from serving.challenger import Challenger
@@ -71,7 +72,7 @@ FEATURES = STORED_MODEL.schema
 FEATURE_NAMES = FEATURES.names
 schema.document_validation_errors()
 Transaction = contract.transaction_model(
-    FEATURES, on_invalid=lambda fields: telemetry.record_rejection("http", fields)
+    FEATURES, on_invalid=lambda fields: traffic.record_rejection("http", fields)
 )
 PredictBatch = Annotated[
     list[Transaction], Field(**contract.rows_bounds(SETTINGS.serving.max_rows_per_request))
@@ -113,7 +114,7 @@ def _monitoring_directory() -> Path:
 def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
     """The worker's monitoring process: profiling, drift and the prediction log."""
     config = SETTINGS.monitoring
-    telemetry.PRECISION_FLOOR.set(config.precision_floor)
+    metrics.PRECISION_FLOOR.set(config.precision_floor)
     directory = _monitoring_directory()
     process_config = ProcessConfig(
         features=FEATURE_NAMES,
@@ -138,10 +139,10 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
         model_store.load_reference_profile(stored),
         max_queued_rows=config.max_queued_rows,
         listeners=Listeners(
-            on_drift=telemetry.record_drift,
-            on_realized=telemetry.record_realized,
-            on_count=telemetry.count,
-            on_labels=telemetry.record_feedback,
+            on_drift=metrics.record_drift,
+            on_realized=metrics.record_realized,
+            on_count=metrics.count,
+            on_labels=metrics.record_feedback,
         ),
     )
 
@@ -205,13 +206,13 @@ class FraudDetector:
         )
 
         def scored(matrix, scores, decisions, request_id, transaction_ids) -> None:
-            telemetry.TALLY.add_scores(CHALLENGER_TAG, scores, int(decisions.sum()))
+            traffic.TALLY.add_scores(CHALLENGER_TAG, scores, int(decisions.sum()))
             if SETTINGS.monitoring.enabled:
                 self.monitor.record(
                     matrix, scores, decisions, request_id, CHALLENGER_TAG, transaction_ids
                 )
 
-        telemetry.record_roles(
+        metrics.record_roles(
             MODEL_TAG, CHALLENGER_TAG, config.canary_share if config.mode == "canary" else 0.0
         )
         return Challenger(
@@ -238,7 +239,7 @@ class FraudDetector:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.background = [
-            loop.create_task(telemetry.flush_tally_periodically()),
+            loop.create_task(traffic.flush_tally_periodically()),
             loop.create_task(self.loop_watch.run()),
         ]
         await self.monitor.start()
@@ -256,7 +257,7 @@ class FraudDetector:
     async def stop(self) -> None:
         for task in self.background:
             task.cancel()
-        telemetry.TALLY.flush()
+        traffic.TALLY.flush()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import codec, oip_json, telemetry
+from serving import codec, oip_json, traffic
 from serving.errors import InvalidInput, ServingError
 from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
@@ -72,7 +72,7 @@ class ScoringEndpoints:
         try:
             matrix, ids = self.columns.arrange(columns, data, ids)
         except InvalidInput as error:
-            telemetry.record_rejection("http", {v.field for v in error.violations})
+            traffic.record_rejection("http", {v.field for v in error.violations})
             raise
         try:
             return await self.predict(matrix, ids, request_id, False, durable)
@@ -134,7 +134,7 @@ class FrontDoor:
                 if not isinstance(application.middleware_stack, cls):
                     application.middleware_stack = cls(application.middleware_stack, **options)
             elif scope["type"] == "http" and scope["path"] == "/metrics":
-                telemetry.TALLY.flush()  # this worker's latest counts, before it answers
+                traffic.TALLY.flush()  # this worker's latest counts, before it answers
             await app(scope, receive, send)
 
         return installer
@@ -191,14 +191,14 @@ class _Measured:
                 await self.app(scope, receive_tracked, send_status)
         except TimeoutError:
             if status == CLIENT_CLOSED:  # nothing sent yet
-                telemetry.TALLY.add_outcome("http", "timeout")
+                traffic.TALLY.add_outcome("http", "timeout")
                 late = 504 if body_done else 408
                 what = "processed" if body_done else "received"
                 message = f"the request was not {what} within {self.timeout_s:g} s"
                 headers = [(b"content-type", JSON), (b"connection", b"close")]
                 await _respond(send_status, late, codec.encode({"error": message}), headers)
         finally:
-            telemetry.TALLY.add_http(scope["path"], status, time.perf_counter() - started)
+            traffic.TALLY.add_http(scope["path"], status, time.perf_counter() - started)
 
 
 class _LeanScoring:
@@ -235,7 +235,7 @@ class _LeanScoring:
             return
         except Exception:
             logger.exception("scoring failed on %s", path)
-            telemetry.TALLY.add_outcome("http", "error")
+            traffic.TALLY.add_outcome("http", "error")
             await _respond(send, 500, codec.encode({"error": "internal error"}))
             return
         await _respond(send, 200, payload)

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serving import oip, telemetry
+from serving import oip, traffic
 from serving.errors import ServingError
 from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
@@ -118,10 +118,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         except ServingError as error:
             if isinstance(error, oip.OIPError) and error.status == 400:
-                telemetry.record_rejection("grpc", {"request"})  # the scorer counts its own
+                traffic.record_rejection("grpc", {"request"})  # the scorer counts its own
             await _abort(context, oip.OIPError.of(error))
         except Exception:
-            telemetry.TALLY.add_outcome("grpc", "error")
+            traffic.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         result = oip.InferResult(decided.probabilities, decided.decisions)

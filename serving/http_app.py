@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
-from serving import oip, oip_json, telemetry
+from serving import oip, oip_json
+from serving.stats import STATS
 
 # FastAPI's own /docs would show only these routes, with Swagger UI from a CDN: /docs below
 # shows BentoML's whole document (/docs.json) with the Swagger UI files BentoML serves.
@@ -102,7 +103,7 @@ def stats() -> dict:
         # Each API worker keeps its own figures; /metrics adds every worker's up (BentoML's
         # Prometheus multiprocess mode), and realized figures come from the shared log.
         "scope": {"of": "worker", "pid": os.getpid(), "workers": service.workers},
-        **telemetry.STATS.snapshot(),
+        **STATS.snapshot(),
         "event_loop_stalls": service.loop_watch.stalls,
         "realized": service.monitor.realized.as_dict() if service.monitor.realized else None,
     }

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 
-from serving import telemetry
+from serving import metrics
 
 logger = logging.getLogger("fraud_bento.stalls")
 TICK_S = 0.01
@@ -60,7 +60,7 @@ class LoopWatch:
     def flush(self) -> None:
         lags, self._lags = self._lags, []
         pauses, self._unrecorded = self._unrecorded, []
-        telemetry.observe_loop(lags, pauses)
+        metrics.observe_loop(lags, pauses)
 
     def _report(self, due: float, now: float, lag: float) -> None:
         self.stalls += 1

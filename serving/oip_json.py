@@ -9,7 +9,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 from msgspec import Meta
 
-from serving import oip, telemetry
+from serving import oip, traffic
 from serving.codec import encode
 from serving.errors import ServingError
 from serving.scorer import Scorer, chosen_by_client, request_id_or_new
@@ -153,7 +153,7 @@ async def infer(
         )
     except ServingError as error:
         if isinstance(error, oip.OIPError) and error.status == 400:
-            telemetry.record_rejection("oip_http", {"request"})  # the scorer counts its own
+            traffic.record_rejection("oip_http", {"request"})  # the scorer counts its own
         refusal = oip.OIPError.of(error)
         return Reply(refusal.status, encode(refusal.payload()))
     result = oip.InferResult(decided.probabilities, decided.decisions)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import telemetry
+from serving import metrics, stats, traffic
 from serving.batching import AdaptiveBatcher, Overloaded
 from serving.challenger import Challenger
 from serving.contract import MatrixCheck
@@ -91,7 +91,7 @@ class Scorer:
             inline_max_rows=config.inline_max_rows,
             on_batch=self._on_batch,
         )
-        telemetry.MODEL_INFO.labels(
+        metrics.MODEL_INFO.labels(
             model_tag=model.tag,
             feature_hash=model.stored.labels.get("feature_hash", ""),
             sha256=model.stored.labels.get("sha256", ""),
@@ -100,8 +100,8 @@ class Scorer:
 
     @staticmethod
     def _on_batch(rows: int, requests: int) -> None:
-        telemetry.TALLY.add_batch(rows, requests)
-        telemetry.STATS.record_batch(rows)
+        traffic.TALLY.add_batch(rows, requests)
+        stats.STATS.record_batch(rows)
 
     async def score(
         self,
@@ -126,14 +126,14 @@ class Scorer:
                 self.check(matrix)
         except InvalidInput as error:
             fields = {v.field for v in error.violations}
-            telemetry.record_rejection(protocol, fields)
+            traffic.record_rejection(protocol, fields)
             self._log(protocol, request_id, len(matrix), started, "invalid", sorted(fields))
             raise
         try:
             probabilities = await self.batcher.score(matrix)
         except Overloaded:
-            telemetry.TALLY.add_outcome(protocol, "overloaded")
-            telemetry.STATS.record_error("overloaded")
+            traffic.TALLY.add_outcome(protocol, "overloaded")
+            stats.STATS.record_error("overloaded")
             self._log(protocol, request_id, len(matrix), started, "overloaded")
             raise
         decisions = probabilities >= self.model.threshold
@@ -142,8 +142,8 @@ class Scorer:
                 Scored(matrix, probabilities, decisions, request_id, transaction_ids, durable)
             )
         frauds = int(decisions.sum())
-        telemetry.TALLY.add(protocol, self.model.tag, probabilities, frauds)
-        telemetry.STATS.record_request(
+        traffic.TALLY.add(protocol, self.model.tag, probabilities, frauds)
+        stats.STATS.record_request(
             protocol, len(probabilities), frauds, time.perf_counter() - started
         )
         if self._log_requests:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving import telemetry
+from serving import metrics, traffic
 from settings import SecurityConfig
 
 KEYS_ENV = "FRAUD_API_KEYS"
@@ -167,18 +167,18 @@ class SecurityMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         presented = _presented_key(headers)
         if not self.guard.authenticate(presented):
-            telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="unauthenticated").inc()
+            metrics.SECURITY_REFUSALS.labels(protocol="http", reason="unauthenticated").inc()
             await _respond(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
             return
         address = (scope.get("client") or ("unknown", 0))[0]
         wait = self.guard.retry_after(self.guard.client_of(presented, address))
         if wait > 0:
-            telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="rate_limited").inc()
+            metrics.SECURITY_REFUSALS.labels(protocol="http", reason="rate_limited").inc()
             retry = str(max(1, int(wait + 0.999))).encode()
             await _respond(send, 429, {"error": "too many requests"}, [(b"retry-after", retry)])
             return
         if scope["method"] == "POST" and not _accepted_body(scope["path"], headers):
-            telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="media_type").inc()
+            metrics.SECURITY_REFUSALS.labels(protocol="http", reason="media_type").inc()
             message = (
                 "Content-Type must be application/json (OIP infer also takes "
                 "application/octet-stream with an Inference-Header-Content-Length header)"
@@ -222,7 +222,7 @@ class SecurityMiddleware:
                 return b"".join(parts)
 
     async def _too_large(self, send: Send) -> None:
-        telemetry.SECURITY_REFUSALS.labels(protocol="http", reason="too_large").inc()
+        metrics.SECURITY_REFUSALS.labels(protocol="http", reason="too_large").inc()
         limit = f"request body larger than {self.max_body_bytes} bytes"
         await _respond(send, 413, {"error": limit})
 
@@ -253,14 +253,14 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
 
         async def guarded(request, context):
             if request is _MALFORMED:
-                telemetry.record_rejection("grpc", {"request"})
+                traffic.record_rejection("grpc", {"request"})
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
             if not guard.authenticate(presented):
-                telemetry.SECURITY_REFUSALS.labels(protocol="grpc", reason="unauthenticated").inc()
+                metrics.SECURITY_REFUSALS.labels(protocol="grpc", reason="unauthenticated").inc()
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
             client = guard.client_of(presented, context.peer().rsplit(":", 1)[0])
             if guard.retry_after(client) > 0:
-                telemetry.SECURITY_REFUSALS.labels(protocol="grpc", reason="rate_limited").inc()
+                metrics.SECURITY_REFUSALS.labels(protocol="grpc", reason="rate_limited").inc()
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
             return await handler.unary_unary(request, context)
 

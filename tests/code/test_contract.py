@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
-from serving import codec, contract, schema, telemetry
+from serving import codec, contract, metrics, schema
 from serving.errors import InvalidBody, InvalidInput
 from serving.scorer import Decided
 from settings import ColumnsConfig
@@ -246,7 +246,7 @@ def test_bulk_observation_equals_one_observe_per_value():
     values = np.array([0.0, 0.1, 0.10001, 0.5, 0.7, 1.0, 3.0, 0.05])
     for value in values:
         one.observe(value)
-    telemetry.observe_many(bulk, values)
+    metrics.observe_many(bulk, values)
 
     def samples(name):
         return {
