@@ -25,6 +25,7 @@ from itertools import repeat
 import numpy as np
 from sklearn.metrics import average_precision_score
 
+from monitoring.budget import RowBudget
 from monitoring.prediction_log import LogUnavailable, PredictionLog
 
 logger = logging.getLogger("fraud_bento.feedback")
@@ -136,16 +137,15 @@ class FeedbackStore:
         self._tags = [model_tag] + ([challenger_tag] if challenger_tag else [])
         self._window_days = window_days
         self._retention_s = retention_days * 86400
-        self._max_rows = max_queued_rows
         self._refresh_s = realized_refresh_s
         self._on_realized = on_realized
         self._on_drop = on_drop
+        # waiting in the queue or for the database to come back
+        self._budget = RowBudget(max_queued_rows, on_drop)
         self._on_labels = on_labels
         self._on_state = on_state
         self._queue: queue.Queue = queue.Queue()
-        self._queued_rows = 0  # waiting in the queue or for the database to come back
         self._unwritten: list[ScoredRequest] = []
-        self._lock = threading.Lock()
         self.state = AVAILABLE
         self._last_purge = 0.0
         self._last_refresh = 0.0
@@ -158,13 +158,8 @@ class FeedbackStore:
         self._thread.start()
 
     def record(self, scored: ScoredRequest) -> None:
-        rows = len(scored.scores)
-        with self._lock:
-            if self._queued_rows + rows > self._max_rows:
-                self._on_drop(rows)
-                return
-            self._queued_rows += rows
-        self._queue.put(scored)
+        if self._budget.take(len(scored.scores)):
+            self._queue.put(scored)
 
     def submit_labels(self, labels: list[Label]) -> Future:
         """A future of the FeedbackResult, resolved once the labels are committed."""
@@ -264,8 +259,7 @@ class FeedbackStore:
         except self.log.driver_errors:
             logger.exception("feedback store: cannot log %d predictions", len(rows))
             self._on_drop(len(rows))
-        with self._lock:
-            self._queued_rows -= len(rows)
+        self._budget.release(len(rows))
         self._unwritten = []
         self._set_state(AVAILABLE)
 

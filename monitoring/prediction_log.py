@@ -49,6 +49,15 @@ ROW_VALUES = 8
 INSERT_CHUNK_ROWS = 4000  # 8 values a row: within SQLite's 32,766 and PostgreSQL's 65,535
 
 
+LABEL_BY_TRANSACTION = (
+    "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ? WHERE transaction_id = ?"
+)
+LABEL_BY_REQUEST = (
+    "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
+    " WHERE request_id = ? AND position = 0"
+)
+
+
 class IncompatibleLog(RuntimeError):
     """The prediction log was written by another schema version."""
 
@@ -94,15 +103,8 @@ class PredictionLog:
         """Set (transaction_id, label, label_time, labelled_at): rows matched, per label."""
         matched = []
         with self._transaction() as cursor:
-            for transaction_id, label, label_time, now in labels:
-                cursor.execute(
-                    self._sql(
-                        "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
-                        " WHERE transaction_id = ?"
-                    ),
-                    (label, label_time, now, transaction_id),
-                )
-                matched.append(cursor.rowcount)
+            for transaction_id, *label in labels:
+                matched.append(self._label(cursor, LABEL_BY_TRANSACTION, transaction_id, label))
         return matched
 
     def label_requests(self, labels: list[tuple[str, int, float, float]]) -> list[int | None]:
@@ -120,15 +122,21 @@ class PredictionLog:
                 if any(rows > 1 for (rows,) in cursor.fetchall()):
                     matched.append(None)
                     continue
-                cursor.execute(
-                    self._sql(
-                        "UPDATE predictions SET label = ?, label_time = ?, labelled_at = ?"
-                        " WHERE request_id = ? AND position = 0"
-                    ),
-                    (label, label_time, now, request_id),
+                matched.append(
+                    self._label(
+                        cursor,
+                        LABEL_BY_REQUEST,
+                        request_id,
+                        (label, label_time, now),
+                    )
                 )
-                matched.append(cursor.rowcount)
         return matched
+
+    def _label(self, cursor, statement: str, key: str, label) -> int:
+        """Set (label, label_time, labelled_at) on the rows `statement` names by `key`: how
+        many matched."""
+        cursor.execute(self._sql(statement), (*label, key))
+        return cursor.rowcount
 
     def labelled(self, model_tag: str, since: float) -> list[tuple[int, float, int]]:
         """(label, score, decision) of the model's labelled predictions scored since then."""

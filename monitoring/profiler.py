@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring import whylogs_adapter as profiles
+from monitoring.budget import RowBudget
 from monitoring.drift import DRIFT, SCORE_COLUMN, FeatureDrift, Thresholds, compare
 
 logger = logging.getLogger("fraud_bento.monitoring")
@@ -147,16 +148,13 @@ class RequestProfiler:
         self._directory = directory
         self.window_s = window_s
         self._thresholds = thresholds
-        self._max_rows = max_queued_rows
         self._rows_per_s = max_rows_per_s
         self._allowance = max_rows_per_s * BURST_S
         self._last_profiled = time.monotonic()
         self._rng = np.random.default_rng()
         self._on_report = on_report
-        self._on_drop = on_drop
+        self._budget = RowBudget(max_queued_rows, on_drop)
         self._queue: queue.Queue = queue.Queue()
-        self._queued_rows = 0
-        self._lock = threading.Lock()
         self._window: profiles.ProfileView | None = None
         self._window_rows = 0
         self._window_scored = 0
@@ -173,12 +171,8 @@ class RequestProfiler:
         return self._reference is not None
 
     def submit(self, matrix: np.ndarray, scores: np.ndarray) -> None:
-        with self._lock:
-            if self._queued_rows + len(matrix) > self._max_rows:
-                self._on_drop(len(matrix))
-                return
-            self._queued_rows += len(matrix)
-        self._queue.put((time.time(), matrix, scores))
+        if self._budget.take(len(matrix)):
+            self._queue.put((time.time(), matrix, scores))
 
     def _drain(self) -> list[tuple[float, pd.DataFrame]]:
         """What arrived since the last call, as one frame per window it arrived in (rows
@@ -189,8 +183,7 @@ class RequestProfiler:
                 parts.append(self._queue.get_nowait())
         if not parts:
             return []
-        with self._lock:
-            self._queued_rows -= sum(len(matrix) for _, matrix, _ in parts)
+        self._budget.release(sum(len(matrix) for _, matrix, _ in parts))
         frames = []
         for start, group in groupby(parts, key=lambda p: window_bounds(p[0], self.window_s)[0]):
             group = list(group)

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from serving import oip, oip_json
+from serving.errors import ServingError
 from serving.stats import STATS
 
 # FastAPI's own /docs would show only these routes, with Swagger UI from a CDN: /docs below
@@ -57,8 +58,10 @@ def _service():
     return bentoml.get_current_service()
 
 
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+@app.exception_handler(ServingError)
+def _refused(request: Request, error: ServingError) -> JSONResponse:
+    """The one mapping of serving errors to answers on these routes."""
+    return JSONResponse(error.payload(), status_code=error.status)
 
 
 @app.get("/docs", include_in_schema=False)
@@ -154,30 +157,21 @@ def _model_or_error(name: str, version: str | None):
 @app.get("/v2/models/{name}")
 @app.get("/v2/models/{name}/versions/{version}")
 def model_metadata(name: str, version: str | None = None):
-    try:
-        _model_or_error(name, version)
-        return oip.model_metadata(_service().runtime, _challenger())
-    except oip.OIPError as error:
-        return _error(str(error), error.status)
+    _model_or_error(name, version)
+    return oip.model_metadata(_service().runtime, _challenger())
 
 
 @app.get("/v2/models/{name}/config")
 @app.get("/v2/models/{name}/versions/{version}/config")
 def model_config(name: str, version: str | None = None):
     """The model configuration (Triton's extension): the feature order is in `parameters`."""
-    try:
-        return oip.model_config(_model_or_error(name, version))
-    except oip.OIPError as error:
-        return _error(str(error), error.status)
+    return oip.model_config(_model_or_error(name, version))
 
 
 @app.get("/v2/models/{name}/ready")
 @app.get("/v2/models/{name}/versions/{version}/ready")
 def model_ready(name: str, version: str | None = None):
-    try:
-        _model_or_error(name, version)
-    except oip.OIPError as error:
-        return _error(str(error), error.status)
+    _model_or_error(name, version)
     return {"name": name, "ready": True}
 
 

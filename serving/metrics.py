@@ -69,24 +69,19 @@ DRIFT_DETECTED = _gauge(
     "1 when the latest profiling window drifted from the reference on any feature.",
     mode="max",
 )
-DRIFT_STATISTIC = _gauge(
-    "fraud_drift_statistic",
-    "Drift test statistic of the latest window (KS distance or Cramér's V).",
-    labels=["feature"],
-    mode="max",
-)
-DRIFT_P_VALUE = _gauge(
-    "fraud_drift_p_value",
-    "Drift test p-value of the latest window.",
-    labels=["feature"],
-    mode="min",
-)
-DRIFT_CATEGORY = _gauge(
-    "fraud_drift_category",
-    "0 no drift, 1 possible drift, 2 drift, in the latest window.",
-    labels=["feature"],
-    mode="max",
-)
+# Per feature, of the latest profiling window: how its values combine across workers differs.
+DRIFT_BY_FEATURE = {
+    name: _gauge(f"fraud_drift_{name}", documentation, ["feature"], mode)
+    for name, documentation, mode in [
+        (
+            "statistic",
+            "Drift test statistic of the latest window (KS distance or Cramér's V).",
+            "max",
+        ),
+        ("p_value", "Drift test p-value of the latest window.", "min"),
+        ("category", "0 no drift, 1 possible drift, 2 drift, in the latest window.", "max"),
+    ]
+}
 PROFILING_DROPPED = _counter(
     "fraud_profiling_dropped_rows",
     "Scored rows not profiled because the profiler's queue was full.",
@@ -105,30 +100,32 @@ FEEDBACK_LABELS = _counter(
     "Labels received on /feedback by outcome: matched, unknown or ambiguous id.",
     labels=["outcome"],
 )
-REALIZED_PRECISION = _gauge(
-    "fraud_realized_precision",
-    "Precision of the served decisions on labelled predictions (NaN: undefined).",
-    labels=["model_tag"],
-    mode="mostrecent",
-)
-REALIZED_RECALL = _gauge(
-    "fraud_realized_recall",
-    "Recall of the served decisions on labelled predictions (NaN: undefined).",
-    labels=["model_tag"],
-    mode="mostrecent",
-)
-REALIZED_PR_AUC = _gauge(
-    "fraud_realized_pr_auc",
-    "PR-AUC (average precision) of the scores of labelled predictions.",
-    labels=["model_tag"],
-    mode="mostrecent",
-)
-LABELLED_PREDICTIONS = _gauge(
-    "fraud_labelled_predictions",
-    "Labelled predictions in the realized-performance window.",
-    labels=["model_tag"],
-    mode="mostrecent",
-)
+# Every worker reads the same prediction log, so the latest computation is the right value.
+REALIZED = {
+    figure: _gauge(name, documentation, ["model_tag"], "mostrecent")
+    for figure, name, documentation in [
+        (
+            "precision",
+            "fraud_realized_precision",
+            "Precision of the served decisions on labelled predictions (NaN: undefined).",
+        ),
+        (
+            "recall",
+            "fraud_realized_recall",
+            "Recall of the served decisions on labelled predictions (NaN: undefined).",
+        ),
+        (
+            "pr_auc",
+            "fraud_realized_pr_auc",
+            "PR-AUC (average precision) of the scores of labelled predictions.",
+        ),
+        (
+            "labelled",
+            "fraud_labelled_predictions",
+            "Labelled predictions in the realized-performance window.",
+        ),
+    ]
+}
 PRECISION_FLOOR = _gauge(
     "fraud_realized_precision_floor",
     "Configured least acceptable realized precision (the alert threshold).",
@@ -169,10 +166,8 @@ def record_realized(realized) -> None:
     if _ROLES and {_ROLES["champion"], _ROLES["challenger"]} <= _PRECISION.keys():
         gap = _PRECISION[_ROLES["champion"]] - _PRECISION[_ROLES["challenger"]]
         CHALLENGER_PRECISION_GAP.set(gap)
-    REALIZED_PRECISION.labels(model_tag=tag).set(realized.precision)
-    REALIZED_RECALL.labels(model_tag=tag).set(realized.recall)
-    REALIZED_PR_AUC.labels(model_tag=tag).set(realized.pr_auc)
-    LABELLED_PREDICTIONS.labels(model_tag=tag).set(realized.labelled)
+    for figure, gauge in REALIZED.items():
+        gauge.labels(model_tag=tag).set(getattr(realized, figure))
 
 
 def record_roles(champion_tag: str, challenger_tag: str, canary_share: float) -> None:
@@ -192,9 +187,9 @@ def record_drift(report: dict) -> None:
     DRIFT_DETECTED.set(1 if report["drift_detected"] else 0)
     for feature in report["features"]:
         name = feature["feature"]
-        DRIFT_STATISTIC.labels(feature=name).set(feature["statistic"])
-        DRIFT_P_VALUE.labels(feature=name).set(feature["p_value"])
-        DRIFT_CATEGORY.labels(feature=name).set(DRIFT_LEVELS[feature["category"]])
+        levels = {**feature, "category": DRIFT_LEVELS[feature["category"]]}
+        for figure, gauge in DRIFT_BY_FEATURE.items():
+            gauge.labels(feature=name).set(levels[figure])
 
 
 def observe_loop(lags: list[float], gc_pauses: list[tuple[float, int]]) -> None:
