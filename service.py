@@ -35,6 +35,7 @@ from serving import (
     fast_path,
     grpc_server,
     http_app,
+    kserve_v1,
     logs,
     metrics,
     schema,
@@ -87,7 +88,7 @@ FeedbackBatch = Annotated[
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
 # The scoring routes: BentoML's per-request access log line, traffic metrics and OpenTelemetry
 # span cost several times the scoring itself; they stay on for every other route.
-SCORING_PATHS = ["/predict", "/predict_columns", "/v2/models/"]
+SCORING_PATHS = ["/predict", "/predict_columns", "/v2/models/", "/v1/models/"]
 logger = logging.getLogger("fraud_bento.service")
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -180,6 +181,7 @@ class FraudDetector:
             self.scorer,
             codec.RowsDecoder(FEATURES, Transaction, max_rows),
             codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
+            kserve_v1.V1Decoder(FEATURES, Transaction, max_rows),
         )
         self.explainer = Explainer(self.runtime)
         self.loop_watch = LoopWatch(SETTINGS.serving.stall_log_ms)

@@ -26,6 +26,7 @@ DESCRIPTION = """Scores payment transactions with the pinned fraud model.
 - **Explanations and labels**: `/explain` gives SHAP contributions, `/feedback` takes delayed
   labels for earlier predictions.
 - **Open Inference Protocol** (KServe v2) under `/v2`: JSON or binary tensors; the same over gRPC.
+  KServe's V1 protocol (its SDK's default): `/v1/models/fraud_rf:predict` with `instances`.
 - **Model**: `/model_info` lists the features with their types and ranges; `/challenger`.
 - **Monitoring**: `/drift`, `/stats` and Prometheus metrics on `/metrics`.
 
@@ -34,7 +35,11 @@ Every answer carries `X-Request-ID` (yours when you send one). With API keys con
 GROUPS = [
     ("scoring", "Score transactions.", ("/predict", "/predict_columns")),
     ("explanations and labels", "Why a score, and what happened.", ("/explain", "/feedback")),
-    ("Open Inference Protocol", "KServe v2 over HTTP (gRPC on its own port).", ("/v2",)),
+    (
+        "Open Inference Protocol",
+        "KServe v2 over HTTP (gRPC on its own port), and KServe's V1 protocol.",
+        ("/v2", "/v1"),
+    ),
     ("model", "What is served.", ("/model_info", "/challenger")),
     ("monitoring", "Drift, figures and metrics.", ("/drift", "/stats", "/metrics")),
     ("health", "Probes.", ("/health", "/livez", "/readyz", "/v2/health")),
@@ -73,6 +78,7 @@ def examples(schema: FeatureSchema) -> dict[str, dict]:
             "transaction_ids": ["tx-1"],
         },
         "/explain": {"transactions": [row], "top_k": 3},
+        "/v1/models/{name}:predict": {"instances": [values]},
         "/v2/models/{name}/infer": {
             "id": "request-1",
             "inputs": [

@@ -52,13 +52,13 @@ class RowsDecoder:
         try:
             rows = self._decoder.decode(body).transactions
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
-            raise _explained(self._documented, body, error) from None
+            raise explained(self._documented, body, error) from None
         values = self._values
         matrix = np.array([values(row) for row in rows], dtype=np.float32)
         return matrix.reshape(len(rows), -1), [row.transaction_id for row in rows]
 
 
-def _explained(documented: type[BaseModel], body: bytes, refusal: Exception) -> Exception:
+def explained(documented: type[BaseModel], body: bytes, refusal: Exception) -> Exception:
     """The documented model's account of a body the fast decoder refused."""
     try:
         documented.model_validate_json(body)
@@ -86,7 +86,7 @@ class ColumnsDecoder:
         try:
             return self._decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
-            raise _explained(contract.ColumnsRequest, body, error) from None
+            raise explained(contract.ColumnsRequest, body, error) from None
 
     def arrange(
         self, columns: list[str], data: list[list[float]], ids: list[str | None] | None

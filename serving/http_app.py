@@ -15,8 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
-from serving import oip, oip_json
+from serving import kserve_v1, oip, oip_json
 from serving.errors import ServingError
+from serving.fast_path import REQUEST_ID
 from serving.stats import STATS
 
 # FastAPI's own /docs would show only these routes, with Swagger UI from a CDN: /docs below
@@ -194,3 +195,21 @@ async def infer(name: str, request: Request, version: str | None = None):
         media_type="application/octet-stream",
         headers={oip_json.HEADER_LENGTH: str(reply.json_length)},
     )
+
+
+@app.get("/v1/models/{name}")
+def v1_model_ready(name: str) -> dict:
+    """KServe's V1 protocol: whether the model is ready."""
+    kserve_v1.check_model(_service().runtime.tag.split(":")[0], name)
+    return {"name": name, "ready": True}
+
+
+@app.post("/v1/models/{name}:predict")
+async def v1_predict(name: str, request: Request) -> Response:
+    """KServe's V1 protocol: `{"instances": [...]}`, each a list of the model's features in its
+    order or an object of features by name; answers `{"predictions": [...]}` (also answered by
+    the lean scoring path, serving/fast_path.py)."""
+    payload = await _service().endpoints.predict_v1(
+        name, await request.body(), *request.scope[REQUEST_ID]
+    )
+    return Response(payload, media_type="application/json")

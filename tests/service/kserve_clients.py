@@ -1,6 +1,7 @@
 """Run by the tests in the OIP clients' venv: KServe's Python SDK clients (REST and gRPC) with
-their defaults, which send tensors as binary data (the HTTP binary data extension and gRPC raw
-contents). Prints one JSON document on stdout."""
+their defaults: the REST client speaks KServe's V1 protocol unless told otherwise; told v2, it
+sends tensors as binary data (the HTTP binary data extension), as gRPC does (raw contents).
+Prints one JSON document on stdout."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ async def main() -> None:
     rest_result = await rest.infer(
         http_url, _request(matrix), model_name=MODEL, response_headers=response_headers
     )
+    v1 = InferenceRESTClient(RESTConfig())  # the protocol at its default: V1
+    v1_result = await v1.infer(http_url, {"instances": matrix.tolist()}, model_name=MODEL)
     grpc_client = InferenceGRPCClient(grpc_address)
     grpc_result = await grpc_client.infer(_request(matrix))
     print(
@@ -41,6 +44,11 @@ async def main() -> None:
                     "is_fraud": rest_result.outputs[1].as_numpy().tolist(),
                     "binary_request": json_length is not None,
                 },
+                "v1": {
+                    "protocol": v1._config.protocol,
+                    "probability": [p["fraud_probability"] for p in v1_result["predictions"]],
+                    "is_fraud": [p["is_fraud"] for p in v1_result["predictions"]],
+                },
                 "grpc": {
                     "id": grpc_result.id,
                     "probability": grpc_result.outputs[0].as_numpy().tolist(),
@@ -50,6 +58,7 @@ async def main() -> None:
         )
     )
     await rest.close()
+    await v1.close()
     await grpc_client.close()
 
 

@@ -273,6 +273,7 @@ def test_the_api_document_is_the_projects_with_working_examples(server, served_t
         "/predict_columns": "/predict_columns",
         "/explain": "/explain",
         "/v2/models/{name}/infer": "/v2/models/fraud_rf/infer",
+        "/v1/models/{name}:predict": "/v1/models/fraud_rf:predict",
     }
     for documented, path in scoring.items():
         body = spec["paths"][documented]["post"]["requestBody"]["content"]["application/json"]

@@ -203,3 +203,48 @@ def test_http_binary_data_extension(server, transactions, order, offline_probabi
         f"{server.url}/predict", content=body, headers=headers
     )  # octet-stream is for OIP infer only
     assert not_oip.status_code == 415 and "application/json" in not_oip.json()["error"]
+
+
+def test_kserve_v1_predicts_lists_and_rows_like_predict(server, transactions):
+    rows = transactions[:3]
+    expected = httpx.post(f"{server.url}/predict", json={"transactions": rows}).json()
+    names = [name for name in rows[0] if name != "transaction_id"]
+    as_lists = httpx.post(
+        f"{server.url}/v1/models/fraud_rf:predict",
+        json={"instances": [[row[name] for name in names] for row in rows]},
+    )
+    as_rows = httpx.post(f"{server.url}/v1/models/fraud_rf:predict", json={"instances": rows})
+    for response in (as_lists, as_rows):
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert [p["fraud_probability"] for p in predictions] == pytest.approx(
+            [p["fraud_probability"] for p in expected["predictions"]], abs=1e-6
+        )
+        assert [p["is_fraud"] for p in predictions] == [
+            p["is_fraud"] for p in expected["predictions"]
+        ]
+    assert [p["transaction_id"] for p in as_rows.json()["predictions"]] == [
+        row["transaction_id"] for row in rows
+    ]
+    ready = httpx.get(f"{server.url}/v1/models/fraud_rf")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_kserve_v1_refusals_name_the_instance(server, transactions):
+    row = transactions[0]
+    names = [name for name in row if name != "transaction_id"]
+    values = [row[name] for name in names]
+    url = f"{server.url}/v1/models/fraud_rf:predict"
+    unknown = httpx.post(f"{server.url}/v1/models/nope:predict", json={"instances": [values]})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
+    short = httpx.post(url, json={"instances": [values, values[:-1]]})
+    assert short.status_code == 400
+    assert [d["loc"] for d in short.json()["detail"]] == [["instances", 1]]
+    negative = httpx.post(url, json={"instances": [[-1.0, *values[1:]]]})
+    assert negative.status_code == 400
+    assert negative.json()["detail"][0]["loc"] == ["instances", 0, names[0]]
+    bad_row = httpx.post(url, json={"instances": [{**row, "tx_amount": "12"}]})
+    assert bad_row.status_code == 400
+    assert bad_row.json()["detail"][0]["loc"] == ["instances", 0, "tx_amount"]
+    empty = httpx.post(url, json={"instances": []})
+    assert empty.status_code == 400 and "instances" in empty.json()["error"]

@@ -72,6 +72,11 @@ def test_kserve_sdk_rest_and_grpc_with_their_defaults(
         )
         assert report[via]["id"] == "kserve-1"
         assert len(report[via]["is_fraud"]) == 30
+    assert report["v1"]["protocol"] == "v1"
+    np.testing.assert_array_equal(
+        np.float32(report["v1"]["probability"]), offline_probabilities[:30]
+    )
+    assert report["v1"]["is_fraud"] == report["rest"]["is_fraud"]
 
 
 def test_mlserver_pandas_codec_one_input_per_feature(
