@@ -1,20 +1,21 @@
-"""Inference engines for a stored forest: scikit-learn itself, or ONNX Runtime behind a parity gate.
+"""Inference engines for a stored forest: scikit-learn itself, or a registered engine (ONNX
+Runtime, model_store/onnx_engine.py) behind a parity gate.
 
-The ONNX graph is made once, at save time, and kept beside the scikit-learn artifact only if it
-reproduces scikit-learn's probabilities on the given rows; otherwise the model is saved with the
-scikit-learn engine alone and the reason is recorded.
+An engine's artifact is made once, at save time, and kept beside the scikit-learn artifact only
+if it reproduces scikit-learn's probabilities on the given rows; otherwise the model is saved
+with the scikit-learn engine alone and the reason is recorded.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from model_store.onnx_engine import OnnxEngine
+
 SKLEARN = "sklearn"
-ONNX = "onnx"
-PARITY_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -30,51 +31,56 @@ class ParityReport:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
-class OnnxForest:
-    """An ONNX Runtime session over the converted forest: fraud probabilities of float32 rows."""
+class Forest(Protocol):
+    """A loaded engine: fraud probabilities (float32) of float32 feature rows."""
 
-    def __init__(self, graph: bytes, intra_op_threads: int = 1):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Pool threads spin while waiting for work by default: on a core shared with the
-        # event loop that spinning is stolen time. (One thread, the default, has no pool.)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(
-            graph, options, providers=["CPUExecutionProvider"]
-        )
-        self._input = self._session.get_inputs()[0].name
-        self._probabilities = [self._session.get_outputs()[1].name]
-
-    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        (probabilities,) = self._session.run(self._probabilities, {self._input: matrix})
-        return probabilities[:, 1]
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray: ...
 
 
-def to_onnx(estimator: Any, n_features: int) -> bytes:
-    from skl2onnx import to_onnx as convert
+class Engine(Protocol):
+    """A faster way to score a stored forest: made from the estimator when the model is saved,
+    kept beside it (`artifact`, hashed into the label `<name>_sha256`) only if it passes the
+    parity gate within its `tolerance`, loaded from those verified bytes when served."""
 
-    sample = np.zeros((1, n_features), dtype=np.float32)
-    graph = convert(estimator, sample, options={id(estimator): {"zipmap": False}})
-    return graph.SerializeToString()
+    name: str
+    artifact: str
+    tolerance: float
+
+    def build(self, estimator: Any, n_features: int) -> bytes: ...
+
+    def load(self, artifact: bytes, threads: int = 1) -> Forest: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+# The engines a model is saved with, in order of preference: a new engine is its own module and
+# one entry here.
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (OnnxEngine(),)}
+ONNX = OnnxEngine.name
+PARITY_TOLERANCE = OnnxEngine.tolerance
+
+
+def artifact_label(engine: Engine) -> str:
+    return f"{engine.name}_sha256"
 
 
 def parity_gate(
     estimator: Any,
     rows: np.ndarray,
     threshold: float,
-    tolerance: float = PARITY_TOLERANCE,
+    engine: Engine | None = None,
+    tolerance: float | None = None,
 ) -> tuple[bytes | None, ParityReport]:
-    """The ONNX graph and its report when it matches scikit-learn on `rows`, else (None, why)."""
+    """The engine's artifact and its report when it matches scikit-learn on `rows`, else
+    (None, why). By default the first engine registered, within its own tolerance."""
+    engine = engine or next(iter(ENGINES.values()))
+    tolerance = engine.tolerance if tolerance is None else tolerance
     try:
-        graph = to_onnx(estimator, rows.shape[1])
-        fast = OnnxForest(graph).predict_proba(rows)
-    except Exception as error:  # noqa: BLE001 - any conversion failure means: keep scikit-learn
+        artifact = engine.build(estimator, rows.shape[1])
+        fast = engine.load(artifact).predict_proba(rows)
+    except Exception as error:  # noqa: BLE001 - any build failure means: keep scikit-learn
         return None, ParityReport(
-            SKLEARN, f"ONNX conversion failed: {type(error).__name__}: {error}"
+            SKLEARN, f"{engine.name} build failed: {type(error).__name__}: {error}"
         )
     reference = estimator.predict_proba(rows)[:, 1]
     diff = np.abs(fast - reference)
@@ -87,9 +93,11 @@ def parity_gate(
         "mismatches_near_threshold": int((mismatched & near).sum()),
     }
     if diff.max() > tolerance:
-        reason = f"parity failed: max |p_onnx - p_sklearn| {diff.max():.3g} > {tolerance:g}"
+        reason = (
+            f"parity failed: max |p_{engine.name} - p_sklearn| {diff.max():.3g} > {tolerance:g}"
+        )
         return None, ParityReport(SKLEARN, reason, **report)
     if (mismatched & ~near).any():
         reason = f"parity failed: {int((mismatched & ~near).sum())} decisions differ"
         return None, ParityReport(SKLEARN, reason, **report)
-    return graph, ParityReport(ONNX, f"parity passed within {tolerance:g}", **report)
+    return artifact, ParityReport(engine.name, f"parity passed within {tolerance:g}", **report)

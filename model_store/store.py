@@ -33,7 +33,6 @@ ARTIFACT_FILE = "model.skops"
 LEGACY_PICKLE = "model.pkl"
 # Beyond skops' defaults, what a fitted RandomForestClassifier holds.
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
-ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference_profile.bin"
 
 
@@ -107,8 +106,9 @@ def save_model(
         "framework_version": f"scikit-learn-{sklearn.__version__}",
         "engine": parity.engine,
     }
-    if graph is not None:
-        labels["onnx_sha256"] = hashlib.sha256(graph).hexdigest()
+    engine = engines.ENGINES.get(parity.engine)
+    if engine is not None:
+        labels[engines.artifact_label(engine)] = hashlib.sha256(graph).hexdigest()
     if reference_profile is not None:
         labels["reference_sha256"] = hashlib.sha256(reference_profile).hexdigest()
     full_metadata = _without_none(
@@ -129,8 +129,8 @@ def save_model(
         ),
     ) as bento_model:
         (Path(bento_model.path) / ARTIFACT_FILE).write_bytes(payload)
-        if graph is not None:
-            (Path(bento_model.path) / ONNX_FILE).write_bytes(graph)
+        if engine is not None:
+            (Path(bento_model.path) / engine.artifact).write_bytes(graph)
         if reference_profile is not None:
             (Path(bento_model.path) / REFERENCE_FILE).write_bytes(reference_profile)
     return get(str(bento_model.tag))
@@ -174,10 +174,11 @@ def _verified(stored: StoredModel, file_name: str, label: str) -> bytes:
 
 
 def verify(stored: StoredModel) -> str:
-    """The artifact's sha256 if it and every other file (ONNX graph, reference profile) that
-    the model has match their labels."""
+    """The artifact's sha256 if it and every other file (an engine's artifact, the reference
+    profile) that the model has match their labels."""
     _verified(stored, ARTIFACT_FILE, "sha256")
-    for file_name, label in ((ONNX_FILE, "onnx_sha256"), (REFERENCE_FILE, "reference_sha256")):
+    others = [(e.artifact, engines.artifact_label(e)) for e in engines.ENGINES.values()]
+    for file_name, label in [*others, (REFERENCE_FILE, "reference_sha256")]:
         if label in stored.labels:
             _verified(stored, file_name, label)
     return stored.labels["sha256"]
@@ -204,11 +205,13 @@ def load_reference_profile(stored: StoredModel) -> bytes | None:
     return _verified(stored, REFERENCE_FILE, "reference_sha256")
 
 
-def load_onnx(stored: StoredModel) -> bytes | None:
-    """The hash-verified ONNX graph, or None when the model has the scikit-learn engine only."""
-    if stored.labels.get("engine") != engines.ONNX:
+def load_engine(stored: StoredModel) -> tuple[engines.Engine, bytes] | None:
+    """The model's engine and its hash-verified artifact, or None when the model has the
+    scikit-learn engine only."""
+    engine = engines.ENGINES.get(stored.labels.get("engine", engines.SKLEARN))
+    if engine is None:
         return None
-    return _verified(stored, ONNX_FILE, "onnx_sha256")
+    return engine, _verified(stored, engine.artifact, engines.artifact_label(engine))
 
 
 def list_models() -> list[StoredModel]:

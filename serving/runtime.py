@@ -14,7 +14,7 @@ import yaml
 import model_store
 from model_store import StoredModel, engines
 from model_store.contract import FeatureSchema
-from model_store.engines import OnnxForest
+from model_store.engines import Forest
 from settings import MODEL_NAME, Settings
 
 
@@ -75,25 +75,25 @@ def pinned_tag(settings: Settings, service_file: Path) -> str:
 class FraudModel:
     """A loaded `fraud_rf` model: its schema, threshold, forest and the engine that scores.
 
-    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the ONNX Runtime
-    engine when the model passed its parity gate, unless `engine="sklearn"` asks otherwise.
+    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the engine the
+    model was saved with (ONNX Runtime, when it passed its parity gate; model_store/engines.py),
+    unless `engine="sklearn"` asks otherwise.
     """
 
     stored: StoredModel
     estimator: Any
-    fast: OnnxForest | None = None
+    fast: Forest | None = None
+    engine: str = engines.SKLEARN
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
     def load(cls, tag: str, engine: str = "auto", intra_op_threads: int = 1) -> FraudModel:
         stored, estimator = model_store.load(tag)
-        graph = model_store.load_onnx(stored) if engine != engines.SKLEARN else None
-        fast = OnnxForest(graph, intra_op_threads) if graph is not None else None
-        return cls(stored, estimator, fast)
-
-    @property
-    def engine(self) -> str:
-        return engines.ONNX if self.fast is not None else engines.SKLEARN
+        found = model_store.load_engine(stored) if engine != engines.SKLEARN else None
+        if found is None:
+            return cls(stored, estimator)
+        chosen, artifact = found
+        return cls(stored, estimator, chosen.load(artifact, intra_op_threads), chosen.name)
 
     @property
     def tag(self) -> str:

@@ -7,7 +7,8 @@ import pytest
 
 import model_store
 from model_store import ModelIntegrityError, engines
-from model_store.store import ARTIFACT_FILE, ONNX_FILE
+from model_store.onnx_engine import OnnxEngine
+from model_store.store import ARTIFACT_FILE
 from serving.runtime import FraudModel
 from settings import ColumnsConfig, Settings
 from tests.conftest import SMALL_TABLE
@@ -34,7 +35,7 @@ def test_parity_gate_passes_a_forest(forest_and_rows):
     assert report.rows == len(rows)
     assert report.max_abs_diff <= engines.PARITY_TOLERANCE
     assert report.decision_mismatches == report.mismatches_near_threshold
-    fast = engines.OnnxForest(graph).predict_proba(rows)
+    fast = OnnxEngine().load(graph).predict_proba(rows)
     np.testing.assert_allclose(fast, forest.predict_proba(rows)[:, 1], atol=1e-5)
 
 
@@ -58,7 +59,7 @@ def test_conversion_failure_keeps_scikit_learn(forest_and_rows):
 
     graph, report = engines.parity_gate(HandWritten(), rows, threshold=0.5)
     assert graph is None and report.engine == engines.SKLEARN
-    assert report.reason.startswith("ONNX conversion failed")
+    assert report.reason.startswith("onnx build failed")
 
 
 def _save(forest, rows=None) -> model_store.StoredModel:
@@ -77,7 +78,7 @@ def test_saved_with_the_fast_engine_and_both_hashes(forest_and_rows):
     stored = _save(forest, rows)
     assert stored.labels["engine"] == "onnx"
     assert len(stored.labels["onnx_sha256"]) == 64
-    assert (stored.path / ONNX_FILE).is_file() and (stored.path / ARTIFACT_FILE).is_file()
+    assert (stored.path / OnnxEngine.artifact).is_file() and (stored.path / ARTIFACT_FILE).is_file()
     assert stored.metadata["engine_parity"]["max_abs_diff"] <= 1e-5
     fast, slow = FraudModel.load(stored.tag), FraudModel.load(stored.tag, engine="sklearn")
     assert (fast.engine, slow.engine) == ("onnx", "sklearn")
@@ -87,9 +88,9 @@ def test_saved_with_the_fast_engine_and_both_hashes(forest_and_rows):
 def test_tampered_onnx_graph_is_refused(forest_and_rows):
     forest, rows = forest_and_rows
     stored = _save(forest, rows)
-    graph = bytearray((stored.path / ONNX_FILE).read_bytes())
+    graph = bytearray((stored.path / OnnxEngine.artifact).read_bytes())
     graph[len(graph) // 3] ^= 0x10
-    (stored.path / ONNX_FILE).write_bytes(bytes(graph))
+    (stored.path / OnnxEngine.artifact).write_bytes(bytes(graph))
     with pytest.raises(ModelIntegrityError, match="model.onnx"):
         model_store.verify(stored)
     with pytest.raises(ModelIntegrityError):
@@ -100,7 +101,7 @@ def test_without_parity_rows_the_model_keeps_scikit_learn(forest_and_rows):
     forest, _ = forest_and_rows
     stored = _save(forest)
     assert stored.labels["engine"] == "sklearn" and "onnx_sha256" not in stored.labels
-    assert not (stored.path / ONNX_FILE).exists()
+    assert not (stored.path / OnnxEngine.artifact).exists()
     assert stored.metadata["engine_parity"]["reason"] == "no parity rows given"
     assert FraudModel.load(stored.tag).engine == "sklearn"
 
@@ -108,7 +109,7 @@ def test_without_parity_rows_the_model_keeps_scikit_learn(forest_and_rows):
 def test_fast_engine_scores_do_not_depend_on_batching(forest_and_rows):
     forest, rows = forest_and_rows
     graph, _ = engines.parity_gate(forest, rows, threshold=0.5)
-    engine = engines.OnnxForest(graph)
+    engine = OnnxEngine().load(graph)
     one_call = engine.predict_proba(rows)
     row_by_row = np.concatenate([engine.predict_proba(rows[i : i + 1]) for i in range(50)])
     np.testing.assert_array_equal(one_call[:50], row_by_row)
