@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full system-deps image security soak stalls
+.PHONY: run test test-fast lint format clean bench bench-full system-deps image security soak stalls \
+	docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,10 @@ stalls: $(VENV)/.installed-dev $(DATA)
 	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/bench/stalls.py --out runs/stalls
+
+# The documentation site (docs/ and the README), into runs/site; a broken link fails it.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

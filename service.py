@@ -196,7 +196,7 @@ class FraudDetector:
         # Requests allocate and free containers by the thousand a second; almost all die by
         # reference counting. At the default threshold (700) a young collection ran hundreds of
         # times a second under load (15-40% of the loop's stalls under overload); at 20,000,
-        # 12,000 requests at 3,000 req/s triggered none (README, Stalls).
+        # 12,000 requests at 3,000 req/s triggered none (docs/performance.md, Stalls).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     def _challenger(self) -> Challenger | None:

@@ -34,12 +34,12 @@ class ColumnsConfig(BaseModel):
     amount settings are not used.
     """
 
-    transaction_id: str = "transaction_id"
-    timestamp: str = "tx_datetime"
-    customer_id: str = "customer_id"
-    terminal_id: str = "terminal_id"
-    amount: str = "tx_amount"
-    label: str = "tx_fraud"
+    transaction_id: str = Field("transaction_id", description="The unique id column.")
+    timestamp: str = Field("tx_datetime", description="The timestamp column.")
+    customer_id: str = Field("customer_id", description="The customer (card) id column.")
+    terminal_id: str = Field("terminal_id", description="The terminal (merchant) id column.")
+    amount: str = Field("tx_amount", description="The amount column.")
+    label: str = Field("tx_fraud", description="The 0/1 label column.")
     payment_features: bool = Field(
         True,
         description="Engineer payment features from customer, terminal and amount columns; "
@@ -101,11 +101,11 @@ class SplitConfig(BaseModel):
     """Temporal split in whole days counted from the first day of the table."""
 
     burn_in_days: int = Field(30, ge=0, description="History used only to build features.")
-    train_days: int = Field(49, ge=7)
+    train_days: int = Field(49, ge=7, description="Training days.")
     delay_days: int = Field(7, ge=1, description="Label delay: gap before the test period.")
-    test_days: int = Field(28, ge=1)
+    test_days: int = Field(28, ge=1, description="Held-out test days.")
     folds: int = Field(3, ge=1, description="Time-ordered validation folds inside training.")
-    fold_validation_days: int = Field(7, ge=1)
+    fold_validation_days: int = Field(7, ge=1, description="Days each fold validates on.")
 
     @model_validator(mode="after")
     def _folds_fit_in_training(self) -> SplitConfig:
@@ -126,14 +126,18 @@ class TuningConfig(BaseModel):
     storage: str | None = Field(
         None, description="Optuna storage URL; default: a journal file in the run folder."
     )
-    study_name: str | None = None
+    study_name: str | None = Field(
+        None, description="Optuna study name (default: `fraud_rf-<run>`)."
+    )
     n_jobs: int = Field(2, ge=1, description="Threads for each forest fit.")
-    max_trees: int = Field(200, ge=10)
-    max_depth: int = Field(14, ge=2)
+    max_trees: int = Field(200, ge=10, description="Upper bound of the tree count.")
+    max_depth: int = Field(14, ge=2, description="Upper bound of the tree depth.")
 
 
 class GateConfig(BaseModel):
-    min_test_roc_auc: float = Field(0.95, gt=0, le=1)
+    min_test_roc_auc: float = Field(
+        0.95, gt=0, le=1, description="Promotion gate: least test ROC-AUC."
+    )
     threshold_min_precision: float = Field(
         0.8,
         gt=0,
@@ -159,11 +163,13 @@ class PromotionConfig(BaseModel):
 
 
 class SimulatorConfig(BaseModel):
-    customers: int = Field(1000, ge=10)
-    terminals: int = Field(2000, ge=10)
-    days: int = Field(120, ge=1)
-    seed: int = 7
-    drift_start_day: int | None = None
+    customers: int = Field(1000, ge=10, description="Simulated customers.")
+    terminals: int = Field(2000, ge=10, description="Simulated terminals.")
+    days: int = Field(120, ge=1, description="Simulated days.")
+    seed: int = Field(7, description="Simulator seed.")
+    drift_start_day: int | None = Field(
+        None, description="First day of drifted genuine behaviour (unset: none)."
+    )
 
 
 class StoreConfig(BaseModel):
@@ -183,10 +189,14 @@ class ServingConfig(BaseModel):
     max_latency_ms: int = Field(
         200, ge=1, description="Latency bound of the batcher; queued work past it gets 503."
     )
-    max_rows_per_request: int = Field(1000, ge=1)
+    max_rows_per_request: int = Field(
+        1000, ge=1, description="Rows one scoring request may carry (any form)."
+    )
     explain_max_rows: int = Field(50, ge=1, description="Rows one /explain call may ask for.")
     grpc_port: int = Field(3001, ge=0, le=65535, description="0 disables the gRPC server.")
-    grpc_host: str = "0.0.0.0"  # noqa: S104 - a server binds all interfaces by design
+    grpc_host: str = Field(
+        "0.0.0.0", description="gRPC bind address."  # noqa: S104 - a server binds every interface
+    )
     workers: int = Field(1, ge=1, description="API worker processes.")
     engine: Literal["auto", "sklearn"] = Field(
         "auto", description="auto: ONNX Runtime when the model passed its parity gate."
@@ -232,7 +242,7 @@ class ServingConfig(BaseModel):
 
 
 class ChallengerConfig(BaseModel):
-    """How a pinned challenger serves beside the champion (README, "Challengers")."""
+    """How a pinned challenger serves beside the champion (docs/serving.md, "Challengers")."""
 
     mode: Literal["shadow", "canary"] = Field(
         "shadow",
@@ -321,9 +331,9 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
-    seed: int = 42
-    runs_dir: Path = Path("runs")
-    shap_sample_rows: int = Field(500, ge=10)
+    seed: int = Field(42, description="Seed of tuning, the forests and the SHAP sample.")
+    runs_dir: Path = Field(Path("runs"), description="Where run folders go.")
+    shap_sample_rows: int = Field(500, ge=10, description="Test rows explained with SHAP.")
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)

@@ -14,7 +14,7 @@ scored inline. Larger batches go to one engine thread, so the loop keeps parsing
 ONNX Runtime (which releases the GIL) computes a long batch.
 
 BentoML's own dispatcher (CorkDispatcher, behind `@bentoml.api(batchable=True)`) learns a wait
-from recent traffic; measured here (README, Performance) that wait, learned under a burst, added
+from recent traffic; measured here (docs/performance.md) that wait, learned under a burst, added
 tens of milliseconds at light load afterwards and shed requests at a quarter of capacity.
 """
 

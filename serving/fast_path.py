@@ -222,14 +222,19 @@ class _LeanScoring:
     """The lean handlers: body in, scores out, every refusal mapped to its status here."""
 
     def __init__(self, endpoints: Callable[[], ScoringEndpoints]):
-        self._endpoints = endpoints
+        self._find_endpoints = endpoints  # the worker's, once BentoML has made the service
+        self._endpoints: ScoringEndpoints | None = None
+
+    def _found(self) -> ScoringEndpoints:
+        self._endpoints = self._find_endpoints()
+        return self._endpoints
 
     async def __call__(self, scope, receive, send) -> None:
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
         path = scope["path"]
-        endpoints = self._endpoints()
+        endpoints = self._endpoints or self._found()
         request_id, durable = scope[REQUEST_ID]
         try:
             if path == PREDICT:

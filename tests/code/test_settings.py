@@ -1,24 +1,6 @@
-"""The settings object: precedence of its sources, and the README documents every variable."""
-
-from pydantic import BaseModel
+"""The settings object: precedence of its sources (its reference: tests/code/test_docs.py)."""
 
 from settings import Settings, load_settings
-from tests.conftest import REPO_ROOT
-
-
-def _variables(model: type[BaseModel], prefix: str):
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _variables(annotation, f"{prefix}{name.upper()}__")
-        else:
-            yield f"{prefix}{name.upper()}"
-
-
-def test_readme_lists_every_variable():
-    readme = (REPO_ROOT / "README.md").read_text()
-    missing = [v for v in _variables(Settings, "FRAUD_") if f"`{v}`" not in readme]
-    assert not missing
 
 
 def test_precedence_arguments_environment_file_defaults(tmp_path, monkeypatch):

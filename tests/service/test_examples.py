@@ -1,4 +1,4 @@
-"""The README's example scripts against a real server."""
+"""The documented example scripts against a real server."""
 
 from __future__ import annotations
 

@@ -69,7 +69,9 @@ def test_bentoml_clients_call_every_endpoint_by_name(server, transactions, offli
         labelled = client.feedback(
             labels=[{"transaction_id": transactions[0]["transaction_id"], "is_fraud": False}]
         )
-        client.client.headers["X-Request-ID"] = "retry-me-1"  # as the README's retry example
+        client.client.headers["X-Request-ID"] = (
+            "retry-me-1"  # as the retry example in docs/monitoring.md
+        )
         retried = [client.predict(transactions=transactions[:1]) for _ in range(2)]
     assert [r["request_id"] for r in retried] == ["retry-me-1", "retry-me-1"]
     for result in (rows, columns):

@@ -21,7 +21,7 @@ def test_sixty_second_soak(served_tag, tmp_path):
         "--interval",
         "10",
         "--share",
-        "0.2",  # rarer tail stalls than at make soak's 0.3 (README, Soak): CI must not flake
+        "0.2",  # rarer tail stalls than make soak's 0.3 (docs/security.md): CI must not flake
         "--out",
         str(out),
         tag=served_tag,
