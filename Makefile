@@ -96,15 +96,19 @@ security: $(VENV)/.installed-dev
 # A test run must leave the work tree as it found it: generated files go to temp or ignored
 # folders. The tree's state (status, untracked files, diff) is compared before and after.
 TREE_STATE = { git status --porcelain --untracked-files=all; git diff; } 2>/dev/null | sha256sum
+# Two test processes, one per core, a test file each at a time; then, alone, the tests that
+# measure on pinned cores.
+PYTEST_PARALLEL = $(BIN)/pytest -n 2 --dist loadfile
 test: lint security system-deps
-	@before=$$($(TREE_STATE)); $(BIN)/pytest || exit 1; \
+	@before=$$($(TREE_STATE)); \
+	$(PYTEST_PARALLEL) -m "not exclusive" && $(BIN)/pytest -m exclusive || exit 1; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
 		echo "make test changed tracked files or left files git does not ignore:"; \
 		git status --short --untracked-files=all; exit 1; \
 	fi
 
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(PYTEST_PARALLEL) -m "not slow"
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -9,7 +9,7 @@ import pytest
 
 from tests.service.conftest import run_ops_script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
 def test_sixty_second_soak(served_tag, tmp_path):
