@@ -89,3 +89,26 @@ def fresh_database(cluster, name: str) -> str:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.execute(f"CREATE DATABASE {name}")
     return cluster.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+# Seconds each of the longest test files took (two test processes, make test), longest first.
+# Files are handed to the two processes in collection order, so the longest go first and the
+# two finish together instead of one waiting on a long file picked up last.
+LONGEST_FILES = {
+    "tests/service/test_drill.py": 210,
+    "tests/service/test_container.py": 180,
+    "tests/service/test_bench_smoke.py": 120,
+    "tests/model/test_retrain.py": 107,
+    "tests/service/test_fleet.py": 90,
+    "tests/model/test_training.py": 75,
+    "tests/service/test_challenger_service.py": 74,
+    "tests/service/test_faults.py": 62,
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    def cost(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return -LONGEST_FILES.get(path, 0)
+
+    items.sort(key=cost)  # stable: each file's tests keep their order

@@ -8,7 +8,7 @@ import pytest
 
 from tests.service.conftest import run_ops_script
 
-pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
+pytestmark = pytest.mark.slow
 
 
 def test_benchmark_smoke(served_tag, tmp_path):

@@ -149,7 +149,7 @@ def test_retrain_shadow_canary_promote_rebuild_roll_back(tmp_path):
     assert record.to_tag == challenger and record.evidence["live"]["decision"]["promote"]
     assert not (tmp_path / "challenger.lock").exists()
 
-    def build_and_serve(name: str) -> str:
+    def build() -> str:
         built = _ok(
             subprocess.run(
                 [BENTOML, "build", ".", "--output", "tag"], cwd=REPO_ROOT,
@@ -157,16 +157,25 @@ def test_retrain_shadow_canary_promote_rebuild_roll_back(tmp_path):
                 timeout=300,
             )
         )  # fmt: skip
-        bento = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+        return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+
+    def served_by(bento: str, name: str) -> tuple[str, str]:
         server = start_server(bento, tmp_path / name / "serve.log")
         try:
-            return httpx.get(f"{server.url}/model_info").json()["tag"]
+            info = httpx.get(f"{server.url}/model_info").json()
+            return info["tag"], info["sha256"]
         finally:
             stop_server(server)
 
-    assert build_and_serve("5") == challenger
+    def stored(tag: str) -> tuple[str, str]:
+        return tag, model_store.get(tag).labels["sha256"]
 
-    # 6. Roll back: the pin returns to the champion, and so does a rebuilt Bento.
+    promoted_bento = build()
+    assert served_by(promoted_bento, "5") == stored(challenger)
+
+    # 6. Roll back by model tag: the pin returns to the champion, and so does a rebuilt Bento;
+    # by Bento tag: a Bento built before serves the model it carries, whatever is pinned now.
     _ok(run_module("model_store", "rollback", env=env))
     assert model_store.current(tmp_path / "model.lock") == champion
-    assert build_and_serve("6") == champion
+    assert served_by(build(), "6") == stored(champion)
+    assert served_by(promoted_bento, "7") == stored(challenger)
