@@ -122,7 +122,7 @@ def main() -> int:
         "duration_s": args.duration,
         "interval_s": args.interval,
         "capacity_rps": capacity,
-        "share": args.share,
+        "share": None if args.rate else args.share,
         "rate_rps": rate,
         "intervals": intervals,
         "checks": verdict,

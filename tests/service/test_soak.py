@@ -20,8 +20,11 @@ def test_sixty_second_soak(served_tag, tmp_path):
         "60",
         "--interval",
         "10",
-        "--share",
-        "0.2",  # rarer tail stalls than make soak's 0.3 (docs/security.md): CI must not flake
+        # A fifth of this machine's held rate (4,250 req/s on a pinned core): rarer tail stalls
+        # than make soak's 0.3 (docs/security.md), so CI does not flake. A fixed rate skips
+        # measuring the capacity, which the benchmark's smoke test covers.
+        "--rate",
+        "800",
         "--out",
         str(out),
         tag=served_tag,
