@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -91,24 +92,73 @@ def fresh_database(cluster, name: str) -> str:
     return cluster.url.rsplit("/", 1)[0] + f"/{name}"
 
 
+@dataclass(frozen=True)
+class RegimeChange:
+    before: Path  # 115 days of payments, genuine behaviour shifting from day 100
+    after: Path  # the same simulation over 175 days
+    champion: str  # trained on `before`, registered in the test store, pinned nowhere
+
+
+@pytest.fixture(scope="session")
+def regime_change(tmp_path_factory) -> RegimeChange:
+    """Where the retraining test and the model-replacement drill start: the tables before and
+    after a regime change and a champion trained before it (their files share a test process,
+    `SHARED_PROCESS` below, so this is made once)."""
+    import model_store
+
+    folder = tmp_path_factory.mktemp("regime_change")
+    before, after = folder / "before.parquet", folder / "after.parquet"
+    for table, days in ((before, "115"), (after, "175")):
+        made = run_module(
+            "training", "simulate", "--out", str(table), "--days", days, *REGIME_CHANGE
+        )
+        assert made.returncode == 0, made.stderr[-3000:]
+    env = {
+        "FRAUD_STORE__PIN_FILE": str(folder / "model.lock"),
+        "FRAUD_STORE__PROMOTION_LOG": str(folder / "promotions.jsonl"),
+        "FRAUD_RUNS_DIR": str(folder / "runs"),
+        "FRAUD_TUNING__TRIALS": "2",
+    }
+    trained = run_module(
+        "training", "train", "--data", str(before), "--promote", env=env, timeout=600
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return RegimeChange(before, after, model_store.current(folder / "model.lock"))
+
+
 # Seconds each of the longest test files took (two test processes, make test), longest first.
-# Files are handed to the two processes in collection order, so the longest go first and the
-# two finish together instead of one waiting on a long file picked up last.
+# Work is handed to the two processes in collection order, a file at a time (files sharing a
+# session fixture together), so the longest go first and the two finish together instead of
+# one waiting on a long file picked up last.
 LONGEST_FILES = {
-    "tests/service/test_drill.py": 210,
-    "tests/service/test_container.py": 180,
+    "tests/service/test_drill.py": 140,
+    "tests/service/test_container.py": 200,
     "tests/service/test_bench_smoke.py": 120,
-    "tests/model/test_retrain.py": 107,
+    "tests/model/test_retrain.py": 75,
     "tests/service/test_fleet.py": 90,
     "tests/model/test_training.py": 75,
-    "tests/service/test_challenger_service.py": 74,
+    "tests/service/test_oip_clients.py": 66,
     "tests/service/test_faults.py": 62,
+    "tests/service/test_challenger_service.py": 60,
+    "tests/service/test_drift_service.py": 35,
+    "tests/service/test_prometheus.py": 35,
+}
+SHARED_PROCESS = {
+    "tests/model/test_retrain.py": "regime_change",
+    "tests/service/test_drill.py": "regime_change",
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items) -> None:
-    def cost(item) -> int:
+    def group(item) -> str:
         path = item.nodeid.split("::", 1)[0]
-        return -LONGEST_FILES.get(path, 0)
+        return SHARED_PROCESS.get(path, path)
 
-    items.sort(key=cost)  # stable: each file's tests keep their order
+    cost: dict[str, int] = {}
+    for path, seconds in LONGEST_FILES.items():
+        key = SHARED_PROCESS.get(path, path)
+        cost[key] = cost.get(key, 0) + seconds
+    items.sort(key=lambda item: -cost.get(group(item), 0))  # stable: a file keeps its order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))

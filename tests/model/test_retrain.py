@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import model_store
-from tests.conftest import REGIME_CHANGE, run_module
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def _cli(*args: str, env: dict[str, str]):
     return result
 
 
-def test_retrain_compares_on_the_latest_window_and_promotes_on_evidence(tmp_path):
+def test_retrain_compares_on_the_latest_window_and_promotes_on_evidence(regime_change, tmp_path):
     env = {
         "FRAUD_STORE__PIN_FILE": str(tmp_path / "model.lock"),
         "FRAUD_STORE__PROMOTION_LOG": str(tmp_path / "promotions.jsonl"),
@@ -29,11 +29,9 @@ def test_retrain_compares_on_the_latest_window_and_promotes_on_evidence(tmp_path
         "FRAUD_TUNING__TRIALS": "2",
         "FRAUD_PROMOTION__BOOTSTRAP_SAMPLES": "200",
     }
-    before, after = tmp_path / "before.parquet", tmp_path / "after.parquet"
-    _cli("simulate", "--out", str(before), "--days", "115", *REGIME_CHANGE, env=env)
-    _cli("simulate", "--out", str(after), "--days", "175", *REGIME_CHANGE, env=env)
-    _cli("train", "--data", str(before), "--promote", env=env)
-    champion = model_store.current(tmp_path / "model.lock")
+    before, after, champion = regime_change.before, regime_change.after, regime_change.champion
+    pinned = run_module("model_store", "promote", champion, "--reason", "the champion", env=env)
+    assert pinned.returncode == 0, pinned.stderr[-3000:]
 
     first = _cli("retrain", "--data", str(after), "--promote", env=env)
     challenger = model_store.current(tmp_path / "model.lock")

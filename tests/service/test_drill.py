@@ -15,7 +15,7 @@ import pytest
 
 import model_store
 from settings import ColumnsConfig
-from tests.conftest import REGIME_CHANGE, REPO_ROOT, run_module
+from tests.conftest import REPO_ROOT, run_module
 from tests.service.conftest import BENTOML, start_server, stop_server
 from training.data import read_table
 from training.features import build_features, request_rows
@@ -66,7 +66,7 @@ def _until(check, timeout: float = 30):
     return value
 
 
-def test_retrain_shadow_canary_promote_rebuild_roll_back(tmp_path):
+def test_retrain_shadow_canary_promote_rebuild_roll_back(regime_change, tmp_path):
     env = {
         "FRAUD_STORE__PIN_FILE": str(tmp_path / "model.lock"),
         "FRAUD_STORE__CHALLENGER_PIN_FILE": str(tmp_path / "challenger.lock"),
@@ -76,11 +76,8 @@ def test_retrain_shadow_canary_promote_rebuild_roll_back(tmp_path):
         "FRAUD_PROMOTION__BOOTSTRAP_SAMPLES": "200",
         "FRAUD_MONITORING__REALIZED_REFRESH_S": "1",
     }
-    before, after = tmp_path / "before.parquet", tmp_path / "after.parquet"
-    _ok(run_module("training", "simulate", "--out", str(before), "--days", "115", *REGIME_CHANGE))
-    _ok(run_module("training", "simulate", "--out", str(after), "--days", "175", *REGIME_CHANGE))
-    _ok(run_module("training", "train", "--data", str(before), "--promote", env=env, timeout=600))
-    champion = model_store.current(tmp_path / "model.lock")
+    after, champion = regime_change.after, regime_change.champion
+    _ok(run_module("model_store", "promote", champion, "--reason", "the champion", env=env))
     rows, labels = _traffic(after)
 
     # 1. The champion serves traffic from after the change; the labels show what it costs.
