@@ -98,7 +98,7 @@ security: $(VENV)/.installed-dev
 TREE_STATE = { git status --porcelain --untracked-files=all; git diff; } 2>/dev/null | sha256sum
 # Two test processes, one per core, a test file each at a time; then, alone, the tests that
 # measure on pinned cores.
-PYTEST_PARALLEL = $(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+PYTEST_PARALLEL = $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 test: lint security system-deps
 	@before=$$($(TREE_STATE)); \
 	$(PYTEST_PARALLEL) -m "not exclusive" && $(BIN)/pytest -m exclusive || exit 1; \

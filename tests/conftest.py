@@ -102,8 +102,8 @@ class RegimeChange:
 @pytest.fixture(scope="session")
 def regime_change(tmp_path_factory) -> RegimeChange:
     """Where the retraining test and the model-replacement drill start: the tables before and
-    after a regime change and a champion trained before it (their files share a test process,
-    `SHARED_PROCESS` below, so this is made once)."""
+    after a regime change and a champion trained before it (their files are dealt to the same
+    test process, `LONGEST_FIRST` below, so it is made once)."""
     import model_store
 
     folder = tmp_path_factory.mktemp("regime_change")
@@ -126,39 +126,30 @@ def regime_change(tmp_path_factory) -> RegimeChange:
     return RegimeChange(before, after, model_store.current(folder / "model.lock"))
 
 
-# Seconds each of the longest test files took (two test processes, make test), longest first.
-# Work is handed to the two processes in collection order, a file at a time (files sharing a
-# session fixture together), so the longest go first and the two finish together instead of
-# one waiting on a long file picked up last.
-LONGEST_FILES = {
-    "tests/service/test_drill.py": 140,
-    "tests/service/test_container.py": 200,
-    "tests/service/test_bench_smoke.py": 120,
-    "tests/model/test_retrain.py": 75,
-    "tests/service/test_fleet.py": 90,
-    "tests/model/test_training.py": 75,
-    "tests/service/test_oip_clients.py": 66,
-    "tests/service/test_faults.py": 62,
-    "tests/service/test_challenger_service.py": 60,
-    "tests/service/test_drift_service.py": 35,
-    "tests/service/test_prometheus.py": 35,
-}
-SHARED_PROCESS = {
-    "tests/model/test_retrain.py": "regime_change",
-    "tests/service/test_drill.py": "regime_change",
-}
+# The longest test files, in the order they are handed out (about how long each takes with two
+# test processes). pytest-xdist deals one file to each of the two processes, then a second one
+# to each, then the next to whichever is free: so the longest go first and both processes finish
+# together, and the drill and the retraining test, which share the `regime_change` fixture, are
+# dealt first and third, to the same process, which makes the fixture once.
+LONGEST_FIRST = [
+    "tests/service/test_drill.py",  # 190 s
+    "tests/service/test_container.py",  # 195 s
+    "tests/model/test_retrain.py",  # 75 s, the fixture made
+    "tests/service/test_bench_smoke.py",  # 125 s
+    "tests/service/test_oip_clients.py",  # 100 s on a fresh clone (its venv)
+    "tests/service/test_fleet.py",  # 90 s
+    "tests/model/test_training.py",  # 80 s
+    "tests/service/test_faults.py",  # 60 s
+    "tests/service/test_challenger_service.py",  # 60 s
+    "tests/service/test_drift_service.py",  # 35 s
+    "tests/service/test_prometheus.py",  # 35 s
+]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items) -> None:
-    def group(item) -> str:
-        path = item.nodeid.split("::", 1)[0]
-        return SHARED_PROCESS.get(path, path)
+    rank = {path: position for position, path in enumerate(LONGEST_FIRST)}
 
-    cost: dict[str, int] = {}
-    for path, seconds in LONGEST_FILES.items():
-        key = SHARED_PROCESS.get(path, path)
-        cost[key] = cost.get(key, 0) + seconds
-    items.sort(key=lambda item: -cost.get(group(item), 0))  # stable: a file keeps its order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+    def order(item) -> int:
+        return rank.get(item.nodeid.split("::", 1)[0], len(rank))
+
+    items.sort(key=order)  # stable: each file's tests keep their order
