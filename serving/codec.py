@@ -23,10 +23,21 @@ from serving.scorer import Decided
 _ENCODER = msgspec.json.Encoder()
 
 
-def predict_request_model(transaction: type[BaseModel], max_rows: int) -> type[BaseModel]:
-    """The /predict body as pydantic: `{"transactions": [transaction, ...]}`."""
+def predict_request_model(
+    transaction: type[BaseModel],
+    max_rows: int,
+    name: str = "PredictRequest",
+    field: str = "transactions",
+) -> type[BaseModel]:
+    """A body of rows as pydantic, `{field: [transaction, ...]}` (/predict's by default)."""
     rows = Annotated[list[transaction], Field(**contract.rows_bounds(max_rows))]
-    return create_model("PredictRequest", transactions=(rows, ...))
+    return create_model(name, **{field: (rows, ...)})
+
+
+def matrix_and_ids(rows: list, values: attrgetter) -> tuple[np.ndarray, list[str | None]]:
+    """Decoded rows (contract.transaction_struct) as the float32 matrix and their ids."""
+    matrix = np.array([values(row) for row in rows], dtype=np.float32)
+    return matrix.reshape(len(rows), -1), [row.transaction_id for row in rows]
 
 
 class RowsDecoder:
@@ -53,9 +64,7 @@ class RowsDecoder:
             rows = self._decoder.decode(body).transactions
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             raise explained(self._documented, body, error) from None
-        values = self._values
-        matrix = np.array([values(row) for row in rows], dtype=np.float32)
-        return matrix.reshape(len(rows), -1), [row.transaction_id for row in rows]
+        return matrix_and_ids(rows, self._values)
 
 
 def explained(documented: type[BaseModel], body: bytes, refusal: Exception) -> Exception:

@@ -82,7 +82,7 @@ class ScoringEndpoints:
 
     async def predict_v1(self, name: str, body: bytes, request_id: str, durable: bool) -> bytes:
         """KServe's V1 protocol: instances as feature lists or as rows by name."""
-        kserve_v1.check_model(self.scorer.model.stored.tag.split(":")[0], name)
+        kserve_v1.check_model(self.scorer.model.name, name)
         matrix, ids = self.instances.decode(body)
         try:  # rows by name were held to the contract by their decoder; lists are checked here
             decided = await self.scorer.decide(

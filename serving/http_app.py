@@ -200,7 +200,7 @@ async def infer(name: str, request: Request, version: str | None = None):
 @app.get("/v1/models/{name}")
 def v1_model_ready(name: str) -> dict:
     """KServe's V1 protocol: whether the model is ready."""
-    kserve_v1.check_model(_service().runtime.tag.split(":")[0], name)
+    kserve_v1.check_model(_service().runtime.name, name)
     return {"name": name, "ready": True}
 
 

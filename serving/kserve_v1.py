@@ -10,11 +10,12 @@ same msgspec struct and, for a full 400, the same documented pydantic model as /
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel
 
 from model_store.contract import FeatureSchema
 from serving import codec, contract
@@ -51,10 +52,11 @@ class V1Decoder:
             )
         )
         self._objects = list[contract.transaction_struct(schema)]
-        self._documented: type[BaseModel] = create_model(
-            "V1Request", instances=(Annotated[list[transaction], Field(**bounds)], ...)
+        self._documented = codec.predict_request_model(
+            transaction, max_rows, "V1Request", "instances"
         )
         self._names = schema.names
+        self._values = attrgetter(*schema.names)
 
     def decode(self, body: bytes) -> tuple[np.ndarray, list[str | None] | None]:
         try:
@@ -67,8 +69,7 @@ class V1Decoder:
             rows = msgspec.convert(instances, self._objects)
         except msgspec.ValidationError as error:
             raise codec.explained(self._documented, body, error) from None
-        matrix = np.array([[getattr(row, name) for name in self._names] for row in rows])
-        return matrix.astype(np.float32), [row.transaction_id for row in rows]
+        return codec.matrix_and_ids(rows, self._values)
 
     def _lists(self, instances: list[list]) -> np.ndarray:
         width = len(self._names)

@@ -68,7 +68,7 @@ def model_metadata(model: FraudModel, challenger: FraudModel | None = None) -> d
     """The champion's metadata; `versions` also lists the challenger's (addressable by it)."""
     n_features = len(model.feature_names)
     return {
-        "name": model.stored.tag.split(":")[0],
+        "name": model.name,
         "versions": [model.version] + ([challenger.version] if challenger is not None else []),
         "platform": PLATFORM,
         "inputs": [
@@ -90,7 +90,7 @@ def check_model(
     model: FraudModel, name: str, version: str | None, challenger: FraudModel | None = None
 ) -> None:
     """The name must be the served model's; a version, the champion's or the challenger's."""
-    expected = model.stored.tag.split(":")[0]
+    expected = model.name
     if name != expected:
         raise OIPError(f"unknown model '{name}': this server serves '{expected}'", status=404)
     versions = [model.version] + ([challenger.version] if challenger is not None else [])
@@ -105,7 +105,7 @@ def model_config(model: FraudModel) -> dict:
     """The model configuration (Triton's extension, as its JSON and its gRPC message take it):
     the input, the outputs and the feature order in `parameters`."""
     return {
-        "name": model.stored.tag.split(":")[0],
+        "name": model.name,
         "platform": PLATFORM,
         "max_batch_size": 0,
         "input": [

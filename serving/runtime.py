@@ -100,6 +100,10 @@ class FraudModel:
         return self.stored.tag
 
     @property
+    def name(self) -> str:
+        return self.tag.split(":", 1)[0]
+
+    @property
     def version(self) -> str:
         return self.tag.split(":", 1)[1]
 
