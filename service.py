@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import bentoml
@@ -47,6 +47,8 @@ from serving.challenger import Challenger
 from serving.errors import ServingError
 from serving.explain import Explainer
 from serving.loop_watch import LoopWatch
+from serving.payment_scoring import PaymentScoring, payment_columns, payment_model
+from serving.payment_state import PaymentState
 from serving.runtime import FraudModel, challenger_tag, pinned_tag
 from serving.scorer import Scored, Scorer
 from settings import load_settings
@@ -86,6 +88,25 @@ FeedbackBatch = Annotated[
     Field(min_length=1, max_length=SETTINGS.monitoring.max_feedback_labels),
 ]
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
+PAYMENT_COLUMNS = payment_columns(STORED_MODEL) if SETTINGS.payments.store != "off" else None
+if PAYMENT_COLUMNS is not None and SETTINGS.serving.workers > 1:
+    raise ValueError(
+        f"serving.workers is {SETTINGS.serving.workers}, but the embedded payment state "
+        "(payments.store = 'embedded') has one owner: set FRAUD_SERVING__WORKERS=1, or "
+        "FRAUD_PAYMENTS__STORE=off to serve without /score"
+    )
+ScoreBatch = Annotated[
+    list[
+        payment_model(
+            PAYMENT_COLUMNS,
+            FEATURES,
+            on_invalid=lambda fields: traffic.record_rejection("score", fields),
+        )
+        if PAYMENT_COLUMNS is not None
+        else dict[str, Any]  # any body: /score answers 409, it does not apply to this model
+    ],
+    Field(**contract.rows_bounds(SETTINGS.payments.max_rows_per_request)),
+]
 # The scoring routes: BentoML's per-request access log line, traffic metrics and OpenTelemetry
 # span cost several times the scoring itself; they stay on for every other route.
 SCORING_PATHS = ["/predict", "/predict_columns", "/v2/models/", "/v1/models/"]
@@ -107,16 +128,11 @@ async def _answer(scoring) -> Response:
         return JSONResponse(error.payload(), status_code=error.status)
 
 
-def _monitoring_directory() -> Path:
-    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
-    return SETTINGS.monitoring.directory or home / "monitoring"
-
-
 def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
     """The worker's monitoring process: profiling, drift and the prediction log."""
     config = SETTINGS.monitoring
     metrics.PRECISION_FLOOR.set(config.precision_floor)
-    directory = _monitoring_directory()
+    directory = SETTINGS.monitoring_directory()
     process_config = ProcessConfig(
         features=FEATURE_NAMES,
         monitored=[f for f in [*FEATURE_NAMES, SCORE_COLUMN] if f not in config.exclude_features],
@@ -183,6 +199,13 @@ class FraudDetector:
             codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
             kserve_v1.V1Decoder(FEATURES, Transaction, max_rows),
         )
+        self.payments = PaymentScoring(
+            self.runtime.stored,
+            self._payment_state(),
+            self.scorer,
+            SETTINGS.payments.max_clock_skew_s,
+            clock=time.time,
+        )
         self.explainer = Explainer(self.runtime)
         self.loop_watch = LoopWatch(SETTINGS.serving.stall_log_ms)
         self.grpc_server = None
@@ -198,6 +221,12 @@ class FraudDetector:
         # times a second under load (15-40% of the loop's stalls under overload); at 20,000,
         # 12,000 requests at 3,000 req/s triggered none (docs/performance.md, Stalls).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+    def _payment_state(self) -> PaymentState | None:
+        if PAYMENT_COLUMNS is None:
+            return None
+        delay_days = int(self.runtime.stored.metadata["label_delay_days"])
+        return PaymentState(SETTINGS.payment_state_path(), delay_days)
 
     def _challenger(self) -> Challenger | None:
         if CHALLENGER_TAG is None:
@@ -264,6 +293,8 @@ class FraudDetector:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
         await self.monitor.close()
+        if self.payments.state is not None:
+            self.payments.state.close()
 
     @bentoml.api
     async def predict(
@@ -296,6 +327,17 @@ class FraudDetector:
             self.endpoints.predict_given_columns(
                 columns, data, transaction_ids, request_id, durable
             )
+        )
+
+    @bentoml.api
+    async def score(
+        self, payments: ScoreBatch, ctx: bentoml.Context, include_features: bool = False
+    ) -> schema.PredictResponse:
+        """Score raw payments, in the training table's columns: their features are computed from
+        the online state (each payment then enters it), and decided as /predict decides."""
+        request_id, durable = _request_id(ctx)
+        return await _answer(
+            self.payments.score(payments, request_id, durable, include_features)
         )
 
     @bentoml.api
@@ -334,6 +376,10 @@ class FraudDetector:
     @bentoml.api
     async def feedback(self, labels: FeedbackBatch) -> schema.FeedbackResponse:
         """Delayed labels for earlier predictions; ids with no logged prediction come back."""
+        if self.payments.state is not None:
+            self.payments.state.label(
+                [(item.transaction_id, item.is_fraud) for item in labels if item.transaction_id]
+            )
         try:
             result = await self.monitor.submit_labels(
                 [

@@ -307,6 +307,25 @@ class MonitoringConfig(BaseModel):
     )
 
 
+class PaymentsConfig(BaseModel):
+    """Scoring raw payments (/score): the online state their features are computed from."""
+
+    store: Literal["embedded", "off"] = Field(
+        "embedded",
+        description="Where the online feature state lives: 'embedded' (in the worker, written "
+        "through to state_path; one worker only) or 'off' (no /score).",
+    )
+    state_path: Path | None = Field(
+        None,
+        description="The embedded state's SQLite file (default: <monitoring directory>/"
+        "payment_state.db).",
+    )
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, description="A payment timestamped further ahead of the clock is refused."
+    )
+    max_rows_per_request: int = Field(1_000, ge=1, description="Payments one /score call may carry.")
+
+
 class SecurityConfig(BaseModel):
     """API keys themselves come from $FRAUD_API_KEYS or `api_keys_file`, never from settings."""
 
@@ -345,6 +364,7 @@ class Settings(BaseSettings):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     challenger: ChallengerConfig = Field(default_factory=ChallengerConfig)
+    payments: PaymentsConfig = Field(default_factory=PaymentsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     model_tag: str | None = Field(
         None, description="Serve this exact tag instead of the pinned one (one run only)."
@@ -352,6 +372,13 @@ class Settings(BaseSettings):
     challenger_tag: str | None = Field(
         None, description="Serve this tag as the challenger (one run only); empty: none."
     )
+
+    def monitoring_directory(self) -> Path:
+        home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+        return self.monitoring.directory or home / "monitoring"
+
+    def payment_state_path(self) -> Path:
+        return self.payments.state_path or self.monitoring_directory() / "payment_state.db"
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,12 @@ class NotFound(ServingError):
     status = 404
 
 
+class Conflict(ServingError):
+    """The request is well formed but does not apply to the served model (HTTP 409)."""
+
+    status = 409
+
+
 class Unavailable(ServingError):
     """Try again later (HTTP 503, gRPC UNAVAILABLE)."""
 

@@ -1,10 +1,11 @@
-"""Deterministic feature engineering: pure functions from a validated table to model inputs.
+"""Deterministic feature engineering over a whole table: pure functions from a validated table
+to model inputs.
 
-The ordered feature list below is the one definition of the model's inputs (each a
-`model_store.contract.Feature`). It is saved with the model, so the serving side reads it from the
+The payment features are defined in model_store/payments.py (their windows and formulas, shared
+with the service's online state); here their window aggregates are computed for every row at
+once with grouped rolling windows. The model's schema (each input a
+`model_store.contract.Feature`) is saved with the model, so the serving side reads it from the
 model store, never from here.
-Every window looks only at strictly earlier transactions; terminal risk windows also skip the
-label delay, because a terminal's fraud labels are known only that long after the fact.
 """
 
 from __future__ import annotations
@@ -13,81 +14,14 @@ import numpy as np
 import pandas as pd
 
 from model_store.contract import Feature
+from model_store.payments import (
+    ENGINEERED_FEATURES,
+    HISTORY_DAYS,
+    WINDOWS_DAYS,
+    WindowAggregates,
+    features_from,
+)
 from settings import ColumnsConfig
-
-WINDOWS_DAYS = (1, 7, 30)
-NIGHT_END_HOUR = 6
-HISTORY_DAYS = 30
-
-
-def _engineered_features() -> list[Feature]:
-    features = [
-        Feature("tx_amount", "float32", 0.0, None, "Transaction amount."),
-        Feature("tx_during_weekend", "int8", 0, 1, "1 on Saturday or Sunday."),
-        Feature("tx_during_night", "int8", 0, 1, f"1 before {NIGHT_END_HOUR}:00."),
-    ]
-    for days in WINDOWS_DAYS:
-        features += [
-            Feature(
-                f"customer_nb_tx_{days}d",
-                "int32",
-                0,
-                None,
-                f"The customer's transactions in the previous {days} days.",
-            ),
-            Feature(
-                f"customer_avg_amount_{days}d",
-                "float32",
-                0.0,
-                None,
-                f"The customer's mean amount in the previous {days} days (0 if none).",
-            ),
-        ]
-    features += [
-        Feature(
-            f"customer_amount_ratio_{HISTORY_DAYS}d",
-            "float32",
-            0.0,
-            None,
-            f"Amount over the customer's {HISTORY_DAYS}-day mean (1 without history).",
-        ),
-        Feature(
-            f"customer_amount_zscore_{HISTORY_DAYS}d",
-            "float32",
-            None,
-            None,
-            f"Amount in standard deviations from the customer's {HISTORY_DAYS}-day mean "
-            "(0 with fewer than two past payments).",
-        ),
-        Feature(
-            f"customer_terminal_new_{HISTORY_DAYS}d",
-            "int8",
-            0,
-            1,
-            f"1 if the customer has not paid at this terminal in the previous {HISTORY_DAYS} days.",
-        ),
-    ]
-    for days in WINDOWS_DAYS:
-        features += [
-            Feature(
-                f"terminal_nb_tx_{days}d",
-                "int32",
-                0,
-                None,
-                f"The terminal's transactions in the {days} days before the label delay.",
-            ),
-            Feature(
-                f"terminal_risk_{days}d",
-                "float32",
-                0.0,
-                1.0,
-                f"Share of fraud at the terminal in the {days} days before the label delay.",
-            ),
-        ]
-    return features
-
-
-ENGINEERED_FEATURES: tuple[Feature, ...] = tuple(_engineered_features())
 
 
 def column_feature(name: str, values: pd.Series) -> Feature:
@@ -128,70 +62,47 @@ def feature_names(columns: ColumnsConfig) -> list[str]:
 
 
 def _past_window(
-    table: pd.DataFrame, key: str, value: str, days: int, columns: ColumnsConfig
+    keys: np.ndarray, values: np.ndarray, timestamps: np.ndarray, days: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Count and sum of `value` over the key's transactions in [t - days, t), in table order.
-
-    `table` must be sorted by (key, timestamp, transaction id).
-    """
-    series = pd.Series(table[value].to_numpy(dtype=float), index=table[columns.timestamp])
-    rolled = series.groupby(table[key].to_numpy(), sort=True).rolling(f"{days}D", closed="left")
-    return rolled.count().fillna(0.0).to_numpy(), rolled.sum().fillna(0.0).to_numpy()
-
-
-def _customer_features(table: pd.DataFrame, columns: ColumnsConfig) -> dict[str, pd.Series]:
-    table = table.sort_values([columns.customer_id, columns.timestamp, columns.transaction_id])
-    out: dict[str, np.ndarray | pd.Series] = {}
-    for days in WINDOWS_DAYS:
-        count, total = _past_window(table, columns.customer_id, columns.amount, days, columns)
-        out[f"customer_nb_tx_{days}d"] = count
-        out[f"customer_avg_amount_{days}d"] = np.divide(
-            total, count, out=np.zeros_like(total), where=count > 0
-        )
-    amount = table[columns.amount].to_numpy(dtype=float)
-    count = out[f"customer_nb_tx_{HISTORY_DAYS}d"]
-    mean = out[f"customer_avg_amount_{HISTORY_DAYS}d"]
-    squares = table.assign(_square=amount**2)
-    _, total_squares = _past_window(squares, columns.customer_id, "_square", HISTORY_DAYS, columns)
-    out[f"customer_amount_ratio_{HISTORY_DAYS}d"] = np.divide(
-        amount, mean, out=np.ones_like(amount), where=mean > 0
-    )
-    variance = np.divide(
-        total_squares - mean * mean * count, count - 1, out=np.zeros_like(total), where=count > 1
-    )
-    std = np.sqrt(np.clip(variance, 0.0, None))
-    out[f"customer_amount_zscore_{HISTORY_DAYS}d"] = np.divide(
-        amount - mean, std, out=np.zeros_like(amount), where=std > 0
-    )
-    pair = table.groupby([columns.customer_id, columns.terminal_id], sort=False).ngroup()
-    pairs = table.assign(_pair=pair.to_numpy()).sort_values(
-        ["_pair", columns.timestamp, columns.transaction_id]
-    )
-    seen, _ = _past_window(pairs, "_pair", columns.amount, HISTORY_DAYS, columns)
-    out[f"customer_terminal_new_{HISTORY_DAYS}d"] = pd.Series(
-        (seen == 0).astype(float), index=pairs.index
-    ).reindex(table.index)
-    return {
-        name: values if isinstance(values, pd.Series) else pd.Series(values, index=table.index)
-        for name, values in out.items()
-    }
+    """Count and sum of `values` over each row's key's rows in [t - days, t), for rows in time
+    order (the result in the same order)."""
+    order = pd.Series(keys).sort_values(kind="stable").index.to_numpy()  # key, then time
+    series = pd.Series(values[order], index=timestamps[order])
+    rolled = series.groupby(keys[order], sort=True).rolling(f"{days}D", closed="left")
+    count, total = np.empty(len(keys)), np.empty(len(keys))
+    count[order] = rolled.count().fillna(0.0).to_numpy()
+    total[order] = rolled.sum().fillna(0.0).to_numpy()
+    return count, total
 
 
-def _terminal_features(
+def window_aggregates(
     table: pd.DataFrame, columns: ColumnsConfig, delay_days: int
-) -> dict[str, pd.Series]:
-    table = table.sort_values([columns.terminal_id, columns.timestamp, columns.transaction_id])
-    key, label = columns.terminal_id, columns.label
-    known_count, known_fraud = _past_window(table, key, label, delay_days, columns)
-    out: dict[str, pd.Series] = {}
+) -> WindowAggregates:
+    """The payment features' aggregates for a table sorted by (timestamp, transaction id)."""
+    timestamps = pd.DatetimeIndex(table[columns.timestamp])
+    amount = table[columns.amount].to_numpy(dtype=float)
+    customers = table[columns.customer_id].to_numpy()
+    terminals = table[columns.terminal_id].to_numpy()
+    aggregates = WindowAggregates(
+        amount=amount,
+        weekday=timestamps.day_of_week.to_numpy(dtype=float),
+        hour=timestamps.hour.to_numpy(dtype=float),
+    )
     for days in WINDOWS_DAYS:
-        count, fraud = _past_window(table, key, label, delay_days + days, columns)
-        count, fraud = count - known_count, fraud - known_fraud
-        out[f"terminal_nb_tx_{days}d"] = count
-        out[f"terminal_risk_{days}d"] = np.divide(
-            fraud, count, out=np.zeros_like(fraud), where=count > 0
-        )
-    return {name: pd.Series(values, index=table.index) for name, values in out.items()}
+        count, total = _past_window(customers, amount, timestamps, days)
+        aggregates.customer_count[days], aggregates.customer_sum[days] = count, total
+    _, aggregates.customer_sum_squares = _past_window(
+        customers, amount**2, timestamps, HISTORY_DAYS
+    )
+    pairs = table.groupby([columns.customer_id, columns.terminal_id], sort=False).ngroup()
+    aggregates.pair_count, _ = _past_window(pairs.to_numpy(), amount, timestamps, HISTORY_DAYS)
+    labels = table[columns.label].to_numpy(dtype=float)
+    known_count, known_fraud = _past_window(terminals, labels, timestamps, delay_days)
+    for days in WINDOWS_DAYS:
+        count, fraud = _past_window(terminals, labels, timestamps, delay_days + days)
+        aggregates.terminal_count[days] = count - known_count
+        aggregates.terminal_fraud[days] = fraud - known_fraud
+    return aggregates
 
 
 def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int) -> pd.DataFrame:
@@ -202,24 +113,16 @@ def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int)
     result does not depend on the order of the input rows.
     """
     table = table.sort_values([columns.timestamp, columns.transaction_id]).reset_index(drop=True)
-    computed: dict[str, pd.Series | np.ndarray] = {}
+    computed: dict[str, np.ndarray] = {}
     keys = [columns.transaction_id, columns.timestamp, columns.label]
     if columns.payment_features:
-        timestamp = table[columns.timestamp]
-        computed["tx_amount"] = table[columns.amount].to_numpy(dtype=float)
-        computed["tx_during_weekend"] = (timestamp.dt.day_of_week >= 5).to_numpy()
-        computed["tx_during_night"] = (timestamp.dt.hour < NIGHT_END_HOUR).to_numpy()
-        computed.update(_customer_features(table, columns))
-        computed.update(_terminal_features(table, columns, delay_days))
+        computed.update(features_from(window_aggregates(table, columns, delay_days)))
         keys.insert(2, columns.customer_id)
     for name in columns.extra_features:
         computed[name] = table[name].to_numpy()
     result = table[keys].copy()
     for feature in feature_schema(columns, table):
-        values = computed[feature.name]
-        if isinstance(values, pd.Series):
-            values = values.sort_index().to_numpy()
-        result[feature.name] = np.asarray(values).astype(feature.dtype)
+        result[feature.name] = np.asarray(computed[feature.name]).astype(feature.dtype)
     return result
 
 

@@ -15,11 +15,12 @@ from tqdm import tqdm
 
 import model_store
 from monitoring import whylogs_adapter as profiles
+from model_store.payments import WINDOWS_DAYS
 from monitoring.drift import SCORE_COLUMN
 from settings import MODEL_NAME, Settings
 from training import evaluate, report
 from training.dataset import Dataset, load_dataset
-from training.features import WINDOWS_DAYS, feature_names
+from training.features import feature_names
 from training.tune import default_storage, fit_forest, tune
 
 SHAP_TOP_FEATURES = 5
@@ -200,6 +201,7 @@ def _train_and_register(
             "train_window": dataset.split.train.as_dict(),
             "test_window": dataset.split.test.as_dict(),
             "label_delay_days": settings.split.delay_days,
+            "columns": columns.model_dump(),
             "feature_windows_days": list(WINDOWS_DAYS) if columns.payment_features else [],
             "data_fingerprint": dataset.fingerprint,
             "code_version": code_version(),

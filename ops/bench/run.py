@@ -282,7 +282,7 @@ def servers(
             env = {**bento_env, "FRAUD_SERVING__ENGINE": "sklearn"}
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
         elif name == "bento_2workers":  # one worker per core: not pinned, shares the cores
-            env = {**bento_env, "FRAUD_SERVING__WORKERS": "2"}
+            env = {**bento_env, "FRAUD_SERVING__WORKERS": "2", "FRAUD_PAYMENTS__STORE": "off"}
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env, pinned=False))
         else:
             raise ValueError(f"unknown server {name}")

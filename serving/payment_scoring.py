@@ -1,0 +1,156 @@
+"""/score: raw payments in, decisions out. A payment (in the training table's own columns, as
+the model's `[columns]` mapping named them) enters the online state, its features are computed
+from that state with training's definition (model_store/payments.py), and the matrix goes
+through the same scorer as /predict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from model_store.contract import FLOAT32_MAX, FeatureSchema
+from model_store.payments import features_from
+from model_store.store import StoredModel
+from serving import codec, contract
+from serving.errors import Conflict, InvalidInput, Violation
+from serving.payment_state import Payment, PaymentState
+from serving.scorer import Scorer
+from settings import ColumnsConfig
+
+PROTOCOL = "score"
+Key = Annotated[str, Field(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH)] | int
+
+
+NOT_A_PAYMENT_MODEL = (
+    "this model does not score raw payments: it was trained without payment features "
+    "(columns.payment_features = false) or before /score existed; send its features to /predict"
+)
+STORE_OFF = "scoring raw payments is turned off here (payments.store = 'off'); use /predict"
+
+
+def payment_columns(stored: StoredModel) -> ColumnsConfig | None:
+    """The column mapping the model was trained with, when it scores payments."""
+    columns = stored.metadata.get("columns")
+    if columns is None:
+        return None
+    mapping = ColumnsConfig(**columns)
+    return mapping if mapping.payment_features else None
+
+
+def payment_model(
+    columns: ColumnsConfig, schema: FeatureSchema, on_invalid: Callable[[set[str]], None]
+) -> type[BaseModel]:
+    """One payment as pydantic, in the table's own column names: id, time (ISO 8601, or Unix
+    seconds; without an offset it is read as UTC, like the training table), customer, terminal,
+    a finite amount >= 0, and the model's extra features with their own rules."""
+    extras = contract.transaction_model(
+        FeatureSchema(tuple(f for f in schema if f.name in columns.extra_features)), on_invalid
+    )
+    fields: dict[str, Any] = {
+        columns.transaction_id: (Key, Field(description="The payment's unique id.")),
+        columns.timestamp: (datetime, Field(description="When it happened (ISO 8601).")),
+        columns.customer_id: (Key, Field(description="The customer (card).")),
+        columns.terminal_id: (Key, Field(description="The terminal (merchant).")),
+        columns.amount: (
+            float,
+            Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False, strict=True, description="Amount."),
+        ),
+    }
+    for name in columns.extra_features:
+        fields[name] = extras.model_fields[name].annotation, extras.model_fields[name]
+    return create_model("Payment", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class PaymentScoring:
+    """The /score endpoint's work for one worker."""
+
+    def __init__(
+        self,
+        stored: StoredModel,
+        state: PaymentState | None,
+        scorer: Scorer,
+        max_clock_skew_s: float,
+        clock: Callable[[], float],
+    ):
+        self.columns = payment_columns(stored)
+        self.schema = stored.schema
+        self.state = state  # None: /score does not apply (the columns say why)
+        self.scorer = scorer
+        self.max_clock_skew_ns = int(max_clock_skew_s * 1e9)
+        self.clock = clock
+
+    def check_applies(self) -> None:
+        if self.state is None:
+            raise Conflict(NOT_A_PAYMENT_MODEL if self.columns is None else STORE_OFF)
+
+    def payments(self, rows: list[BaseModel]) -> list[Payment]:
+        """The typed rows as payments, after the checks that need the state and the clock."""
+        columns = self.columns
+        payments = [
+            Payment(
+                transaction_id=str(getattr(row, columns.transaction_id)),
+                time_ns=_nanoseconds(getattr(row, columns.timestamp)),
+                customer=str(getattr(row, columns.customer_id)),
+                terminal=str(getattr(row, columns.terminal_id)),
+                amount=float(getattr(row, columns.amount)),
+            )
+            for row in rows
+        ]
+        latest = int(self.clock() * 1e9) + self.max_clock_skew_ns
+        oldest = self.state.oldest_accepted_ns()
+        problems = []
+        for position, payment in enumerate(payments):
+            if payment.time_ns > latest:
+                problems.append(
+                    Violation(
+                        columns.timestamp,
+                        position,
+                        "is ahead of the server's clock by more than payments.max_clock_skew_s",
+                    )
+                )
+            elif oldest is not None and payment.time_ns < oldest:
+                problems.append(
+                    Violation(
+                        columns.timestamp,
+                        position,
+                        "is older than the online state's horizon (the longest window plus the "
+                        "label delay before the latest payment): score it with /predict",
+                    )
+                )
+        if problems:
+            raise InvalidInput(problems)
+        return payments
+
+    async def score(
+        self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
+    ) -> bytes:
+        self.check_applies()
+        payments = self.payments(rows)
+        features = features_from(self.state.score_and_record(payments))
+        for name in self.columns.extra_features:
+            features[name] = np.array([getattr(row, name) for row in rows], dtype=float)
+        names = self.schema.names
+        matrix = np.column_stack([features[name] for name in names]).astype(np.float32)
+        ids = [payment.transaction_id for payment in payments]
+        decided = await self.scorer.decide(matrix, PROTOCOL, request_id, ids, False, durable)
+        if not with_features:
+            return codec.encode_predictions(request_id, ids, decided)
+        answer = msgspec.json.decode(codec.encode_predictions(request_id, ids, decided))
+        for prediction, values in zip(answer["predictions"], matrix.tolist(), strict=True):
+            prediction["features"] = {
+                feature.name: int(value) if feature.integral else value
+                for feature, value in zip(self.schema, values, strict=True)
+            }
+        return codec.encode(answer)
+
+
+def _nanoseconds(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000

@@ -1,0 +1,322 @@
+"""Online feature state: every scored payment's history, kept so that the payment features
+(model_store/payments.py) are computed for a new payment exactly as training computes them.
+
+What is kept, per key, as time-sorted arrays (nanoseconds since the epoch):
+- each customer's payments and amounts for the longest customer window;
+- each customer-terminal pair's payment times (has the customer paid here recently?);
+- each terminal's payment times, and apart the times of its payments labelled fraud, for the
+  longest terminal window plus the label delay.
+Every window is two binary searches, so a key with a million payments costs microseconds, not a
+scan; only a customer's amount sums walk the window (a card pays a few times a day).
+
+The embedded store keeps it in memory, written through to a SQLite file so that a restart of
+the worker or the server resumes with every answered payment (one process owns the file: more
+than one worker is refused at start-up).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from array import array
+from bisect import bisect_left, insort
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_store.payments import (
+    HISTORY_DAYS,
+    WINDOWS_DAYS,
+    WindowAggregates,
+    state_horizon_days,
+)
+
+DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday 0)
+
+
+@dataclass(frozen=True)
+class Payment:
+    transaction_id: str
+    time_ns: int
+    customer: str
+    terminal: str
+    amount: float
+
+
+class _Times:
+    """Sorted times (and optionally a value for each), with binary-search windows."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self, with_values: bool):
+        self.times = array("q")
+        self.values = array("d") if with_values else None
+
+    def add(self, time_ns: int, value: float = 0.0) -> None:
+        times = self.times
+        if not times or times[-1] <= time_ns:  # in time order: the usual case
+            times.append(time_ns)
+            if self.values is not None:
+                self.values.append(value)
+            return
+        position = bisect_left(times, time_ns)
+        times.insert(position, time_ns)
+        if self.values is not None:
+            self.values.insert(position, value)
+
+    def remove(self, time_ns: int) -> None:
+        position = bisect_left(self.times, time_ns)
+        if position < len(self.times) and self.times[position] == time_ns:
+            del self.times[position]
+
+    def window(self, start_ns: int, end_ns: int) -> tuple[int, int]:
+        """Positions of the entries in [start, end)."""
+        return bisect_left(self.times, start_ns), bisect_left(self.times, end_ns)
+
+    def count(self, start_ns: int, end_ns: int) -> int:
+        low, high = self.window(start_ns, end_ns)
+        return high - low
+
+    def forget_before(self, time_ns: int) -> None:
+        cut = bisect_left(self.times, time_ns)
+        if cut:
+            del self.times[:cut]
+            if self.values is not None:
+                del self.values[:cut]
+
+
+class PaymentState:
+    """The embedded online state: in memory, written through to SQLite."""
+
+    def __init__(self, path: Path, delay_days: int):
+        self.delay_ns = delay_days * DAY_NS
+        self.horizon_ns = state_horizon_days(delay_days) * DAY_NS
+        self.latest_ns: int | None = None
+        self._deleted_before_ns = 0
+        self._customers: dict[str, _Times] = {}
+        self._pairs: dict[tuple[str, str], _Times] = {}
+        self._terminals: dict[str, _Times] = {}
+        self._frauds: dict[str, _Times] = {}
+        self._payments: dict[str, tuple[Payment, int]] = {}  # id: the payment, its label (0/1)
+        self._expiry: deque[tuple[int, str]] = deque()  # (time, id) in arrival order
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS payments (transaction_id TEXT PRIMARY KEY, "
+            "time_ns INTEGER NOT NULL, customer TEXT NOT NULL, terminal TEXT NOT NULL, "
+            "amount REAL NOT NULL, label INTEGER)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS payments_time ON payments (time_ns)")
+        self._load()
+
+    # -- reading ---------------------------------------------------------------------------
+    def oldest_accepted_ns(self) -> int | None:
+        """A payment older than this would need history already forgotten."""
+        return None if self.latest_ns is None else self.latest_ns - self.horizon_ns
+
+    def aggregates(self, payments: list[Payment]) -> WindowAggregates:
+        """The window aggregates of each payment against the state (which must hold them)."""
+        result = WindowAggregates.empty(len(payments))
+        delay = self.delay_ns
+        for row, payment in enumerate(payments):
+            t = payment.time_ns
+            result.amount[row] = payment.amount
+            result.weekday[row] = (t // DAY_NS + EPOCH_WEEKDAY) % 7
+            result.hour[row] = (t % DAY_NS) // HOUR_NS
+            customer = self._customers.get(payment.customer)
+            if customer is not None:
+                for days in WINDOWS_DAYS:
+                    low, high = customer.window(t - days * DAY_NS, t)
+                    result.customer_count[days][row] = high - low
+                    amounts = customer.values[low:high]
+                    result.customer_sum[days][row] = sum(amounts)
+                    if days == HISTORY_DAYS:
+                        result.customer_sum_squares[row] = sum(a * a for a in amounts)
+            pair = self._pairs.get((payment.customer, payment.terminal))
+            if pair is not None:
+                result.pair_count[row] = pair.count(t - HISTORY_DAYS * DAY_NS, t)
+            terminal = self._terminals.get(payment.terminal)
+            frauds = self._frauds.get(payment.terminal)
+            for days in WINDOWS_DAYS if terminal is not None else ():
+                start, end = t - delay - days * DAY_NS, t - delay
+                result.terminal_count[days][row] = terminal.count(start, end)
+                if frauds is not None:
+                    result.terminal_fraud[days][row] = frauds.count(start, end)
+        return result
+
+    def score_and_record(self, payments: list[Payment]) -> WindowAggregates:
+        """Enter the payments (a transaction id already known counts once), then their
+        aggregates: each sees every strictly earlier payment, in the state or in the batch."""
+        with self._lock:
+            new = {
+                p.transaction_id: p for p in payments if p.transaction_id not in self._payments
+            }.values()
+            if new:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(
+                        "INSERT INTO payments VALUES (?, ?, ?, ?, ?, NULL)",
+                        [
+                            (p.transaction_id, p.time_ns, p.customer, p.terminal, p.amount)
+                            for p in new
+                        ],
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                for payment in new:
+                    self._enter(payment, None)
+                self._forget_old()
+            return self.aggregates(payments)
+
+    # -- labels ----------------------------------------------------------------------------
+    def label(self, labels: list[tuple[str, bool]]) -> int:
+        """Record fraud labels by transaction id; returns how many named a payment held here."""
+        with self._lock:
+            known = [(tx, bool(fraud)) for tx, fraud in labels if tx in self._payments]
+            if known:
+                self._db.executemany(
+                    "UPDATE payments SET label = ? WHERE transaction_id = ?",
+                    [(int(fraud), tx) for tx, fraud in known],
+                )
+            for tx, fraud in known:
+                self._set_label(tx, fraud)
+            return len(known)
+
+    def _set_label(self, transaction_id: str, fraud: bool) -> None:
+        payment, before = self._payments[transaction_id]
+        if before == int(fraud):
+            return
+        frauds = self._frauds.setdefault(payment.terminal, _Times(with_values=False))
+        if fraud:
+            frauds.add(payment.time_ns)
+        else:
+            frauds.remove(payment.time_ns)
+        self._payments[transaction_id] = (payment, int(fraud))
+
+    # -- bulk loading ----------------------------------------------------------------------
+    def backfill(self, payments: list[Payment], labels: list[int | None]) -> int:
+        """Load history (payments with their labels, None when not known yet); returns how
+        many were new. Only the last horizon of the history is kept."""
+        with self._lock:
+            rows = [
+                (p.transaction_id, p.time_ns, p.customer, p.terminal, p.amount, label)
+                for p, label in zip(payments, labels, strict=True)
+            ]
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO payments VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+            added = self._db.total_changes - before
+        self._reset()
+        self._load()
+        return added
+
+    def _reset(self) -> None:
+        self._customers.clear()
+        self._pairs.clear()
+        self._terminals.clear()
+        self._frauds.clear()
+        self._payments.clear()
+        self._expiry.clear()
+        self.latest_ns = None
+
+    def _load(self) -> None:
+        (latest,) = self._db.execute("SELECT max(time_ns) FROM payments").fetchone()
+        if latest is None:
+            return
+        cursor = self._db.execute(
+            "SELECT transaction_id, time_ns, customer, terminal, amount, label FROM payments "
+            "WHERE time_ns >= ? ORDER BY time_ns",
+            (latest - self.horizon_ns,),
+        )
+        for tx, time_ns, customer, terminal, amount, label in cursor:
+            self._enter(Payment(tx, time_ns, customer, terminal, amount), label)
+        self._forget_old()
+
+    # -- the state proper ------------------------------------------------------------------
+    def _enter(self, payment: Payment, label: int | None) -> None:
+        t = payment.time_ns
+        self._customers.setdefault(payment.customer, _Times(with_values=True)).add(
+            t, payment.amount
+        )
+        self._pairs.setdefault((payment.customer, payment.terminal), _Times(False)).add(t)
+        self._terminals.setdefault(payment.terminal, _Times(with_values=False)).add(t)
+        self._payments[payment.transaction_id] = (payment, 0)
+        if label:
+            self._set_label(payment.transaction_id, True)
+        self._expiry.append((t, payment.transaction_id))
+        if self.latest_ns is None or t > self.latest_ns:
+            self.latest_ns = t
+
+    def _forget_old(self) -> None:
+        """Drop what no window can reach any more: payments older than the horizon (only the
+        keys those payments touched are trimmed, so the cost follows the payments)."""
+        cutoff = self.latest_ns - self.horizon_ns
+        expiry = self._expiry
+        customers, pairs, terminals = set(), set(), set()
+        while expiry and expiry[0][0] < cutoff:
+            _, tx = expiry.popleft()
+            payment, _ = self._payments.pop(tx)
+            customers.add(payment.customer)
+            pairs.add((payment.customer, payment.terminal))
+            terminals.add(payment.terminal)
+        for keys, series_by_key in (
+            (customers, self._customers),
+            (pairs, self._pairs),
+            (terminals, self._terminals),
+            (terminals, self._frauds),
+        ):
+            for key in keys:
+                series = series_by_key.get(key)
+                if series is None:
+                    continue
+                series.forget_before(cutoff)
+                if not series.times:
+                    del series_by_key[key]
+        if cutoff - self._deleted_before_ns >= HOUR_NS:  # the file, once an hour of time
+            self._db.execute("DELETE FROM payments WHERE time_ns < ?", (cutoff,))
+            self._deleted_before_ns = cutoff
+
+    def size(self) -> dict[str, int]:
+        return {
+            "payments": len(self._payments),
+            "customers": len(self._customers),
+            "terminals": len(self._terminals),
+        }
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def table_payments(table, columns) -> tuple[list[Payment], list[int | None]]:
+    """A payment table (a pandas DataFrame in the columns `columns` names) as payments and their
+    labels (None where the label column is missing or empty), for backfills."""
+    import pandas as pd
+
+    times = pd.to_datetime(table[columns.timestamp])
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    payments = [
+        Payment(str(tx), int(t), str(customer), str(terminal), float(amount))
+        for tx, t, customer, terminal, amount in zip(
+            table[columns.transaction_id].to_numpy(),
+            times.to_numpy().astype("datetime64[ns]").astype(np.int64),
+            table[columns.customer_id].to_numpy(),
+            table[columns.terminal_id].to_numpy(),
+            table[columns.amount].to_numpy(dtype=float),
+            strict=True,
+        )
+    ]
+    if columns.label not in table:
+        return payments, [None] * len(payments)
+    labels = table[columns.label].astype("Int64")
+    return payments, [None if pd.isna(label) else int(label) for label in labels]

@@ -1,0 +1,110 @@
+"""The online feature state against training's batch features: the same payments, replayed one
+at a time with labels arriving at the delay, give the same features; retries, restarts,
+corrections and forgetting behave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model_store.payments import features_from
+from serving.payment_state import DAY_NS, Payment, PaymentState, table_payments
+from settings import ColumnsConfig
+from tests.conftest import SMALL_TABLE
+from training.data import read_table
+from training.features import build_features, feature_names
+
+COLUMNS = ColumnsConfig()
+DELAY_DAYS = 7
+TIME = pd.Timestamp("2026-05-01").value
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return (
+        read_table(SMALL_TABLE)
+        .sort_values([COLUMNS.timestamp, COLUMNS.transaction_id])
+        .reset_index(drop=True)
+    )
+
+
+def replay(state: PaymentState, payments: list[Payment], labels: list[int | None]) -> pd.DataFrame:
+    """Score each payment in time order, each label sent when it becomes known (at the delay)."""
+    due = sorted(
+        (p.time_ns + DELAY_DAYS * DAY_NS, p.transaction_id, bool(label))
+        for p, label in zip(payments, labels, strict=True)
+    )
+    sent, rows = 0, []
+    for payment in payments:
+        known = sent
+        while known < len(due) and due[known][0] <= payment.time_ns:
+            known += 1
+        state.label([(tx, label) for _, tx, label in due[sent:known]])
+        sent = known
+        features = features_from(state.score_and_record([payment]))
+        rows.append({name: values[0] for name, values in features.items()})
+    return pd.DataFrame(rows)
+
+
+def test_replayed_payments_get_trainings_features(table, tmp_path):
+    cut = table[COLUMNS.timestamp].min() + pd.Timedelta(days=80)
+    earlier, later = table[table[COLUMNS.timestamp] < cut], table[table[COLUMNS.timestamp] >= cut]
+    state = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+    state.backfill(*table_payments(earlier, COLUMNS))
+    online = replay(state, *table_payments(later, COLUMNS))
+    built = build_features(table, COLUMNS, DELAY_DAYS)
+    expected = built[built[COLUMNS.timestamp] >= cut].reset_index(drop=True)
+    assert len(online) == len(expected) > 10_000
+    for name in feature_names(COLUMNS):
+        np.testing.assert_allclose(
+            online[name].to_numpy(np.float32),
+            expected[name].to_numpy(np.float32),
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=name,
+        )
+    # the windows were not trivially empty
+    assert (expected["terminal_risk_30d"] > 0).sum() > 100
+    assert (expected["customer_terminal_new_30d"] == 0).sum() > 100
+
+
+def _payment(tx: str, days: float, customer="c", terminal="t", amount=10.0) -> Payment:
+    return Payment(tx, TIME + int(days * DAY_NS), customer, terminal, amount)
+
+
+def test_a_retry_counts_once_and_a_restart_keeps_the_state(tmp_path):
+    path = tmp_path / "state.db"
+    state = PaymentState(path, DELAY_DAYS)
+    state.score_and_record([_payment("a", 0)])
+    state.score_and_record([_payment("a", 0)])  # the same payment again
+    same_instant = features_from(state.score_and_record([_payment("b", 0)]))
+    assert same_instant["customer_nb_tx_1d"][0] == 0  # payments at one instant do not see each other
+    state.close()
+    reopened = PaymentState(path, DELAY_DAYS)
+    later = features_from(reopened.score_and_record([_payment("c", 0.5)]))
+    assert later["customer_nb_tx_1d"][0] == 2  # a and b, once each, after the restart
+    assert later["customer_terminal_new_30d"][0] == 0
+
+
+def test_labels_count_after_the_delay_and_corrections_undo_them(tmp_path):
+    state = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+    state.score_and_record([_payment("f", 0)])
+    assert state.label([("f", True), ("never-seen", True)]) == 1
+    inside = features_from(state.score_and_record([_payment("g", DELAY_DAYS + 0.5)]))
+    assert inside["terminal_nb_tx_1d"][0] == 1 and inside["terminal_risk_1d"][0] == 1.0
+    too_soon = features_from(state.score_and_record([_payment("h", DELAY_DAYS - 0.5)]))
+    assert too_soon["terminal_nb_tx_30d"][0] == 0  # still inside the label delay
+    state.label([("f", False)])
+    corrected = features_from(state.score_and_record([_payment("i", DELAY_DAYS + 0.6)]))
+    assert corrected["terminal_risk_1d"][0] == 0.0 and corrected["terminal_nb_tx_1d"][0] == 1
+
+
+def test_history_past_the_horizon_is_forgotten(tmp_path):
+    state = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+    state.score_and_record([_payment("old", 0)])
+    state.score_and_record([_payment("new", 40, customer="other", terminal="other")])
+    assert state.size()["payments"] == 1
+    assert state.oldest_accepted_ns() == TIME + (40 - 37) * DAY_NS
+    reopened = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+    assert reopened.size() == {"payments": 1, "customers": 1, "terminals": 1}
