@@ -97,13 +97,15 @@ if PAYMENT_COLUMNS is not None and SETTINGS.serving.workers > 1:
     )
 ScoreBatch = Annotated[
     list[
-        payment_model(
-            PAYMENT_COLUMNS,
-            FEATURES,
-            on_invalid=lambda fields: traffic.record_rejection("score", fields),
-        )
-        if PAYMENT_COLUMNS is not None
-        else dict[str, Any]  # any body: /score answers 409, it does not apply to this model
+        (
+            payment_model(
+                PAYMENT_COLUMNS,
+                FEATURES,
+                on_invalid=lambda fields: traffic.record_rejection("score", fields),
+            )
+            if PAYMENT_COLUMNS is not None
+            else dict[str, Any]
+        )  # any body: /score answers 409, it does not apply to this model
     ],
     Field(**contract.rows_bounds(SETTINGS.payments.max_rows_per_request)),
 ]
@@ -120,11 +122,13 @@ def _request_id(ctx: bentoml.Context) -> tuple[str, bool]:
     return ctx.request.scope[fast_path.REQUEST_ID]
 
 
-async def _answer(scoring) -> Response:
-    """A typed endpoint's answer: the scoring's JSON bytes as they are, or its refusal."""
+async def _answer(scoring, ctx: bentoml.Context) -> Response:
+    """A typed endpoint's answer: the scoring's JSON bytes as they are, or its refusal (its
+    status set on the context too: BentoML gives the answer the context's status)."""
     try:
         return Response(await scoring, media_type="application/json")
     except ServingError as error:
+        ctx.response.status_code = error.status
         return JSONResponse(error.payload(), status_code=error.status)
 
 
@@ -309,7 +313,8 @@ class FraudDetector:
                 request_id,
                 validated=True,
                 durable=durable,
-            )
+            ),
+            ctx,
         )
 
     @bentoml.api
@@ -326,7 +331,8 @@ class FraudDetector:
         return await _answer(
             self.endpoints.predict_given_columns(
                 columns, data, transaction_ids, request_id, durable
-            )
+            ),
+            ctx,
         )
 
     @bentoml.api
@@ -337,7 +343,7 @@ class FraudDetector:
         the online state (each payment then enters it), and decided as /predict decides."""
         request_id, durable = _request_id(ctx)
         return await _answer(
-            self.payments.score(payments, request_id, durable, include_features)
+            self.payments.score(payments, request_id, durable, include_features), ctx
         )
 
     @bentoml.api

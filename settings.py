@@ -323,7 +323,9 @@ class PaymentsConfig(BaseModel):
     max_clock_skew_s: float = Field(
         300.0, ge=0, description="A payment timestamped further ahead of the clock is refused."
     )
-    max_rows_per_request: int = Field(1_000, ge=1, description="Payments one /score call may carry.")
+    max_rows_per_request: int = Field(
+        1_000, ge=1, description="Payments one /score call may carry."
+    )
 
 
 class SecurityConfig(BaseModel):

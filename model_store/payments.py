@@ -146,7 +146,9 @@ def features_from(aggregates: WindowAggregates) -> dict[str, np.ndarray]:
     }
     for days in WINDOWS_DAYS:
         out[f"customer_nb_tx_{days}d"] = a.customer_count[days]
-        out[f"customer_avg_amount_{days}d"] = _ratio(a.customer_sum[days], a.customer_count[days], 0)
+        out[f"customer_avg_amount_{days}d"] = _ratio(
+            a.customer_sum[days], a.customer_count[days], 0
+        )
     count, mean = a.customer_count[HISTORY_DAYS], out[f"customer_avg_amount_{HISTORY_DAYS}d"]
     out[f"customer_amount_ratio_{HISTORY_DAYS}d"] = _ratio(a.amount, mean, 1.0)
     variance = _ratio(a.customer_sum_squares - mean * mean * count, count - 1, 0.0)

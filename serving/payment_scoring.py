@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import features_from
@@ -23,7 +23,18 @@ from serving.scorer import Scorer
 from settings import ColumnsConfig
 
 PROTOCOL = "score"
-Key = Annotated[str, Field(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH)] | int
+
+
+def _integer_as_text(value: Any) -> Any:
+    """Tables often number their ids: 42 and "42" name the same key."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Key = Annotated[
+    str,
+    BeforeValidator(_integer_as_text),
+    Field(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH),
+]
 
 
 NOT_A_PAYMENT_MODEL = (
@@ -93,10 +104,10 @@ class PaymentScoring:
         columns = self.columns
         payments = [
             Payment(
-                transaction_id=str(getattr(row, columns.transaction_id)),
+                transaction_id=getattr(row, columns.transaction_id),
                 time_ns=_nanoseconds(getattr(row, columns.timestamp)),
-                customer=str(getattr(row, columns.customer_id)),
-                terminal=str(getattr(row, columns.terminal_id)),
+                customer=getattr(row, columns.customer_id),
+                terminal=getattr(row, columns.terminal_id),
                 amount=float(getattr(row, columns.amount)),
             )
             for row in rows

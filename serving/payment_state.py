@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +174,10 @@ class PaymentState:
                     raise
                 for payment in new:
                     self._enter(payment, None)
+            aggregates = self.aggregates(payments)
+            if new:  # after the aggregates: the batch's earliest payments still need it all
                 self._forget_old()
-            return self.aggregates(payments)
+            return aggregates
 
     # -- labels ----------------------------------------------------------------------------
     def label(self, labels: list[tuple[str, bool]]) -> int:

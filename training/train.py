@@ -14,8 +14,8 @@ import pandas as pd
 from tqdm import tqdm
 
 import model_store
-from monitoring import whylogs_adapter as profiles
 from model_store.payments import WINDOWS_DAYS
+from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN
 from settings import MODEL_NAME, Settings
 from training import evaluate, report

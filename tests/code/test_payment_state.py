@@ -79,7 +79,9 @@ def test_a_retry_counts_once_and_a_restart_keeps_the_state(tmp_path):
     state.score_and_record([_payment("a", 0)])
     state.score_and_record([_payment("a", 0)])  # the same payment again
     same_instant = features_from(state.score_and_record([_payment("b", 0)]))
-    assert same_instant["customer_nb_tx_1d"][0] == 0  # payments at one instant do not see each other
+    assert (
+        same_instant["customer_nb_tx_1d"][0] == 0
+    )  # payments at one instant do not see each other
     state.close()
     reopened = PaymentState(path, DELAY_DAYS)
     later = features_from(reopened.score_and_record([_payment("c", 0.5)]))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 import model_store
@@ -186,3 +187,47 @@ def metric_samples(server: Server, name: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
+
+
+@pytest.fixture(scope="session")
+def payment_history(served_tag, tmp_path_factory) -> Path:
+    """The small table's payments before the served model's test period, backfilled into an
+    online state file with `python -m serving backfill` (a deployment runs it before starting)."""
+    from serving.__main__ import main as serving_cli
+
+    folder = tmp_path_factory.mktemp("payments")
+    table = read_table(SMALL_TABLE)
+    start = pd.Timestamp(model_store.get(served_tag).metadata["test_window"]["start"])
+    earlier = folder / "earlier.parquet"
+    table[table[COLUMNS.timestamp] < start].to_parquet(earlier)
+    state = folder / "payment_state.db"
+    assert serving_cli(["backfill", "--data", str(earlier), "--state", str(state)]) == 0
+    return state
+
+
+@pytest.fixture(scope="session")
+def pipeline(served_tag, payment_history, tmp_path_factory):
+    """The service's application with its model, started (lifespan) in this process: one per
+    test process, since the service reads its settings once, at import."""
+    from starlette.testclient import TestClient
+
+    grpc_port = free_port()
+    settings = {
+        "FRAUD_MODEL_TAG": served_tag,
+        "FRAUD_SERVING__GRPC_PORT": str(grpc_port),
+        "FRAUD_SERVING__GRPC_HOST": "127.0.0.1",
+        "FRAUD_MONITORING__DIRECTORY": str(tmp_path_factory.mktemp("pipeline")),
+        "FRAUD_PAYMENTS__STATE_PATH": str(payment_history),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in settings.items():
+            patch.setenv(name, value)
+        from bentoml._internal.context import server_context
+
+        import service
+
+        server_context.service_name = server_context.bento_name = service.FraudDetector.name
+        server_context.bento_version = "in-process"
+        with TestClient(service.FraudDetector.to_asgi(is_main=True)) as client:
+            client.grpc_port = grpc_port
+            yield client

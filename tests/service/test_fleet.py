@@ -218,7 +218,9 @@ def test_retries_after_a_killed_worker_are_logged_exactly_once(
 
 
 def test_two_workers_report_the_same_totals(served_tag, transactions, tmp_path):
-    server = start_server(".", tmp_path / "serve.log", env={"FRAUD_SERVING__WORKERS": "2", "FRAUD_PAYMENTS__STORE": "off"}
+    # the embedded payment state has one owner: two workers serve without /score
+    env = {"FRAUD_SERVING__WORKERS": "2", "FRAUD_PAYMENTS__STORE": "off"}
+    server = start_server(".", tmp_path / "serve.log", env=env)
     try:
         for _ in range(60):
             assert _predict(server, transactions[:2]).status_code == 200

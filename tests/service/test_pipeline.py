@@ -1,7 +1,7 @@
 """The scoring pipeline in process: BentoML's own ASGI application of the service (the front door,
 the security checks, the lean path, the typed endpoints and the mounted routes), driven through an
 in-process transport, and the gRPC servicer it starts, on a real channel: every request form,
-and its refusals, in seconds and without a server process."""
+and its refusals, in seconds and without a server process (the `pipeline` fixture)."""
 
 from __future__ import annotations
 
@@ -10,37 +10,10 @@ import json
 import grpc
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.service.conftest import free_port
-
 MODEL = "fraud_rf"
-
-
-@pytest.fixture(scope="module")
-def pipeline(served_tag, tmp_path_factory):
-    """The service's application with its model, started (lifespan) in this process."""
-    grpc_port = free_port()
-    settings = {
-        "FRAUD_MODEL_TAG": served_tag,
-        "FRAUD_SERVING__GRPC_PORT": str(grpc_port),
-        "FRAUD_SERVING__GRPC_HOST": "127.0.0.1",
-        "FRAUD_MONITORING__DIRECTORY": str(tmp_path_factory.mktemp("pipeline")),
-    }
-    with pytest.MonkeyPatch.context() as patch:  # the service reads them once, at import
-        for name, value in settings.items():
-            patch.setenv(name, value)
-        from bentoml._internal.context import server_context
-
-        import service
-
-        server_context.service_name = server_context.bento_name = service.FraudDetector.name
-        server_context.bento_version = "in-process"
-        with TestClient(service.FraudDetector.to_asgi(is_main=True)) as client:
-            client.grpc_port = grpc_port
-            yield client
 
 
 def _rows(transactions, count=3):

@@ -1,0 +1,171 @@
+"""/score in the service: raw payments replayed through the application in time order, labels
+sent to /feedback as they become known, give training's features and /predict's decisions; bad
+payments are refused by field."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import model_store
+from model_store.payments import DAY_SECONDS
+from tests.conftest import SMALL_TABLE
+from tests.service.conftest import COLUMNS
+from training.data import read_table
+from training.features import build_features, feature_names, request_rows
+
+DELAY = pd.Timedelta(days=7)
+MAX_ROWS = 1_000
+
+
+def _payment(row) -> dict:
+    return {
+        COLUMNS.transaction_id: int(row[COLUMNS.transaction_id]),
+        COLUMNS.timestamp: row[COLUMNS.timestamp].isoformat(),
+        COLUMNS.customer_id: int(row[COLUMNS.customer_id]),
+        COLUMNS.terminal_id: int(row[COLUMNS.terminal_id]),
+        COLUMNS.amount: float(row[COLUMNS.amount]),
+    }
+
+
+def _replay_batches(period: pd.DataFrame):
+    """The period's payments in time order, cut where a fraud label falls due (sent before the
+    next batch: genuine labels change no feature), at most MAX_ROWS a batch: yields (labels due,
+    payments)."""
+    frauds = period[period[COLUMNS.label] == 1]
+    due = frauds.assign(due=frauds[COLUMNS.timestamp] + DELAY).sort_values("due")
+    due_times = due["due"].to_numpy()
+    sent, batch = 0, []
+    for row in period.to_dict("records"):
+        known = np.searchsorted(due_times, row[COLUMNS.timestamp].to_datetime64(), side="right")
+        if batch and (known > sent or len(batch) == MAX_ROWS):
+            yield [], batch
+            batch = []
+        if known > sent:
+            yield [
+                {"transaction_id": str(tx), "is_fraud": True}
+                for tx in due[COLUMNS.transaction_id].iloc[sent:known]
+            ], []
+            sent = known
+        batch.append(row)
+    if batch:
+        yield [], batch
+
+
+def test_replayed_payments_get_trainings_features_and_predicts_decisions(pipeline, served_tag):
+    table = read_table(SMALL_TABLE)
+    start = pd.Timestamp(model_store.get(served_tag).metadata["test_window"]["start"])
+    period = table[table[COLUMNS.timestamp] >= start].sort_values(
+        [COLUMNS.timestamp, COLUMNS.transaction_id]
+    )
+    scored = []
+    for labels, payments in _replay_batches(period):
+        if labels:
+            answer = pipeline.post("/feedback", json={"labels": labels})
+            assert answer.status_code == 200, answer.text
+        if payments:
+            answer = pipeline.post(
+                "/score",
+                json={"payments": [_payment(p) for p in payments], "include_features": True},
+            )
+            assert answer.status_code == 200, answer.text
+            scored += answer.json()["predictions"]
+    assert len(scored) == len(period) > 5_000
+    built = build_features(table, COLUMNS, 7)
+    expected = built[built[COLUMNS.timestamp] >= start].reset_index(drop=True)
+    assert [p["transaction_id"] for p in scored] == expected[COLUMNS.transaction_id].astype(
+        str
+    ).tolist()
+    for name in feature_names(COLUMNS):
+        np.testing.assert_allclose(
+            [p["features"][name] for p in scored],
+            expected[name].to_numpy(np.float32),
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=name,
+        )
+    rows = request_rows(expected, COLUMNS)
+    predicted = []
+    for first in range(0, len(rows), MAX_ROWS):
+        answer = pipeline.post("/predict", json={"transactions": rows[first : first + MAX_ROWS]})
+        predicted += answer.json()["predictions"]
+    np.testing.assert_allclose(
+        [p["fraud_probability"] for p in scored],
+        [p["fraud_probability"] for p in predicted],
+        atol=1e-6,
+    )
+    assert [p["is_fraud"] for p in scored] == [p["is_fraud"] for p in predicted]
+    assert sum(p["is_fraud"] for p in scored) > 10
+
+
+def _latest(pipeline) -> datetime:
+    """A moment after every payment the state holds (the replay above, when it ran)."""
+    return datetime(2026, 7, 25, tzinfo=UTC)
+
+
+def test_a_new_card_and_terminal_have_empty_windows(pipeline):
+    payment = {
+        "transaction_id": "new-card-1",
+        "tx_datetime": _latest(pipeline).isoformat(),
+        "customer_id": "card-never-seen",
+        "terminal_id": "terminal-never-seen",
+        "tx_amount": 12.5,
+    }
+    answer = pipeline.post("/score", json={"payments": [payment], "include_features": True})
+    assert answer.status_code == 200, answer.text
+    features = answer.json()["predictions"][0]["features"]
+    assert features["customer_nb_tx_30d"] == 0 and features["terminal_nb_tx_30d"] == 0
+    assert features["customer_terminal_new_30d"] == 1
+    assert features["customer_amount_ratio_30d"] == 1.0
+    again = pipeline.post("/score", json={"payments": [payment], "include_features": True})
+    assert again.json()["predictions"][0]["features"] == features  # a retry counts once
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"tx_amount": -1.0}, "tx_amount"),
+        ({"tx_amount": "12"}, "tx_amount"),
+        ({"tx_datetime": "yesterday"}, "tx_datetime"),
+        ({"terminal_id": None}, "terminal_id"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_a_bad_payment_is_refused_by_field(pipeline, change, field):
+    payment = {
+        "transaction_id": "bad-1",
+        "tx_datetime": _latest(pipeline).isoformat(),
+        "customer_id": 1,
+        "terminal_id": 1,
+        "tx_amount": 1.0,
+        **change,
+    }
+    answer = pipeline.post("/score", json={"payments": [payment]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"][0]["loc"][-1] == field, answer.text
+    missing = {k: v for k, v in payment.items() if k != "customer_id"}
+    refused = pipeline.post("/score", json={"payments": [missing]})
+    assert refused.status_code == 400 and "customer_id" in refused.text
+
+
+def test_the_clock_skew_and_the_horizon_are_enforced(pipeline):
+    def payment(tx: str, moment: datetime) -> dict:
+        return {
+            "transaction_id": tx,
+            "tx_datetime": moment.isoformat(),
+            "customer_id": 7,
+            "terminal_id": 7,
+            "tx_amount": 3.0,
+        }
+
+    ahead = datetime.fromtimestamp(time.time() + 3_600, UTC)
+    future = pipeline.post("/score", json={"payments": [payment("skew-1", ahead)]})
+    assert future.status_code == 400 and "max_clock_skew_s" in future.text, future.text
+    assert future.json()["detail"][0]["loc"] == [0, "tx_datetime"]
+    too_old = _latest(pipeline) - timedelta(seconds=60 * DAY_SECONDS)
+    old = pipeline.post("/score", json={"payments": [payment("old-1", too_old)]})
+    assert old.status_code == 400 and "horizon" in old.text
