@@ -24,11 +24,14 @@ $(DATA): | $(VENV)/.installed
 
 run: $(VENV)/.installed $(DATA)
 	$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python -m serving backfill --data $(DATA)
 	@tag=$$($(BIN)/bentoml build . --output tag | tail -n 1 | sed 's/^__tag__://') && \
 	echo "Built $$tag with model $$($(BIN)/python -m model_store current)." && \
 	echo "Serving: HTTP http://localhost:3000 (docs /docs), gRPC localhost:3001. Try:" && \
 	echo "  curl -X POST http://localhost:3000/predict -H 'Content-Type: application/json'" \
 		"-d @ops/examples/test_request.json" && \
+	echo "  curl -X POST http://localhost:3000/score -H 'Content-Type: application/json'" \
+		"-d @ops/examples/score_request.json" && \
 	exec $(BIN)/bentoml serve "$$tag" --port 3000
 
 # The serving benchmark on the pinned model (trained first if nothing is pinned yet).

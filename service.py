@@ -47,7 +47,12 @@ from serving.challenger import Challenger
 from serving.errors import ServingError
 from serving.explain import Explainer
 from serving.loop_watch import LoopWatch
-from serving.payment_scoring import PaymentScoring, payment_columns, payment_model
+from serving.payment_scoring import (
+    PaymentScoring,
+    example_payment,
+    payment_columns,
+    payment_model,
+)
 from serving.payment_state import PaymentState
 from serving.runtime import FraudModel, challenger_tag, pinned_tag
 from serving.scorer import Scored, Scorer
@@ -476,7 +481,12 @@ def _scoring_layers() -> list[fast_path.Layer]:
 FraudDetector.add_asgi_middleware(security.SecurityMiddleware, **SECURITY)
 FraudDetector.add_asgi_middleware(
     api_document.ApiDocumentMiddleware,
-    render=lambda: api_document.document(FraudDetector.openapi_spec.asdict(), MODEL_TAG, FEATURES),
+    render=lambda: api_document.document(
+        FraudDetector.openapi_spec.asdict(),
+        MODEL_TAG,
+        FEATURES,
+        example_payment(PAYMENT_COLUMNS, FEATURES) if PAYMENT_COLUMNS else None,
+    ),
 )
 FraudDetector.add_asgi_middleware(
     fast_path.FrontDoor.install,

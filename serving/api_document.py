@@ -23,6 +23,8 @@ DESCRIPTION = """Scores payment transactions with the pinned fraud model.
 
 - **Scoring**: `/predict` takes transactions as rows of the model's features, `/predict_columns`
   the same as columns; each answers a fraud probability and a decision at the model's threshold.
+  `/score` takes raw payments (id, time, card, terminal, amount) and computes their features
+  from the online state, as training computes them.
 - **Explanations and labels**: `/explain` gives SHAP contributions, `/feedback` takes delayed
   labels for earlier predictions.
 - **Open Inference Protocol** (KServe v2) under `/v2`: JSON or binary tensors; the same over gRPC.
@@ -33,7 +35,7 @@ DESCRIPTION = """Scores payment transactions with the pinned fraud model.
 Every answer carries `X-Request-ID` (yours when you send one). With API keys configured, send
 `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
 GROUPS = [
-    ("scoring", "Score transactions.", ("/predict", "/predict_columns")),
+    ("scoring", "Score transactions.", ("/predict", "/predict_columns", "/score")),
     ("explanations and labels", "Why a score, and what happened.", ("/explain", "/feedback")),
     (
         "Open Inference Protocol",
@@ -66,11 +68,12 @@ def example_row(schema: FeatureSchema) -> dict:
     return row
 
 
-def examples(schema: FeatureSchema) -> dict[str, dict]:
-    """A request body for each scoring route."""
+def examples(schema: FeatureSchema, payment: dict | None) -> dict[str, dict]:
+    """A request body for each scoring route (`payment`: one for /score, when it applies)."""
     row = example_row(schema)
     values = [row[name] for name in schema.names]
     return {
+        **({"/score": {"payments": [payment], "include_features": True}} if payment else {}),
         "/predict": {"transactions": [row]},
         "/predict_columns": {
             "columns": schema.names,
@@ -88,12 +91,14 @@ def examples(schema: FeatureSchema) -> dict[str, dict]:
     }
 
 
-def document(base: dict, model_tag: str, schema: FeatureSchema) -> dict:
+def document(
+    base: dict, model_tag: str, schema: FeatureSchema, payment: dict | None = None
+) -> dict:
     """BentoML's document made the project's own."""
     spec = dict(base)
     spec["info"] = {"title": TITLE, "description": DESCRIPTION, "version": model_tag}
     spec["tags"] = [{"name": name, "description": text} for name, text, _ in GROUPS]
-    bodies = examples(schema)
+    bodies = examples(schema, payment)
     for path, item in spec["paths"].items():
         for operation in item.values():
             operation["tags"] = [_group(path)]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import features_from
 from model_store.store import StoredModel
-from serving import codec, contract
+from serving import api_document, codec, contract
 from serving.errors import Conflict, InvalidInput, Violation
 from serving.payment_state import Payment, PaymentState
 from serving.scorer import Scorer
@@ -75,6 +75,19 @@ def payment_model(
     for name in columns.extra_features:
         fields[name] = extras.model_fields[name].annotation, extras.model_fields[name]
     return create_model("Payment", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
+    """A valid payment in the model's columns (extra features at their smallest value)."""
+    payment = {
+        columns.transaction_id: "pay-1",
+        columns.timestamp: "2026-07-01T12:30:00Z",
+        columns.customer_id: "card-1",
+        columns.terminal_id: "terminal-1",
+        columns.amount: 42.5,
+    }
+    features = api_document.example_row(schema)
+    return payment | {name: features[name] for name in columns.extra_features}
 
 
 class PaymentScoring:

@@ -110,3 +110,24 @@ def test_history_past_the_horizon_is_forgotten(tmp_path):
     assert state.oldest_accepted_ns() == TIME + (40 - 37) * DAY_NS
     reopened = PaymentState(tmp_path / "state.db", DELAY_DAYS)
     assert reopened.size() == {"payments": 1, "customers": 1, "terminals": 1}
+
+
+def test_score_says_why_it_does_not_apply(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    import model_store
+    from serving.errors import Conflict
+    from serving.payment_scoring import NOT_A_PAYMENT_MODEL, STORE_OFF, PaymentScoring
+    from training.features import feature_schema
+
+    features = [feature.as_dict() for feature in feature_schema(COLUMNS)]
+    X = np.random.default_rng(0).uniform(size=(50, len(features))).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, X[:, 0] > 0.5)
+    for metadata, reason in (({}, NOT_A_PAYMENT_MODEL), ({"columns": {}}, STORE_OFF)):
+        stored = model_store.save_model(
+            forest, features=features, threshold=0.5, gate_passed=True, metadata=metadata
+        )
+        scoring = PaymentScoring(stored, None, scorer=None, max_clock_skew_s=0, clock=lambda: 0)
+        with pytest.raises(Conflict, match="payment") as refused:
+            scoring.check_applies()
+        assert str(refused.value) == reason and refused.value.status == 409

@@ -273,6 +273,7 @@ def test_the_api_document_is_the_projects_with_working_examples(server, served_t
     scoring = {
         "/predict": "/predict",
         "/predict_columns": "/predict_columns",
+        "/score": "/score",
         "/explain": "/explain",
         "/v2/models/{name}/infer": "/v2/models/fraud_rf/infer",
         "/v1/models/{name}:predict": "/v1/models/fraud_rf:predict",
@@ -293,7 +294,7 @@ def test_docs_page_shows_the_whole_api_from_this_server(server):
         assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
     documented = httpx.get(f"{server.url}/docs.json").json()["paths"]
     public = {
-        "/predict", "/predict_columns", "/explain", "/feedback", "/health", "/model_info",
+        "/predict", "/predict_columns", "/score", "/explain", "/feedback", "/health", "/model_info",
         "/stats", "/drift", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
         "/v2/models/{name}/ready", "/v2/models/{name}/config", "/v2/models/{name}/infer",
     }  # fmt: skip
@@ -310,6 +311,17 @@ def test_readme_example_request(server):
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 2
     assert "-d @ops/examples/test_request.json" in (REPO_ROOT / "README.md").read_text()
+    payments = REPO_ROOT / "ops" / "examples" / "score_request.json"
+    scored = httpx.post(
+        f"{server.url}/score",
+        content=payments.read_bytes(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert scored.status_code == 200, scored.text
+    first, second = scored.json()["predictions"]
+    assert second["features"]["customer_nb_tx_1d"] == 1  # the first payment, a minute earlier
+    for text in ((REPO_ROOT / "README.md").read_text(), (REPO_ROOT / "Makefile").read_text()):
+        assert "-d @ops/examples/score_request.json" in text
 
 
 def _log_lines(server, request_id: str) -> list[dict]:

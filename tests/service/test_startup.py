@@ -61,9 +61,10 @@ def _start_refused(env: dict[str, str], folder) -> tuple[int, str]:
     [
         ({"FRAUD_SECURITY__API_KEYS_FILE": "/nonexistent/api-keys"}, "cannot read API keys file"),
         ({"FRAUD_API_KEYS": SHORT_KEY}, "shorter than 16 characters"),
+        ({"FRAUD_SERVING__WORKERS": "2"}, "set FRAUD_SERVING__WORKERS=1, or FRAUD_PAYMENTS__STORE"),
     ],
 )
-def test_refuses_to_start_with_broken_key_configuration(served_tag, tmp_path, env, message):
+def test_refuses_to_start_with_a_broken_configuration(served_tag, tmp_path, env, message):
     code, output = _start_refused(env, tmp_path)
     assert code != 0
     assert message in output
