@@ -159,28 +159,41 @@ class _Prediction(msgspec.Struct, gc=False):
     request_id: str
 
 
+class _PredictionWithFeatures(_Prediction):
+    """/score's entry when asked for the features it computed."""
+
+    features: dict[str, float | int]
+
+
 def encode_predictions(
-    request_id: str, transaction_ids: list[str | None] | None, decided: Decided
+    request_id: str,
+    transaction_ids: list[str | None] | None,
+    decided: Decided,
+    features: list[dict[str, float | int]] | None = None,
 ) -> bytes:
-    """The /predict response (`serving.schema.PredictResponse`) as JSON bytes."""
+    """The /predict response (`serving.schema.PredictResponse`) as JSON bytes; with `features`,
+    each prediction also carries its row's features."""
     scores = decided.probabilities.tolist()
     ids = transaction_ids or [None] * len(scores)
+    columns = [
+        ids,
+        scores,
+        decided.decisions.tolist(),
+        decided.thresholds.tolist(),
+        decided.tags,
+    ]
+    if features is None:
+        entries = [
+            _Prediction(transaction_id, score, decision, threshold, tag, request_id)
+            for transaction_id, score, decision, threshold, tag in zip(*columns, strict=True)
+        ]
+    else:
+        entries = [
+            _PredictionWithFeatures(*entry[:5], request_id, entry[5])
+            for entry in zip(*columns, features, strict=True)
+        ]
     return _ENCODER.encode(
-        {
-            "request_id": request_id,
-            "model_tag": decided.model_tag,
-            "predictions": [
-                _Prediction(transaction_id, score, decision, threshold, tag, request_id)
-                for transaction_id, score, decision, threshold, tag in zip(
-                    ids,
-                    scores,
-                    decided.decisions.tolist(),
-                    decided.thresholds.tolist(),
-                    decided.tags,
-                    strict=True,
-                )
-            ],
-        }
+        {"request_id": request_id, "model_tag": decided.model_tag, "predictions": entries}
     )
 
 

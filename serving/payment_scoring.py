@@ -9,14 +9,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import msgspec
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import features_from
 from model_store.store import StoredModel
-from serving import api_document, codec, contract
+from serving import api_document, codec, contract, traffic
 from serving.errors import Conflict, InvalidInput, Violation
 from serving.payment_state import Payment, PaymentState
 from serving.scorer import Scorer
@@ -131,7 +130,7 @@ class PaymentScoring:
         for position, payment in enumerate(payments):
             if payment.time_ns > latest:
                 problems.append(
-                    Violation(
+                    _time_violation(
                         columns.timestamp,
                         position,
                         "is ahead of the server's clock by more than payments.max_clock_skew_s",
@@ -139,7 +138,7 @@ class PaymentScoring:
                 )
             elif oldest is not None and payment.time_ns < oldest:
                 problems.append(
-                    Violation(
+                    _time_violation(
                         columns.timestamp,
                         position,
                         "is older than the online state's horizon (the longest window plus the "
@@ -154,7 +153,11 @@ class PaymentScoring:
         self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
     ) -> bytes:
         self.check_applies()
-        payments = self.payments(rows)
+        try:
+            payments = self.payments(rows)
+        except InvalidInput as error:
+            traffic.record_rejection(PROTOCOL, {v.field for v in error.violations})
+            raise
         features = features_from(self.state.score_and_record(payments))
         for name in self.columns.extra_features:
             features[name] = np.array([getattr(row, name) for row in rows], dtype=float)
@@ -164,13 +167,20 @@ class PaymentScoring:
         decided = await self.scorer.decide(matrix, PROTOCOL, request_id, ids, False, durable)
         if not with_features:
             return codec.encode_predictions(request_id, ids, decided)
-        answer = msgspec.json.decode(codec.encode_predictions(request_id, ids, decided))
-        for prediction, values in zip(answer["predictions"], matrix.tolist(), strict=True):
-            prediction["features"] = {
-                feature.name: int(value) if feature.integral else value
-                for feature, value in zip(self.schema, values, strict=True)
+        integral = [feature.integral for feature in self.schema]
+        rows = [
+            {
+                name: int(value) if whole else value
+                for name, value, whole in zip(names, values, integral, strict=True)
             }
-        return codec.encode(answer)
+            for values in matrix.tolist()
+        ]
+        return codec.encode_predictions(request_id, ids, decided, rows)
+
+
+def _time_violation(column: str, position: int, reason: str) -> Violation:
+    """A payment's time refused, located in the body as the typed model locates its errors."""
+    return Violation(column, position, reason, location=("payments", position, column))
 
 
 def _nanoseconds(moment: datetime) -> int:

@@ -165,7 +165,7 @@ def test_the_clock_skew_and_the_horizon_are_enforced(pipeline):
     ahead = datetime.fromtimestamp(time.time() + 3_600, UTC)
     future = pipeline.post("/score", json={"payments": [payment("skew-1", ahead)]})
     assert future.status_code == 400 and "max_clock_skew_s" in future.text, future.text
-    assert future.json()["detail"][0]["loc"] == [0, "tx_datetime"]
+    assert future.json()["detail"][0]["loc"] == ["payments", 0, "tx_datetime"]
     too_old = _latest(pipeline) - timedelta(seconds=60 * DAY_SECONDS)
     old = pipeline.post("/score", json={"payments": [payment("old-1", too_old)]})
     assert old.status_code == 400 and "horizon" in old.text
