@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -231,11 +232,17 @@ class FraudDetector:
         # 12,000 requests at 3,000 req/s triggered none (docs/performance.md, Stalls).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
-    def _payment_state(self) -> PaymentState | None:
+    def _payment_state(self) -> PaymentState | str | None:
+        """/score's state; why it is unavailable (the rest serves on); None: it does not apply."""
         if PAYMENT_COLUMNS is None:
             return None
         delay_days = int(self.runtime.stored.metadata["label_delay_days"])
-        return PaymentState(SETTINGS.payment_state_path(), delay_days)
+        path = SETTINGS.payment_state_path()
+        try:
+            return PaymentState(path, delay_days)
+        except (OSError, sqlite3.Error) as error:
+            logger.error("the payment state at %s cannot be opened: %s", path, error)
+            return f"the payment state cannot be opened ({error}): fix payments.state_path"
 
     def _challenger(self) -> Challenger | None:
         if CHALLENGER_TAG is None:
@@ -302,7 +309,7 @@ class FraudDetector:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
         await self.monitor.close()
-        if self.payments.state is not None:
+        if isinstance(self.payments.state, PaymentState):
             self.payments.state.close()
 
     @bentoml.api
@@ -387,7 +394,7 @@ class FraudDetector:
     @bentoml.api
     async def feedback(self, labels: FeedbackBatch) -> schema.FeedbackResponse:
         """Delayed labels for earlier predictions; ids with no logged prediction come back."""
-        if self.payments.state is not None:
+        if isinstance(self.payments.state, PaymentState):
             self.payments.state.label(
                 [(item.transaction_id, item.is_fraud) for item in labels if item.transaction_id]
             )

@@ -83,6 +83,7 @@ def health() -> dict:
         "grpc": "serving" if service.grpc_server is not None else "disabled",
         "profiling": "available" if monitor.status.get("profiling") else "unavailable",
         "feedback": monitor.status.get("feedback", "unavailable"),
+        "payment_state": service.payments.status,
         "monitoring_process": {"pid": monitor.pid, "restarts": monitor.restarts},
     }
 

@@ -16,7 +16,7 @@ from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import features_from
 from model_store.store import StoredModel
 from serving import api_document, codec, contract, traffic
-from serving.errors import Conflict, InvalidInput, Violation
+from serving.errors import Conflict, InvalidInput, Unavailable, Violation
 from serving.payment_state import Payment, PaymentState
 from serving.scorer import Scorer
 from settings import ColumnsConfig
@@ -95,21 +95,30 @@ class PaymentScoring:
     def __init__(
         self,
         stored: StoredModel,
-        state: PaymentState | None,
+        state: PaymentState | str | None,
         scorer: Scorer,
         max_clock_skew_s: float,
         clock: Callable[[], float],
     ):
         self.columns = payment_columns(stored)
         self.schema = stored.schema
-        self.state = state  # None: /score does not apply (the columns say why)
+        self.state = state  # None: /score does not apply (the columns say why); text: broken
         self.scorer = scorer
         self.max_clock_skew_ns = int(max_clock_skew_s * 1e9)
         self.clock = clock
 
+    @property
+    def status(self) -> str:
+        """For /health: 'available', 'unavailable' (it could not be opened) or 'off'."""
+        if isinstance(self.state, PaymentState):
+            return "available"
+        return "unavailable" if isinstance(self.state, str) else "off"
+
     def check_applies(self) -> None:
         if self.state is None:
             raise Conflict(NOT_A_PAYMENT_MODEL if self.columns is None else STORE_OFF)
+        if isinstance(self.state, str):
+            raise Unavailable(self.state)
 
     def payments(self, rows: list[BaseModel]) -> list[Payment]:
         """The typed rows as payments, after the checks that need the state and the clock."""

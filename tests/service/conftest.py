@@ -219,15 +219,16 @@ def pipeline(served_tag, payment_history, tmp_path_factory):
         "FRAUD_MONITORING__DIRECTORY": str(tmp_path_factory.mktemp("pipeline")),
         "FRAUD_PAYMENTS__STATE_PATH": str(payment_history),
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in settings.items():
-            patch.setenv(name, value)
-        from bentoml._internal.context import server_context
+    patch = pytest.MonkeyPatch()
+    for name, value in settings.items():
+        patch.setenv(name, value)
+    from bentoml._internal.context import server_context
 
-        import service
+    import service
 
-        server_context.service_name = server_context.bento_name = service.FraudDetector.name
-        server_context.bento_version = "in-process"
-        with TestClient(service.FraudDetector.to_asgi(is_main=True)) as client:
-            client.grpc_port = grpc_port
-            yield client
+    server_context.service_name = server_context.bento_name = service.FraudDetector.name
+    server_context.bento_version = "in-process"
+    with TestClient(service.FraudDetector.to_asgi(is_main=True)) as client:
+        patch.undo()  # read by now: the servers later tests start must not inherit them
+        client.grpc_port = grpc_port
+        yield client

@@ -111,6 +111,11 @@ def test_an_unwritable_monitoring_directory_does_not_affect_scoring(
         health = httpx.get(f"{server.url}/health").json()
         assert health["status"] == "healthy"
         assert health["profiling"] == "unavailable" and health["feedback"] == "unavailable"
+        assert health["payment_state"] == "unavailable"
+        payment = {"transaction_id": "p", "tx_datetime": "2026-07-01T00:00:00"}
+        payment |= {"customer_id": 1, "terminal_id": 1, "tx_amount": 1.0}
+        refused = httpx.post(f"{server.url}/score", json={"payments": [payment]})
+        assert refused.status_code == 503 and "payments.state_path" in refused.text
         feedback = httpx.post(
             f"{server.url}/feedback",
             json={"labels": [{"transaction_id": "x", "is_fraud": True}]},

@@ -301,27 +301,22 @@ def test_docs_page_shows_the_whole_api_from_this_server(server):
     assert public <= set(documented), public - set(documented)
 
 
-def test_readme_example_request(server):
-    example = REPO_ROOT / "ops" / "examples" / "test_request.json"
-    response = httpx.post(
-        f"{server.url}/predict",
-        content=example.read_bytes(),
-        headers={"Content-Type": "application/json"},
-    )
-    assert response.status_code == 200, response.text
-    assert len(response.json()["predictions"]) == 2
-    assert "-d @ops/examples/test_request.json" in (REPO_ROOT / "README.md").read_text()
-    payments = REPO_ROOT / "ops" / "examples" / "score_request.json"
-    scored = httpx.post(
-        f"{server.url}/score",
-        content=payments.read_bytes(),
-        headers={"Content-Type": "application/json"},
-    )
-    assert scored.status_code == 200, scored.text
-    first, second = scored.json()["predictions"]
+def test_readme_example_requests(server):
+    """The README's and `make run`'s curl lines, as they are written."""
+    answers = {}
+    for path, example in (("/predict", "test_request.json"), ("/score", "score_request.json")):
+        response = httpx.post(
+            f"{server.url}{path}",
+            content=(REPO_ROOT / "ops" / "examples" / example).read_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        answers[path] = response.json()["predictions"]
+        assert f"-d @ops/examples/{example}" in (REPO_ROOT / "README.md").read_text()
+    assert len(answers["/predict"]) == 2
+    _, second = answers["/score"]
     assert second["features"]["customer_nb_tx_1d"] == 1  # the first payment, a minute earlier
-    for text in ((REPO_ROOT / "README.md").read_text(), (REPO_ROOT / "Makefile").read_text()):
-        assert "-d @ops/examples/score_request.json" in text
+    assert "-d @ops/examples/score_request.json" in (REPO_ROOT / "Makefile").read_text()
 
 
 def _log_lines(server, request_id: str) -> list[dict]:
