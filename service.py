@@ -94,7 +94,8 @@ FeedbackBatch = Annotated[
     Field(min_length=1, max_length=SETTINGS.monitoring.max_feedback_labels),
 ]
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
-PAYMENT_COLUMNS = payment_columns(STORED_MODEL) if SETTINGS.payments.store != "off" else None
+MODEL_PAYMENT_COLUMNS = payment_columns(STORED_MODEL)
+PAYMENT_COLUMNS = MODEL_PAYMENT_COLUMNS if SETTINGS.payments.store != "off" else None
 if PAYMENT_COLUMNS is not None and SETTINGS.serving.workers > 1:
     raise ValueError(
         f"serving.workers is {SETTINGS.serving.workers}, but the embedded payment state "
@@ -210,7 +211,8 @@ class FraudDetector:
             kserve_v1.V1Decoder(FEATURES, Transaction, max_rows),
         )
         self.payments = PaymentScoring(
-            self.runtime.stored,
+            MODEL_PAYMENT_COLUMNS,
+            FEATURES,
             self._payment_state(),
             self.scorer,
             SETTINGS.payments.max_clock_skew_s,

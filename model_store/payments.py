@@ -117,17 +117,16 @@ class WindowAggregates:
 
     @classmethod
     def empty(cls, n: int) -> WindowAggregates:
-        zeros = lambda: np.zeros(n)  # noqa: E731
+        """All zeros (empty windows), for n payments."""
+        by_window = [{days: np.zeros(n) for days in WINDOWS_DAYS} for _ in range(4)]
         return cls(
-            amount=zeros(),
-            weekday=zeros(),
-            hour=zeros(),
-            customer_count={days: zeros() for days in WINDOWS_DAYS},
-            customer_sum={days: zeros() for days in WINDOWS_DAYS},
-            customer_sum_squares=zeros(),
-            pair_count=zeros(),
-            terminal_count={days: zeros() for days in WINDOWS_DAYS},
-            terminal_fraud={days: zeros() for days in WINDOWS_DAYS},
+            *(np.zeros(n) for _ in range(3)),
+            customer_count=by_window[0],
+            customer_sum=by_window[1],
+            customer_sum_squares=np.zeros(n),
+            pair_count=np.zeros(n),
+            terminal_count=by_window[2],
+            terminal_fraud=by_window[3],
         )
 
 

@@ -94,14 +94,15 @@ class PaymentScoring:
 
     def __init__(
         self,
-        stored: StoredModel,
+        columns: ColumnsConfig | None,
+        schema: FeatureSchema,
         state: PaymentState | str | None,
         scorer: Scorer,
         max_clock_skew_s: float,
         clock: Callable[[], float],
     ):
-        self.columns = payment_columns(stored)
-        self.schema = stored.schema
+        self.columns = columns  # the model's (payment_columns); None: it takes no payments
+        self.schema = schema
         self.state = state  # None: /score does not apply (the columns say why); text: broken
         self.scorer = scorer
         self.max_clock_skew_ns = int(max_clock_skew_s * 1e9)

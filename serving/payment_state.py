@@ -72,6 +72,8 @@ class _Times:
         position = bisect_left(self.times, time_ns)
         if position < len(self.times) and self.times[position] == time_ns:
             del self.times[position]
+            if self.values is not None:
+                del self.values[position]
 
     def window(self, start_ns: int, end_ns: int) -> tuple[int, int]:
         """Positions of the entries in [start, end)."""

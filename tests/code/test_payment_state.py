@@ -117,7 +117,12 @@ def test_score_says_why_it_does_not_apply(tmp_path):
 
     import model_store
     from serving.errors import Conflict
-    from serving.payment_scoring import NOT_A_PAYMENT_MODEL, STORE_OFF, PaymentScoring
+    from serving.payment_scoring import (
+        NOT_A_PAYMENT_MODEL,
+        STORE_OFF,
+        PaymentScoring,
+        payment_columns,
+    )
     from training.features import feature_schema
 
     features = [feature.as_dict() for feature in feature_schema(COLUMNS)]
@@ -127,7 +132,9 @@ def test_score_says_why_it_does_not_apply(tmp_path):
         stored = model_store.save_model(
             forest, features=features, threshold=0.5, gate_passed=True, metadata=metadata
         )
-        scoring = PaymentScoring(stored, None, scorer=None, max_clock_skew_s=0, clock=lambda: 0)
+        scoring = PaymentScoring(
+            payment_columns(stored), stored.schema, None, None, max_clock_skew_s=0, clock=lambda: 0
+        )
         with pytest.raises(Conflict, match="payment") as refused:
             scoring.check_applies()
         assert str(refused.value) == reason and refused.value.status == 409
