@@ -51,10 +51,11 @@ from serving.loop_watch import LoopWatch
 from serving.payment_scoring import (
     PaymentScoring,
     example_payment,
+    open_store,
     payment_columns,
     payment_model,
 )
-from serving.payment_state import PaymentState
+from serving.payment_state import PaymentStore, StateUnavailable
 from serving.runtime import FraudModel, challenger_tag, pinned_tag
 from serving.scorer import Scored, Scorer
 from settings import load_settings
@@ -96,11 +97,15 @@ FeedbackBatch = Annotated[
 TopK = Annotated[int, Field(ge=1, le=len(FEATURE_NAMES))]
 MODEL_PAYMENT_COLUMNS = payment_columns(STORED_MODEL)
 PAYMENT_COLUMNS = MODEL_PAYMENT_COLUMNS if SETTINGS.payments.store != "off" else None
-if PAYMENT_COLUMNS is not None and SETTINGS.serving.workers > 1:
+if (
+    PAYMENT_COLUMNS is not None
+    and SETTINGS.payments.store == "embedded"
+    and (SETTINGS.serving.workers > 1)
+):
     raise ValueError(
         f"serving.workers is {SETTINGS.serving.workers}, but the embedded payment state "
         "(payments.store = 'embedded') has one owner: set FRAUD_SERVING__WORKERS=1, or "
-        "FRAUD_PAYMENTS__STORE=off to serve without /score"
+        "FRAUD_PAYMENTS__STORE=redis to share it, or =off to serve without /score"
     )
 ScoreBatch = Annotated[
     list[
@@ -136,7 +141,7 @@ async def _answer(scoring, ctx: bentoml.Context) -> Response:
         return Response(await scoring, media_type="application/json")
     except ServingError as error:
         ctx.response.status_code = error.status
-        return JSONResponse(error.payload(), status_code=error.status)
+        return JSONResponse(error.payload(), status_code=error.status, headers=error.headers)
 
 
 def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
@@ -234,15 +239,15 @@ class FraudDetector:
         # 12,000 requests at 3,000 req/s triggered none (docs/performance.md, Stalls).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
-    def _payment_state(self) -> PaymentState | str | None:
+    def _payment_state(self) -> PaymentStore | str | None:
         """/score's state; why it is unavailable (the rest serves on); None: it does not apply."""
         if PAYMENT_COLUMNS is None:
             return None
         delay_days = int(self.runtime.stored.metadata["label_delay_days"])
-        path = SETTINGS.payment_state_path()
         try:
-            return PaymentState(path, delay_days)
+            return open_store(SETTINGS, delay_days)
         except (OSError, sqlite3.Error) as error:
+            path = SETTINGS.payment_state_path()
             logger.error("the payment state at %s cannot be opened: %s", path, error)
             return f"the payment state cannot be opened ({error}): fix payments.state_path"
 
@@ -311,8 +316,8 @@ class FraudDetector:
             await self.grpc_server.stop(grace=5)
         self.scorer.shutdown()
         await self.monitor.close()
-        if isinstance(self.payments.state, PaymentState):
-            self.payments.state.close()
+        if self.payments.store is not None:
+            self.payments.store.close()
 
     @bentoml.api
     async def predict(
@@ -396,10 +401,12 @@ class FraudDetector:
     @bentoml.api
     async def feedback(self, labels: FeedbackBatch) -> schema.FeedbackResponse:
         """Delayed labels for earlier predictions; ids with no logged prediction come back."""
-        if isinstance(self.payments.state, PaymentState):
-            self.payments.state.label(
-                [(item.transaction_id, item.is_fraud) for item in labels if item.transaction_id]
-            )
+        if self.payments.store is not None:  # the state first: a failure here is retried whole
+            known = [(item.transaction_id, item.is_fraud) for item in labels if item.transaction_id]
+            try:
+                await anyio.to_thread.run_sync(self.payments.store.label, known)
+            except StateUnavailable as error:
+                raise bentoml.exceptions.ServiceUnavailable(str(error)) from error
         try:
             result = await self.monitor.submit_labels(
                 [

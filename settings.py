@@ -310,10 +310,22 @@ class MonitoringConfig(BaseModel):
 class PaymentsConfig(BaseModel):
     """Scoring raw payments (/score): the online state their features are computed from."""
 
-    store: Literal["embedded", "off"] = Field(
+    store: Literal["embedded", "redis", "off"] = Field(
         "embedded",
         description="Where the online feature state lives: 'embedded' (in the worker, written "
-        "through to state_path; one worker only) or 'off' (no /score).",
+        "through to state_path; one worker only), 'redis' (redis_url: every worker and "
+        "replica) or 'off' (no /score).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="The Redis of the shared state (store = 'redis'); with a password, set "
+        "FRAUD_PAYMENTS__REDIS_URL from a secret at run time, never in a file.",
+    )
+    redis_prefix: str = Field(
+        "fraud-bento:", description="Prefix of the state's Redis keys (one per deployment)."
+    )
+    redis_timeout_s: float = Field(
+        0.5, gt=0, description="A Redis call slower than this fails: /score answers 503."
     )
     state_path: Path | None = Field(
         None,

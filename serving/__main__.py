@@ -1,7 +1,8 @@
 """`python -m serving backfill --data TABLE`: load /score's online state from a payment table,
 so that a new deployment scores its first payment with full windows.
 
-Run it before the server starts (the embedded state is read when a worker starts), on the
+Run it before the server starts (the embedded state is read when a worker starts; Redis, the
+store `payments.store = 'redis'` names, may be filled at any time), on the
 payments of at least the last 30 days plus the label delay, with their labels where known. The
 table is in the model's own columns (its `[columns]` mapping); payments already in the state
 count once.
@@ -18,8 +19,8 @@ import pandas as pd
 
 import model_store
 from model_store.payments import DAY_SECONDS, state_horizon_days
-from serving.payment_scoring import payment_columns
-from serving.payment_state import PaymentState, table_payments
+from serving.payment_scoring import open_store, payment_columns
+from serving.payment_state import EmbeddedState, table_payments
 from serving.runtime import pinned_tag
 from settings import load_settings
 
@@ -57,7 +58,10 @@ def backfill(args: argparse.Namespace) -> int:
     horizon = pd.Timedelta(seconds=state_horizon_days(delay_days) * DAY_SECONDS)
     table = table[times >= times.max() - horizon]
     started = time.monotonic()
-    state = PaymentState(args.state or settings.payment_state_path(), delay_days)
+    if args.state:
+        state = EmbeddedState(args.state, delay_days)
+    else:
+        state = open_store(settings, delay_days)
     added = state.backfill(*table_payments(table, columns))
     size = state.size()
     state.close()
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("backfill", help="load /score's state from a payment table")
     command.add_argument("--data", type=Path, required=True, help="a .parquet or .csv table")
     command.add_argument("--model", help="the model tag (default: the one served)")
-    command.add_argument("--state", type=Path, help="the state file (default: settings)")
+    command.add_argument(
+        "--state", type=Path, help="an embedded state file (default: the settings' store)"
+    )
     command.add_argument("--config", help="a settings TOML file")
     return backfill(parser.parse_args(argv))
 

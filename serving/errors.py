@@ -11,6 +11,7 @@ class ServingError(Exception):
     """A request that gets no score: `status` is its HTTP status, `payload()` its JSON body."""
 
     status = 500
+    headers: dict[str, str] = {}
 
     def payload(self) -> dict[str, Any]:
         return {"error": str(self)}
@@ -27,9 +28,10 @@ class Conflict(ServingError):
 
 
 class Unavailable(ServingError):
-    """Try again later (HTTP 503, gRPC UNAVAILABLE)."""
+    """Try again later (HTTP 503 with Retry-After, gRPC UNAVAILABLE)."""
 
     status = 503
+    headers = {"Retry-After": "1"}
 
 
 @dataclass(frozen=True)

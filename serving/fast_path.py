@@ -255,7 +255,10 @@ class _LeanScoring:
                 await _respond_oip(send, reply)
                 return
         except ServingError as error:
-            await _respond(send, error.status, codec.encode(error.payload()))
+            extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            await _respond(
+                send, error.status, codec.encode(error.payload()), [(b"content-type", JSON), *extra]
+            )
             return
         except Exception:
             logger.exception("scoring failed on %s", path)

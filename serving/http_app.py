@@ -62,7 +62,7 @@ def _service():
 @app.exception_handler(ServingError)
 def _refused(request: Request, error: ServingError) -> JSONResponse:
     """The one mapping of serving errors to answers on these routes."""
-    return JSONResponse(error.payload(), status_code=error.status)
+    return JSONResponse(error.payload(), status_code=error.status, headers=error.headers)
 
 
 @app.get("/docs", include_in_schema=False)

@@ -9,17 +9,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
-from model_store.payments import features_from
+from model_store.payments import WindowAggregates, features_from
 from model_store.store import StoredModel
 from serving import api_document, codec, contract, traffic
 from serving.errors import Conflict, InvalidInput, Unavailable, Violation
-from serving.payment_state import Payment, PaymentState
+from serving.payment_state import EmbeddedState, Payment, PaymentStore
+from serving.payment_state_redis import RedisState
 from serving.scorer import Scorer
-from settings import ColumnsConfig
+from settings import ColumnsConfig, Settings
 
 PROTOCOL = "score"
 
@@ -76,6 +78,14 @@ def payment_model(
     return create_model("Payment", __config__=ConfigDict(extra="forbid"), **fields)
 
 
+def open_store(settings: Settings, delay_days: int) -> PaymentStore:
+    """The state store the settings choose (payments.store, not 'off')."""
+    if settings.payments.store == "redis":
+        config = settings.payments
+        return RedisState(config.redis_url, config.redis_prefix, delay_days, config.redis_timeout_s)
+    return EmbeddedState(settings.payment_state_path(), delay_days)
+
+
 def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
     """A valid payment in the model's columns (extra features at their smallest value)."""
     payment = {
@@ -96,7 +106,7 @@ class PaymentScoring:
         self,
         columns: ColumnsConfig | None,
         schema: FeatureSchema,
-        state: PaymentState | str | None,
+        state: PaymentStore | str | None,
         scorer: Scorer,
         max_clock_skew_s: float,
         clock: Callable[[], float],
@@ -110,10 +120,18 @@ class PaymentScoring:
 
     @property
     def status(self) -> str:
-        """For /health: 'available', 'unavailable' (it could not be opened) or 'off'."""
-        if isinstance(self.state, PaymentState):
-            return "available"
-        return "unavailable" if isinstance(self.state, str) else "off"
+        """For /health: 'available'; 'degraded' (its last call failed); 'unavailable' (it could
+        not be opened); 'off'."""
+        if self.state is None:
+            return "off"
+        if isinstance(self.state, str):
+            return "unavailable"
+        return "available" if self.state.healthy else "degraded"
+
+    @property
+    def store(self) -> PaymentStore | None:
+        """The state store, when there is one to use."""
+        return None if isinstance(self.state, str) else self.state
 
     def check_applies(self) -> None:
         if self.state is None:
@@ -122,7 +140,7 @@ class PaymentScoring:
             raise Unavailable(self.state)
 
     def payments(self, rows: list[BaseModel]) -> list[Payment]:
-        """The typed rows as payments, after the checks that need the state and the clock."""
+        """The typed rows as payments, after the checks that need the clock."""
         columns = self.columns
         payments = [
             Payment(
@@ -135,29 +153,36 @@ class PaymentScoring:
             for row in rows
         ]
         latest = int(self.clock() * 1e9) + self.max_clock_skew_ns
-        oldest = self.state.oldest_accepted_ns()
-        problems = []
-        for position, payment in enumerate(payments):
-            if payment.time_ns > latest:
-                problems.append(
-                    _time_violation(
-                        columns.timestamp,
-                        position,
-                        "is ahead of the server's clock by more than payments.max_clock_skew_s",
-                    )
-                )
-            elif oldest is not None and payment.time_ns < oldest:
-                problems.append(
-                    _time_violation(
-                        columns.timestamp,
-                        position,
-                        "is older than the online state's horizon (the longest window plus the "
-                        "label delay before the latest payment): score it with /predict",
-                    )
-                )
-        if problems:
-            raise InvalidInput(problems)
+        ahead = [
+            _time_violation(
+                columns.timestamp,
+                position,
+                "is ahead of the server's clock by more than payments.max_clock_skew_s",
+            )
+            for position, payment in enumerate(payments)
+            if payment.time_ns > latest
+        ]
+        if ahead:
+            raise InvalidInput(ahead)
         return payments
+
+    def _record(self, payments: list[Payment]) -> WindowAggregates:
+        """Against the state (one call each, off the event loop): refuse what is older than its
+        horizon, then enter the payments and read their windows."""
+        oldest = self.state.oldest_accepted_ns()
+        too_old = [
+            _time_violation(
+                self.columns.timestamp,
+                position,
+                "is older than the online state's horizon (the longest window plus the label "
+                "delay before the latest payment): score it with /predict",
+            )
+            for position, payment in enumerate(payments)
+            if oldest is not None and payment.time_ns < oldest
+        ]
+        if too_old:
+            raise InvalidInput(too_old)
+        return self.state.score_and_record(payments)
 
     async def score(
         self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
@@ -165,10 +190,11 @@ class PaymentScoring:
         self.check_applies()
         try:
             payments = self.payments(rows)
+            aggregates = await anyio.to_thread.run_sync(self._record, payments)
         except InvalidInput as error:
             traffic.record_rejection(PROTOCOL, {v.field for v in error.violations})
             raise
-        features = features_from(self.state.score_and_record(payments))
+        features = features_from(aggregates)
         for name in self.columns.extra_features:
             features[name] = np.array([getattr(row, name) for row in rows], dtype=float)
         names = self.schema.names

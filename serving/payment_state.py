@@ -9,9 +9,10 @@ What is kept, per key, as time-sorted arrays (nanoseconds since the epoch):
 Every window is two binary searches, so a key with a million payments costs microseconds, not a
 scan; only a customer's amount sums walk the window (a card pays a few times a day).
 
-The embedded store keeps it in memory, written through to a SQLite file so that a restart of
-the worker or the server resumes with every answered payment (one process owns the file: more
-than one worker is refused at start-up).
+Two stores keep it behind one interface (`PaymentStore`): the embedded one here, in memory and
+written through to a SQLite file so that a restart of the worker or the server resumes with
+every answered payment (one process owns the file: more than one worker is refused at
+start-up); and Redis (serving/payment_state_redis.py), shared by every worker and replica.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from model_store.payments import (
     WindowAggregates,
     state_horizon_days,
 )
+from serving.errors import Unavailable
 
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
@@ -45,6 +48,40 @@ class Payment:
     customer: str
     terminal: str
     amount: float
+
+
+class StateUnavailable(Unavailable):
+    """The state store cannot be reached: the payment is not counted; retry (HTTP 503)."""
+
+
+class PaymentStore(Protocol):
+    """What /score and the backfill need of a state store. Each call is whole: a payment is
+    either fully entered or not at all."""
+
+    healthy: bool  # the last call reached the store
+
+    def oldest_accepted_ns(self) -> int | None: ...
+
+    def score_and_record(self, payments: list[Payment]) -> WindowAggregates: ...
+
+    def label(self, labels: list[tuple[str, bool]]) -> int: ...
+
+    def backfill(self, payments: list[Payment], labels: list[int | None]) -> int: ...
+
+    def size(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def calendar_aggregates(payments: list[Payment]) -> WindowAggregates:
+    """Empty windows, with each payment's amount, weekday and hour filled in."""
+    result = WindowAggregates.empty(len(payments))
+    for row, payment in enumerate(payments):
+        t = payment.time_ns
+        result.amount[row] = payment.amount
+        result.weekday[row] = (t // DAY_NS + EPOCH_WEEKDAY) % 7
+        result.hour[row] = (t % DAY_NS) // HOUR_NS
+    return result
 
 
 class _Times:
@@ -91,8 +128,10 @@ class _Times:
                 del self.values[:cut]
 
 
-class PaymentState:
+class EmbeddedState:
     """The embedded online state: in memory, written through to SQLite."""
+
+    healthy = True  # nothing to reach
 
     def __init__(self, path: Path, delay_days: int):
         self.delay_ns = delay_days * DAY_NS
@@ -125,13 +164,10 @@ class PaymentState:
 
     def aggregates(self, payments: list[Payment]) -> WindowAggregates:
         """The window aggregates of each payment against the state (which must hold them)."""
-        result = WindowAggregates.empty(len(payments))
+        result = calendar_aggregates(payments)
         delay = self.delay_ns
         for row, payment in enumerate(payments):
             t = payment.time_ns
-            result.amount[row] = payment.amount
-            result.weekday[row] = (t // DAY_NS + EPOCH_WEEKDAY) % 7
-            result.hour[row] = (t % DAY_NS) // HOUR_NS
             customer = self._customers.get(payment.customer)
             if customer is not None:
                 for days in WINDOWS_DAYS:

@@ -82,6 +82,15 @@ def postgres():
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """A throwaway Redis from Debian's packages, for the whole session."""
+    from ops.redis_server import RedisServer
+
+    with RedisServer.start() as server:
+        yield server
+
+
 def fresh_database(cluster, name: str) -> str:
     """The URL of a new, empty database `name` on a test PostgreSQL server."""
     import psycopg

@@ -1,6 +1,6 @@
 """The online feature state against training's batch features: the same payments, replayed one
-at a time with labels arriving at the delay, give the same features; retries, restarts,
-corrections and forgetting behave."""
+at a time with labels arriving at the delay, give the same features in either store (embedded,
+and Redis from Debian's packages); retries, restarts, corrections and forgetting behave."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from model_store.payments import features_from
-from serving.payment_state import DAY_NS, Payment, PaymentState, table_payments
+from serving.payment_state import (
+    DAY_NS,
+    EmbeddedState,
+    Payment,
+    PaymentStore,
+    StateUnavailable,
+    table_payments,
+)
+from serving.payment_state_redis import RedisState
 from settings import ColumnsConfig
 from tests.conftest import SMALL_TABLE
 from training.data import read_table
@@ -18,6 +26,17 @@ from training.features import build_features, feature_names
 COLUMNS = ColumnsConfig()
 DELAY_DAYS = 7
 TIME = pd.Timestamp("2026-05-01").value
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def open_state(request, tmp_path):
+    """Opens the state of one store (again: a restart), empty at the start of each test."""
+    if request.param == "embedded":
+        yield lambda: EmbeddedState(tmp_path / "state.db", DELAY_DAYS)
+        return
+    server = request.getfixturevalue("redis_server")
+    prefix = f"{request.node.name}:"
+    yield lambda: RedisState(server.url, prefix, DELAY_DAYS, timeout_s=5)
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +48,18 @@ def table() -> pd.DataFrame:
     )
 
 
-def replay(state: PaymentState, payments: list[Payment], labels: list[int | None]) -> pd.DataFrame:
-    """Score each payment in time order, each label sent when it becomes known (at the delay)."""
+def replay(
+    states: list[PaymentStore], payments: list[Payment], labels: list[int | None]
+) -> pd.DataFrame:
+    """Score each payment in time order, each label sent when it becomes known (at the delay),
+    through the states in turn (replicas sharing one store)."""
     due = sorted(
         (p.time_ns + DELAY_DAYS * DAY_NS, p.transaction_id, bool(label))
         for p, label in zip(payments, labels, strict=True)
     )
     sent, rows = 0, []
-    for payment in payments:
+    for position, payment in enumerate(payments):
+        state = states[position % len(states)]
         known = sent
         while known < len(due) and due[known][0] <= payment.time_ns:
             known += 1
@@ -47,12 +70,14 @@ def replay(state: PaymentState, payments: list[Payment], labels: list[int | None
     return pd.DataFrame(rows)
 
 
-def test_replayed_payments_get_trainings_features(table, tmp_path):
+def test_replayed_payments_get_trainings_features(table, open_state):
     cut = table[COLUMNS.timestamp].min() + pd.Timedelta(days=80)
     earlier, later = table[table[COLUMNS.timestamp] < cut], table[table[COLUMNS.timestamp] >= cut]
-    state = PaymentState(tmp_path / "state.db", DELAY_DAYS)
-    state.backfill(*table_payments(earlier, COLUMNS))
-    online = replay(state, *table_payments(later, COLUMNS))
+    states = [open_state()]
+    if isinstance(states[0], RedisState):
+        states.append(open_state())  # two replicas on one Redis, taking payments in turn
+    states[0].backfill(*table_payments(earlier, COLUMNS))
+    online = replay(states, *table_payments(later, COLUMNS))
     built = build_features(table, COLUMNS, DELAY_DAYS)
     expected = built[built[COLUMNS.timestamp] >= cut].reset_index(drop=True)
     assert len(online) == len(expected) > 10_000
@@ -73,9 +98,8 @@ def _payment(tx: str, days: float, customer="c", terminal="t", amount=10.0) -> P
     return Payment(tx, TIME + int(days * DAY_NS), customer, terminal, amount)
 
 
-def test_a_retry_counts_once_and_a_restart_keeps_the_state(tmp_path):
-    path = tmp_path / "state.db"
-    state = PaymentState(path, DELAY_DAYS)
+def test_a_retry_counts_once_and_a_restart_keeps_the_state(open_state):
+    state = open_state()
     state.score_and_record([_payment("a", 0)])
     state.score_and_record([_payment("a", 0)])  # the same payment again
     same_instant = features_from(state.score_and_record([_payment("b", 0)]))
@@ -83,14 +107,14 @@ def test_a_retry_counts_once_and_a_restart_keeps_the_state(tmp_path):
         same_instant["customer_nb_tx_1d"][0] == 0
     )  # payments at one instant do not see each other
     state.close()
-    reopened = PaymentState(path, DELAY_DAYS)
+    reopened = open_state()
     later = features_from(reopened.score_and_record([_payment("c", 0.5)]))
     assert later["customer_nb_tx_1d"][0] == 2  # a and b, once each, after the restart
     assert later["customer_terminal_new_30d"][0] == 0
 
 
-def test_labels_count_after_the_delay_and_corrections_undo_them(tmp_path):
-    state = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+def test_labels_count_after_the_delay_and_corrections_undo_them(open_state):
+    state = open_state()
     state.score_and_record([_payment("f", 0)])
     assert state.label([("f", True), ("never-seen", True)]) == 1
     inside = features_from(state.score_and_record([_payment("g", DELAY_DAYS + 0.5)]))
@@ -103,12 +127,12 @@ def test_labels_count_after_the_delay_and_corrections_undo_them(tmp_path):
 
 
 def test_history_past_the_horizon_is_forgotten(tmp_path):
-    state = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+    state = EmbeddedState(tmp_path / "state.db", DELAY_DAYS)
     state.score_and_record([_payment("old", 0)])
     state.score_and_record([_payment("new", 40, customer="other", terminal="other")])
     assert state.size()["payments"] == 1
     assert state.oldest_accepted_ns() == TIME + (40 - 37) * DAY_NS
-    reopened = PaymentState(tmp_path / "state.db", DELAY_DAYS)
+    reopened = EmbeddedState(tmp_path / "state.db", DELAY_DAYS)
     assert reopened.size() == {"payments": 1, "customers": 1, "terminals": 1}
 
 
@@ -138,3 +162,33 @@ def test_score_says_why_it_does_not_apply(tmp_path):
         with pytest.raises(Conflict, match="payment") as refused:
             scoring.check_applies()
         assert str(refused.value) == reason and refused.value.status == 409
+
+
+def test_replicas_scoring_one_card_at_once_count_every_payment(redis_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    replicas = [RedisState(redis_server.url, "concurrent:", DELAY_DAYS, 5) for _ in range(4)]
+
+    def score(replica: int) -> None:
+        for i in range(50):
+            replicas[replica].score_and_record([_payment(f"r{replica}-{i}", i / 1000)])
+            replicas[replica].score_and_record([_payment(f"r{replica}-{i}", i / 1000)])  # retry
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(score, range(4)))
+    after = features_from(replicas[0].score_and_record([_payment("last", 0.5)]))
+    assert after["customer_nb_tx_1d"][0] == 200  # 4 x 50, each once
+
+
+def test_an_outage_refuses_whole_payments_and_the_state_survives_a_redis_restart(redis_server):
+    state = RedisState(redis_server.url, "outage:", DELAY_DAYS, timeout_s=1)
+    state.score_and_record([_payment("before", 0)])
+    redis_server.stop()
+    try:
+        with pytest.raises(StateUnavailable, match="payments.redis_url"):
+            state.score_and_record([_payment("during", 0.1)])
+        assert not state.healthy
+    finally:
+        redis_server.resume()
+    after = features_from(state.score_and_record([_payment("after", 0.2)]))
+    assert state.healthy and after["customer_nb_tx_1d"][0] == 1  # "before" only

@@ -190,18 +190,23 @@ def metric_samples(server: Server, name: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="session")
-def payment_history(served_tag, tmp_path_factory) -> Path:
-    """The small table's payments before the served model's test period, backfilled into an
-    online state file with `python -m serving backfill` (a deployment runs it before starting)."""
-    from serving.__main__ import main as serving_cli
-
-    folder = tmp_path_factory.mktemp("payments")
+def earlier_payments(served_tag, tmp_path_factory) -> Path:
+    """The small table's payments before the served model's test period."""
     table = read_table(SMALL_TABLE)
     start = pd.Timestamp(model_store.get(served_tag).metadata["test_window"]["start"])
-    earlier = folder / "earlier.parquet"
+    earlier = tmp_path_factory.mktemp("payments") / "earlier.parquet"
     table[table[COLUMNS.timestamp] < start].to_parquet(earlier)
-    state = folder / "payment_state.db"
-    assert serving_cli(["backfill", "--data", str(earlier), "--state", str(state)]) == 0
+    return earlier
+
+
+@pytest.fixture(scope="session")
+def payment_history(earlier_payments) -> Path:
+    """Those payments backfilled into an online state file with `python -m serving backfill`
+    (a deployment runs it before starting)."""
+    from serving.__main__ import main as serving_cli
+
+    state = earlier_payments.parent / "payment_state.db"
+    assert serving_cli(["backfill", "--data", str(earlier_payments), "--state", str(state)]) == 0
     return state
 
 

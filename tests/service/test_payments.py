@@ -56,19 +56,23 @@ def _replay_batches(period: pd.DataFrame):
         yield [], batch
 
 
-def test_replayed_payments_get_trainings_features_and_predicts_decisions(pipeline, served_tag):
+def replay_and_compare(clients, served_tag: str) -> None:
+    """The served model's test period replayed in time order, request by request through the
+    clients in turn (replicas), fraud labels sent at the delay: every feature is training's and
+    every decision /predict's."""
     table = read_table(SMALL_TABLE)
     start = pd.Timestamp(model_store.get(served_tag).metadata["test_window"]["start"])
     period = table[table[COLUMNS.timestamp] >= start].sort_values(
         [COLUMNS.timestamp, COLUMNS.transaction_id]
     )
     scored = []
-    for labels, payments in _replay_batches(period):
+    for turn, (labels, payments) in enumerate(_replay_batches(period)):
+        client = clients[turn % len(clients)]
         if labels:
-            answer = pipeline.post("/feedback", json={"labels": labels})
+            answer = client.post("/feedback", json={"labels": labels})
             assert answer.status_code == 200, answer.text
         if payments:
-            answer = pipeline.post(
+            answer = client.post(
                 "/score",
                 json={"payments": [_payment(p) for p in payments], "include_features": True},
             )
@@ -91,7 +95,7 @@ def test_replayed_payments_get_trainings_features_and_predicts_decisions(pipelin
     rows = request_rows(expected, COLUMNS)
     predicted = []
     for first in range(0, len(rows), MAX_ROWS):
-        answer = pipeline.post("/predict", json={"transactions": rows[first : first + MAX_ROWS]})
+        answer = clients[0].post("/predict", json={"transactions": rows[first : first + MAX_ROWS]})
         predicted += answer.json()["predictions"]
     np.testing.assert_allclose(
         [p["fraud_probability"] for p in scored],
@@ -100,6 +104,10 @@ def test_replayed_payments_get_trainings_features_and_predicts_decisions(pipelin
     )
     assert [p["is_fraud"] for p in scored] == [p["is_fraud"] for p in predicted]
     assert sum(p["is_fraud"] for p in scored) > 10
+
+
+def test_replayed_payments_get_trainings_features_and_predicts_decisions(pipeline, served_tag):
+    replay_and_compare([pipeline], served_tag)
 
 
 def _latest(pipeline) -> datetime:
