@@ -148,6 +148,7 @@ LONGEST_FIRST = [
     "tests/service/test_oip_clients.py",  # 100 s on a fresh clone (its venv)
     "tests/service/test_fleet.py",  # 90 s
     "tests/model/test_training.py",  # 80 s
+    "tests/service/test_payments_servers.py",  # 70 s
     "tests/service/test_faults.py",  # 60 s
     "tests/service/test_challenger_service.py",  # 60 s
     "tests/service/test_drift_service.py",  # 35 s

@@ -13,6 +13,7 @@ import pytest
 
 import model_store
 from model_store.payments import DAY_SECONDS
+from settings import ColumnsConfig
 from tests.conftest import SMALL_TABLE
 from tests.service.conftest import COLUMNS
 from training.data import read_table
@@ -22,33 +23,34 @@ DELAY = pd.Timedelta(days=7)
 MAX_ROWS = 1_000
 
 
-def _payment(row) -> dict:
-    return {
-        COLUMNS.transaction_id: int(row[COLUMNS.transaction_id]),
-        COLUMNS.timestamp: row[COLUMNS.timestamp].isoformat(),
-        COLUMNS.customer_id: int(row[COLUMNS.customer_id]),
-        COLUMNS.terminal_id: int(row[COLUMNS.terminal_id]),
-        COLUMNS.amount: float(row[COLUMNS.amount]),
+def _payment(row, columns: ColumnsConfig) -> dict:
+    payment = {
+        columns.transaction_id: int(row[columns.transaction_id]),
+        columns.timestamp: row[columns.timestamp].isoformat(),
+        columns.customer_id: int(row[columns.customer_id]),
+        columns.terminal_id: int(row[columns.terminal_id]),
+        columns.amount: float(row[columns.amount]),
     }
+    return payment | {name: float(row[name]) for name in columns.extra_features}
 
 
-def _replay_batches(period: pd.DataFrame):
+def _replay_batches(period: pd.DataFrame, columns: ColumnsConfig):
     """The period's payments in time order, cut where a fraud label falls due (sent before the
     next batch: genuine labels change no feature), at most MAX_ROWS a batch: yields (labels due,
     payments)."""
-    frauds = period[period[COLUMNS.label] == 1]
-    due = frauds.assign(due=frauds[COLUMNS.timestamp] + DELAY).sort_values("due")
+    frauds = period[period[columns.label] == 1]
+    due = frauds.assign(due=frauds[columns.timestamp] + DELAY).sort_values("due")
     due_times = due["due"].to_numpy()
     sent, batch = 0, []
     for row in period.to_dict("records"):
-        known = np.searchsorted(due_times, row[COLUMNS.timestamp].to_datetime64(), side="right")
+        known = np.searchsorted(due_times, row[columns.timestamp].to_datetime64(), side="right")
         if batch and (known > sent or len(batch) == MAX_ROWS):
             yield [], batch
             batch = []
         if known > sent:
             yield [
                 {"transaction_id": str(tx), "is_fraud": True}
-                for tx in due[COLUMNS.transaction_id].iloc[sent:known]
+                for tx in due[columns.transaction_id].iloc[sent:known]
             ], []
             sent = known
         batch.append(row)
@@ -56,17 +58,19 @@ def _replay_batches(period: pd.DataFrame):
         yield [], batch
 
 
-def replay_and_compare(clients, served_tag: str) -> None:
-    """The served model's test period replayed in time order, request by request through the
-    clients in turn (replicas), fraud labels sent at the delay: every feature is training's and
-    every decision /predict's."""
-    table = read_table(SMALL_TABLE)
+def replay_and_compare(
+    clients, served_tag: str, table: pd.DataFrame | None = None, columns: ColumnsConfig = COLUMNS
+) -> None:
+    """The served model's test period of `table` (default: the small table) replayed in time
+    order, request by request through the clients in turn (replicas), fraud labels sent at the
+    delay: every feature is training's and every decision /predict's."""
+    table = read_table(SMALL_TABLE) if table is None else table
     start = pd.Timestamp(model_store.get(served_tag).metadata["test_window"]["start"])
-    period = table[table[COLUMNS.timestamp] >= start].sort_values(
-        [COLUMNS.timestamp, COLUMNS.transaction_id]
+    period = table[table[columns.timestamp] >= start].sort_values(
+        [columns.timestamp, columns.transaction_id]
     )
     scored = []
-    for turn, (labels, payments) in enumerate(_replay_batches(period)):
+    for turn, (labels, payments) in enumerate(_replay_batches(period, columns)):
         client = clients[turn % len(clients)]
         if labels:
             answer = client.post("/feedback", json={"labels": labels})
@@ -74,17 +78,20 @@ def replay_and_compare(clients, served_tag: str) -> None:
         if payments:
             answer = client.post(
                 "/score",
-                json={"payments": [_payment(p) for p in payments], "include_features": True},
+                json={
+                    "payments": [_payment(p, columns) for p in payments],
+                    "include_features": True,
+                },
             )
             assert answer.status_code == 200, answer.text
             scored += answer.json()["predictions"]
     assert len(scored) == len(period) > 5_000
-    built = build_features(table, COLUMNS, 7)
-    expected = built[built[COLUMNS.timestamp] >= start].reset_index(drop=True)
-    assert [p["transaction_id"] for p in scored] == expected[COLUMNS.transaction_id].astype(
+    built = build_features(table, columns, 7)
+    expected = built[built[columns.timestamp] >= start].reset_index(drop=True)
+    assert [p["transaction_id"] for p in scored] == expected[columns.transaction_id].astype(
         str
     ).tolist()
-    for name in feature_names(COLUMNS):
+    for name in feature_names(columns):
         np.testing.assert_allclose(
             [p["features"][name] for p in scored],
             expected[name].to_numpy(np.float32),
@@ -92,7 +99,7 @@ def replay_and_compare(clients, served_tag: str) -> None:
             atol=1e-5,
             err_msg=name,
         )
-    rows = request_rows(expected, COLUMNS)
+    rows = request_rows(expected, columns)
     predicted = []
     for first in range(0, len(rows), MAX_ROWS):
         answer = clients[0].post("/predict", json={"transactions": rows[first : first + MAX_ROWS]})
