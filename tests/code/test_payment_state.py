@@ -192,3 +192,30 @@ def test_an_outage_refuses_whole_payments_and_the_state_survives_a_redis_restart
         redis_server.resume()
     after = features_from(state.score_and_record([_payment("after", 0.2)]))
     assert state.healthy and after["customer_nb_tx_1d"][0] == 1  # "before" only
+
+
+def test_a_hot_terminal_is_counted_exactly_and_forgotten_in_time(open_state):
+    """A merchant terminal with 100,000 payments inside its windows: counted exactly (each
+    window is a range count, not a scan), and dropped once the horizon passes it."""
+    rng = np.random.default_rng(3)
+    offsets = np.sort(rng.uniform(0, 36, 100_000))  # days, within the 37-day horizon
+    payments = [
+        _payment(f"hot-{i}", days, customer=f"card-{i % 5_000}", terminal="hot")
+        for i, days in enumerate(offsets)
+    ]
+    frauds = rng.uniform(size=len(payments)) < 0.01
+    state = open_state()
+    state.backfill(payments, [int(fraud) for fraud in frauds])
+    now = 37.0
+    scored = features_from(state.score_and_record([_payment("probe", now, terminal="hot")]))
+    for days in (1, 7, 30):
+        inside = (offsets >= now - DELAY_DAYS - days) & (offsets < now - DELAY_DAYS)
+        assert scored[f"terminal_nb_tx_{days}d"][0] == inside.sum() > 0
+        assert scored[f"terminal_risk_{days}d"][0] == pytest.approx(frauds[inside].mean())
+    later = now + 40  # every earlier payment is past the horizon now
+    fresh = features_from(state.score_and_record([_payment("probe-2", later, terminal="hot")]))
+    assert fresh["terminal_nb_tx_30d"][0] == 0
+    if isinstance(state, EmbeddedState):  # memory, too (Redis trims the sorted sets alike)
+        assert state.size() == {"payments": 1, "customers": 1, "terminals": 1}
+    after = features_from(state.score_and_record([_payment("probe-3", later + 8, terminal="hot")]))
+    assert after["terminal_nb_tx_30d"][0] == 1  # only probe-2 is left in the window
