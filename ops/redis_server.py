@@ -37,6 +37,7 @@ def _answers(port: int) -> bool:
 class RedisServer:
     folder: Path
     port: int
+    command_prefix: list[str] = field(default_factory=list)  # e.g. taskset, to pin it
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -44,13 +45,14 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls) -> RedisServer:
+    def start(cls, command_prefix: list[str] | None = None) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError(
                 "redis-server not found: install Debian's 'redis-server' package (make system-deps)"
             )
-        server = cls(Path(tempfile.mkdtemp(prefix="fraud-bento-redis-")), _free_port())
+        folder = Path(tempfile.mkdtemp(prefix="fraud-bento-redis-"))
+        server = cls(folder, _free_port(), command_prefix or [])
         server.resume()
         return server
 
@@ -58,6 +60,7 @@ class RedisServer:
         """Start (or restart) the server on its port and folder; returns once it answers."""
         self.process = subprocess.Popen(
             [
+                *self.command_prefix,
                 *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--dir", str(self.folder), "--appendonly", "yes", "--save", ""),
                 *("--daemonize", "no", "--protected-mode", "no"),

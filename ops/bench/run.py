@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -36,6 +37,7 @@ import httpx
 import joblib
 import matplotlib
 import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,11 +47,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 import model_store  # noqa: E402
+from ops.redis_server import RedisServer  # noqa: E402
+from serving.payment_scoring import payment_columns  # noqa: E402
 from serving.runtime import pinned_tag  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+DATA = REPO_ROOT / "data" / "transactions.parquet"  # make bench's table (make run's)
 P99_BOUND_MS = 50.0
 # uvloop 0.22 and later break MLServer 1.7.1's inference workers (get_event_loop() raises in
 # a fresh process): the release MLServer was tested with is pinned.
@@ -110,9 +115,12 @@ class Server:
     command: list[str]
     ready_path: str
     predict_path: str
-    body_kind: str  # "rows", "v2" (MLServer's outputs), "oip" (fraud-bento's) or "grpc"
+    body_kind: str  # "rows", "v2" (MLServer's outputs), "oip" (fraud-bento's), "grpc" or
+    # "payments" (/score: a body a line, new payments each)
     env: dict[str, str] = field(default_factory=dict)
     pinned: bool = True
+    prepare: Callable[[], None] | None = None  # before the server starts (a store, a backfill)
+    cleanup: Callable[[], None] | None = None  # after it stopped
     port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
@@ -128,6 +136,8 @@ class Server:
         return self.url(self.predict_path)
 
     def start(self, log: Path) -> None:
+        if self.prepare is not None:
+            self.prepare()
         command = [part.replace("{port}", str(self.port)) for part in self.command]
         self.process = subprocess.Popen(
             (SERVER_PIN if self.pinned else []) + command,
@@ -163,6 +173,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        if self.cleanup is not None:
+            self.cleanup()
 
     def sum_over_tree(self, read) -> float:
         total = 0.0
@@ -228,8 +240,45 @@ def held_rate(server: Server, body: Path) -> float:
     return best(ladder(server, body, 1, PROFILES["quick"]))
 
 
+def _backfill(data: Path, env: dict[str, str]) -> None:
+    """/score's state filled from the table's last days, as a deployment does before serving."""
+    subprocess.run(
+        [sys.executable, "-m", "serving", "backfill", "--data", str(data)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+
+
+def score_server(name: str, scratch: Path, data: Path, bento_env: dict[str, str]) -> Server:
+    """/score with the embedded state (`bento_score`) or on a Redis pinned with the load
+    generator (`bento_score_redis`), each filled from the table before it starts."""
+    if name == "bento_score":
+        env = {**bento_env, "FRAUD_PAYMENTS__STATE_PATH": str(scratch / "score_state.db")}
+        Path(env["FRAUD_PAYMENTS__STATE_PATH"]).unlink(missing_ok=True)
+        return Server(
+            name, BENTO, "/readyz", "/score", "payments", env, prepare=lambda: _backfill(data, env)
+        )
+    running: list[RedisServer] = []  # the Redis of this side, while it runs
+    env = {**bento_env, "FRAUD_PAYMENTS__STORE": "redis", "FRAUD_PAYMENTS__REDIS_PREFIX": "bench:"}
+
+    def prepare() -> None:
+        running.append(RedisServer.start(command_prefix=LOADGEN_PIN))
+        env["FRAUD_PAYMENTS__REDIS_URL"] = running[0].url
+        _backfill(data, env)
+
+    def cleanup() -> None:
+        while running:
+            running.pop().__exit__(None, None, None)
+
+    return Server(
+        name, BENTO, "/readyz", "/score", "payments", env, prepare=prepare, cleanup=cleanup
+    )
+
+
 def servers(
-    names: list[str], scratch: Path, tag: str, challenger: str | None = None
+    names: list[str], scratch: Path, tag: str, challenger: str | None = None, data: Path = DATA
 ) -> list[Server]:
     bento_env = {"FRAUD_MODEL_TAG": tag}
     bento = BENTO
@@ -281,6 +330,8 @@ def servers(
         elif name == "bento_sklearn":
             env = {**bento_env, "FRAUD_SERVING__ENGINE": "sklearn"}
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
+        elif name in ("bento_score", "bento_score_redis"):
+            made.append(score_server(name, scratch, data, bento_env))
         elif name == "bento_2workers":  # one worker per core: not pinned, shares the cores
             env = {**bento_env, "FRAUD_SERVING__WORKERS": "2", "FRAUD_PAYMENTS__STORE": "off"}
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env, pinned=False))
@@ -323,8 +374,49 @@ def bodies(scratch: Path, sizes: tuple[int, ...]) -> dict[tuple[str, int], Path]
     return made
 
 
+def payment_bodies(
+    scratch: Path, sizes: tuple[int, ...], data: Path, tag: str, requests: int = 40_000
+) -> dict[tuple[str, int], Path]:
+    """/score bodies, one a line: new payments (new ids, times after the table's last payment,
+    a millisecond apart) of the table's cards at its terminals with its amounts, `requests`
+    payments in all per size; the load generator sends them in turn (past the end, again:
+    retries, which the state counts once)."""
+    columns = payment_columns(model_store.get(tag))
+    table = pd.read_parquet(data)
+    rng = np.random.default_rng(0)
+    picked = table.iloc[rng.integers(0, len(table), requests)]
+    start = pd.Timestamp(table[columns.timestamp].max())
+    made = {}
+    for size in sizes:
+        lines = []
+        for first in range(0, requests, size):
+            batch = picked.iloc[first : first + size]
+            lines.append(
+                json.dumps(
+                    {
+                        "payments": [
+                            {
+                                columns.transaction_id: f"bench-{size}-{first + i}",
+                                columns.timestamp: (
+                                    start + pd.Timedelta(milliseconds=first + i + 1)
+                                ).isoformat(),
+                                columns.customer_id: int(row[columns.customer_id]),
+                                columns.terminal_id: int(row[columns.terminal_id]),
+                                columns.amount: float(row[columns.amount]),
+                            }
+                            for i, row in enumerate(batch.to_dict("records"))
+                        ]
+                    }
+                )
+            )
+        path = scratch / f"payments-{size}.body"
+        path.write_text("\n".join(lines))
+        made[("payments", size)] = path
+    return made
+
+
 def load(server: Server, body: Path, mode: str, value: float, seconds: float) -> dict:
-    grpc = ["--grpc"] if server.body_kind == "grpc" else []
+    grpc = {"grpc": ["--grpc"], "payments": ["--lines"]}.get(server.body_kind, [])
     result = subprocess.run(
         [*LOADGEN_PIN, sys.executable, str(BENCH / "loadgen.py"), server.target, str(body)]
         + [f"--{mode}", str(value), "--seconds", str(seconds), *grpc],
@@ -474,7 +566,7 @@ def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
 
 DEFAULT_SERVERS = (
     "ceiling,bentoml_constant,bentoml_constant_lean,seed,mlserver,bento,bento_unmonitored,"
-    "bento_oip,bento_grpc,bento_2workers"
+    "bento_oip,bento_grpc,bento_2workers,bento_score,bento_score_redis"
 )
 
 
@@ -485,6 +577,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     parser.add_argument("--scratch", type=Path, help="reuse a folder (keeps the MLServer venv)")
     parser.add_argument(
+        "--data", type=Path, default=DATA, help="the payment table /score's sides replay"
+    )
+    parser.add_argument(
         "--challenger", help="a second model of the same features, for bento_shadow"
     )
     args = parser.parse_args()
@@ -494,6 +589,9 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     request_bodies = bodies(scratch, profile.sizes)
+    names = args.servers.split(",")
+    if any(name.startswith("bento_score") for name in names):
+        request_bodies |= payment_bodies(scratch, profile.sizes, args.data, tag)
     machine = {
         "cores": os.cpu_count(),
         "pinning": PINNING,
@@ -506,7 +604,7 @@ def main() -> None:
     }
     print(json.dumps(machine), flush=True)
     results: dict = {}
-    for server in servers(args.servers.split(","), scratch, tag, args.challenger):
+    for server in servers(names, scratch, tag, args.challenger, args.data):
         server.start(scratch / f"{server.name}.log")
         try:
             results[server.name] = {}
