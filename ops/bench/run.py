@@ -384,13 +384,13 @@ def payment_bodies(
     columns = payment_columns(model_store.get(tag))
     table = pd.read_parquet(data)
     rng = np.random.default_rng(0)
-    picked = table.iloc[rng.integers(0, len(table), requests)]
+    picked = table.iloc[rng.integers(0, len(table), requests)].to_dict("records")
     start = pd.Timestamp(table[columns.timestamp].max())
     made = {}
     for size in sizes:
         lines = []
         for first in range(0, requests, size):
-            batch = picked.iloc[first : first + size]
+            batch = picked[first : first + size]
             lines.append(
                 json.dumps(
                     {
@@ -404,7 +404,7 @@ def payment_bodies(
                                 columns.terminal_id: int(row[columns.terminal_id]),
                                 columns.amount: float(row[columns.amount]),
                             }
-                            for i, row in enumerate(batch.to_dict("records"))
+                            for i, row in enumerate(batch)
                         ]
                     }
                 )

@@ -1,4 +1,5 @@
-"""The benchmark's quick path at a tiny size: it runs, and writes its JSON, table and plot."""
+"""The benchmark's quick path at a tiny size: it runs (/score on Redis included), and writes its
+JSON, table and plot."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import pytest
 
+from tests.conftest import SMALL_TABLE
 from tests.service.conftest import run_ops_script
 
 pytestmark = pytest.mark.slow
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_smoke(served_tag, tmp_path):
     out = tmp_path / "bench"
-    servers = {"ceiling", "seed", "bento", "bento_unmonitored", "bento_grpc"}
+    servers = {"ceiling", "seed", "bento", "bento_unmonitored", "bento_grpc", "bento_score_redis"}
     result = run_ops_script(
         "run.py",
         "--profile",
@@ -22,6 +24,8 @@ def test_benchmark_smoke(served_tag, tmp_path):
         ",".join(sorted(servers)),
         "--out",
         str(out),
+        "--data",
+        str(SMALL_TABLE),
         tag=served_tag,
         folder=tmp_path,
         timeout=600,
@@ -40,6 +44,7 @@ def test_benchmark_smoke(served_tag, tmp_path):
             assert measured["cpu_s_per_1000_requests"] > 0 and measured["peak_rss_mb"] > 10
     tables, overhead = (out / "results.md").read_text().split("Monitoring overhead")
     assert tables.count("| bento |") == 2 and tables.count("| bento_grpc |") == 2
+    assert tables.count("| bento_score_redis |") == 2
     assert "× seed" in tables
     assert overhead.count("| bento | 1 | ") == 1 and overhead.count("| bento | 100 | ") == 1
     assert (out / "p99_vs_rate.png").stat().st_size > 1000
