@@ -50,6 +50,7 @@ from serving.explain import Explainer
 from serving.loop_watch import LoopWatch
 from serving.payment_scoring import (
     PaymentScoring,
+    PaymentValue,
     example_payment,
     open_store,
     payment_columns,
@@ -107,20 +108,18 @@ if (
         "(payments.store = 'embedded') has one owner: set FRAUD_SERVING__WORKERS=1, or "
         "FRAUD_PAYMENTS__STORE=redis to share it, or =off to serve without /score"
     )
-ScoreBatch = Annotated[
-    list[
-        (
-            payment_model(
-                PAYMENT_COLUMNS,
-                FEATURES,
-                on_invalid=lambda fields: traffic.record_rejection("score", fields),
-            )
-            if PAYMENT_COLUMNS is not None
-            else dict[str, Any]
-        )  # any body: /score answers 409, it does not apply to this model
-    ],
-    Field(**contract.rows_bounds(SETTINGS.payments.max_rows_per_request)),
-]
+PaymentRow = (
+    payment_model(
+        PAYMENT_COLUMNS,
+        FEATURES,
+        on_invalid=lambda fields: traffic.record_rejection("score", fields),
+    )
+    if PAYMENT_COLUMNS is not None
+    else dict[str, Any]  # any body: /score answers 409, it does not apply to this model
+)
+PAYMENT_ROWS = contract.rows_bounds(SETTINGS.payments.max_rows_per_request)
+ScoreBatch = Annotated[list[PaymentRow], Field(**PAYMENT_ROWS)]
+ScoreColumnsData = Annotated[list[list[PaymentValue]], Field(**PAYMENT_ROWS)]
 # The scoring routes: BentoML's per-request access log line, traffic metrics and OpenTelemetry
 # span cost several times the scoring itself; they stay on for every other route.
 SCORING_PATHS = ["/predict", "/predict_columns", "/v2/models/", "/v1/models/"]
@@ -218,6 +217,7 @@ class FraudDetector:
         self.payments = PaymentScoring(
             MODEL_PAYMENT_COLUMNS,
             FEATURES,
+            PaymentRow,
             self._payment_state(),
             self.scorer,
             SETTINGS.payments.max_clock_skew_s,
@@ -363,6 +363,22 @@ class FraudDetector:
         request_id, durable = _request_id(ctx)
         return await _answer(
             self.payments.score(payments, request_id, durable, include_features), ctx
+        )
+
+    @bentoml.api
+    async def score_columns(
+        self,
+        columns: list[str],
+        data: ScoreColumnsData,
+        ctx: bentoml.Context,
+        include_features: bool = False,
+    ) -> schema.PredictResponse:
+        """Score raw payments sent as columns: `columns` names each of /score's payment fields
+        once (any order), `data` holds one list of values per payment in that order."""
+        request_id, durable = _request_id(ctx)
+        return await _answer(
+            self.payments.score_columns(columns, data, request_id, durable, include_features),
+            ctx,
         )
 
     @bentoml.api

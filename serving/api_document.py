@@ -24,7 +24,7 @@ DESCRIPTION = """Scores payment transactions with the pinned fraud model.
 - **Scoring**: `/predict` takes transactions as rows of the model's features, `/predict_columns`
   the same as columns; each answers a fraud probability and a decision at the model's threshold.
   `/score` takes raw payments (id, time, card, terminal, amount) and computes their features
-  from the online state, as training computes them.
+  from the online state, as training computes them; `/score_columns` the same as columns.
 - **Explanations and labels**: `/explain` gives SHAP contributions, `/feedback` takes delayed
   labels for earlier predictions.
 - **Open Inference Protocol** (KServe v2) under `/v2`: JSON or binary tensors; the same over gRPC.
@@ -35,7 +35,11 @@ DESCRIPTION = """Scores payment transactions with the pinned fraud model.
 Every answer carries `X-Request-ID` (yours when you send one). With API keys configured, send
 `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
 GROUPS = [
-    ("scoring", "Score transactions.", ("/predict", "/predict_columns", "/score")),
+    (
+        "scoring",
+        "Score transactions.",
+        ("/predict", "/predict_columns", "/score", "/score_columns"),
+    ),
     ("explanations and labels", "Why a score, and what happened.", ("/explain", "/feedback")),
     (
         "Open Inference Protocol",
@@ -73,7 +77,14 @@ def examples(schema: FeatureSchema, payment: dict | None) -> dict[str, dict]:
     row = example_row(schema)
     values = [row[name] for name in schema.names]
     return {
-        **({"/score": {"payments": [payment], "include_features": True}} if payment else {}),
+        **(
+            {
+                "/score": {"payments": [payment], "include_features": True},
+                "/score_columns": {"columns": list(payment), "data": [list(payment.values())]},
+            }
+            if payment
+            else {}
+        ),
         "/predict": {"transactions": [row]},
         "/predict_columns": {
             "columns": schema.names,

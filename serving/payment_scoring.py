@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import WindowAggregates, features_from
@@ -31,6 +39,7 @@ def _integer_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+PaymentValue = str | int | float | bool | None  # a JSON scalar: the row form decides
 Key = Annotated[
     str,
     BeforeValidator(_integer_as_text),
@@ -106,6 +115,7 @@ class PaymentScoring:
         self,
         columns: ColumnsConfig | None,
         schema: FeatureSchema,
+        row_model: type[BaseModel] | type[dict],
         state: PaymentStore | str | None,
         scorer: Scorer,
         max_clock_skew_s: float,
@@ -113,6 +123,7 @@ class PaymentScoring:
     ):
         self.columns = columns  # the model's (payment_columns); None: it takes no payments
         self.schema = schema
+        self.rows = TypeAdapter(list[row_model])  # the columnar form, held to the row form
         self.state = state  # None: /score does not apply (the columns say why); text: broken
         self.scorer = scorer
         self.max_clock_skew_ns = int(max_clock_skew_s * 1e9)
@@ -184,6 +195,40 @@ class PaymentScoring:
             raise InvalidInput(too_old)
         return self.state.score_and_record(payments)
 
+    async def score_columns(
+        self,
+        columns: list[str],
+        data: list[list[Any]],
+        request_id: str,
+        durable: bool,
+        with_features: bool,
+    ) -> bytes:
+        """The columnar form: each payment made a row and held to the row form's rules, every
+        problem located in the columnar body."""
+        self.check_applies()
+        problems = [
+            Violation("columns", None, f"'{name}' is named twice", location=("columns",))
+            for name in sorted({name for name in columns if columns.count(name) > 1})
+        ]
+        problems += [
+            Violation(
+                "data", row, f"has {len(values)} values for {len(columns)} columns", ("data", row)
+            )
+            for row, values in enumerate(data)
+            if len(values) != len(columns)
+        ]
+        if not problems:
+            try:
+                rows = self.rows.validate_python(
+                    [dict(zip(columns, values, strict=True)) for values in data]
+                )
+            except ValidationError as error:
+                problems = list(dict.fromkeys(_in_columns(d) for d in error.errors()))
+        if problems:
+            traffic.record_rejection(PROTOCOL, {v.field for v in problems})
+            raise InvalidInput(problems)
+        return await self.score(rows, request_id, durable, with_features)
+
     async def score(
         self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
     ) -> bytes:
@@ -212,6 +257,16 @@ class PaymentScoring:
             for values in matrix.tolist()
         ]
         return codec.encode_predictions(request_id, ids, decided, rows)
+
+
+def _in_columns(detail: dict) -> Violation:
+    """A row-form problem located in the columnar body: the column when it is not one of the
+    form's (or is missing), else the payment's value."""
+    row, field = detail["loc"][0], str(detail["loc"][1]) if len(detail["loc"]) > 1 else "row"
+    if detail["type"] in ("extra_forbidden", "missing"):
+        what = "is not a payment field" if detail["type"] == "extra_forbidden" else "is missing"
+        return Violation(field, None, f"column '{field}' {what}", location=("columns",))
+    return Violation(field, row, detail["msg"], location=("data", row, field))
 
 
 def _time_violation(column: str, position: int, reason: str) -> Violation:

@@ -274,6 +274,7 @@ def test_the_api_document_is_the_projects_with_working_examples(server, served_t
         "/predict": "/predict",
         "/predict_columns": "/predict_columns",
         "/score": "/score",
+        "/score_columns": "/score_columns",
         "/explain": "/explain",
         "/v2/models/{name}/infer": "/v2/models/fraud_rf/infer",
         "/v1/models/{name}:predict": "/v1/models/fraud_rf:predict",
@@ -294,8 +295,9 @@ def test_docs_page_shows_the_whole_api_from_this_server(server):
         assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
     documented = httpx.get(f"{server.url}/docs.json").json()["paths"]
     public = {
-        "/predict", "/predict_columns", "/score", "/explain", "/feedback", "/health", "/model_info",
-        "/stats", "/drift", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+        "/predict", "/predict_columns", "/score", "/score_columns", "/explain", "/feedback",
+        "/health", "/model_info", "/stats", "/drift", "/v2", "/v2/health/live",
+        "/v2/health/ready", "/v2/models/{name}",
         "/v2/models/{name}/ready", "/v2/models/{name}/config", "/v2/models/{name}/infer",
     }  # fmt: skip
     assert public <= set(documented), public - set(documented)

@@ -184,3 +184,37 @@ def test_the_clock_skew_and_the_horizon_are_enforced(pipeline):
     too_old = _latest(pipeline) - timedelta(seconds=60 * DAY_SECONDS)
     old = pipeline.post("/score", json={"payments": [payment("old-1", too_old)]})
     assert old.status_code == 400 and "horizon" in old.text
+
+
+def test_the_columnar_form_scores_as_rows_and_names_every_problem(pipeline):
+    names = ["tx_amount", "customer_id", "terminal_id", "tx_datetime", "transaction_id"]
+    data = [
+        [20.0, "col-card", 3, "2026-07-26T10:00:00", "col-1"],
+        [35.5, "col-card", 4, "2026-07-26T10:05:00", "col-2"],
+    ]
+    columnar = pipeline.post(
+        "/score_columns", json={"columns": names, "data": data, "include_features": True}
+    )
+    assert columnar.status_code == 200, columnar.text
+    rows = [dict(zip(names, values, strict=True)) for values in data]
+    as_rows = pipeline.post("/score", json={"payments": rows, "include_features": True})
+    strip = [
+        {k: v for k, v in p.items() if k != "request_id"} for p in as_rows.json()["predictions"]
+    ]
+    assert [
+        {k: v for k, v in p.items() if k != "request_id"} for p in columnar.json()["predictions"]
+    ] == strip  # the rows were retries of the columns' payments: counted once, same answers
+    assert strip[1]["features"]["customer_nb_tx_1d"] == 1
+    bad = pipeline.post(
+        "/score_columns",
+        json={
+            "columns": [*names[:-1], "surprise"],
+            "data": [[-1.0, "c", 3, "2026-07-26T11:00:00", 1], [1.0, "c", 3, "soon", 1]],
+        },
+    )
+    assert bad.status_code == 400
+    locations = [d["loc"] for d in bad.json()["detail"]]
+    assert ["data", 0, "tx_amount"] in locations and ["data", 1, "tx_datetime"] in locations
+    assert locations.count(["columns"]) == 2  # 'surprise' is not a field, 'transaction_id' missing
+    uneven = pipeline.post("/score_columns", json={"columns": names, "data": [data[0][:-1]]})
+    assert uneven.status_code == 400 and uneven.json()["detail"][0]["loc"] == ["data", 0]
