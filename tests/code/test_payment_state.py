@@ -157,7 +157,13 @@ def test_score_says_why_it_does_not_apply(tmp_path):
             forest, features=features, threshold=0.5, gate_passed=True, metadata=metadata
         )
         scoring = PaymentScoring(
-            payment_columns(stored), stored.schema, None, None, max_clock_skew_s=0, clock=lambda: 0
+            payment_columns(stored),
+            stored.schema,
+            dict,
+            None,
+            None,
+            max_clock_skew_s=0,
+            clock=lambda: 0,
         )
         with pytest.raises(Conflict, match="payment") as refused:
             scoring.check_applies()
