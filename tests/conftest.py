@@ -21,6 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SMALL_TABLE = REPO_ROOT / "tests" / "fixtures" / "small_transactions.parquet"
 SMALL_TABLE_SIMULATION = {"customers": 200, "terminals": 400, "days": 115, "seed": 11}
 # A regime change for the retraining tests: genuine behaviour shifts from day 100 on.
+# The simulator's columns as ops/examples/training.toml names them (a table in its own names).
+EXAMPLE_CONFIG = REPO_ROOT / "ops" / "examples" / "training.toml"
+EXAMPLE_RENAMING = {
+    "transaction_id": "payment_id",
+    "tx_datetime": "created_at",
+    "customer_id": "card_id",
+    "terminal_id": "merchant_terminal",
+    "tx_amount": "amount_eur",
+    "tx_fraud": "is_fraud",
+}
 REGIME_CHANGE = [
     *("--customers", "300", "--terminals", "600", "--seed", "21", "--drift-start-day", "100")
 ]

@@ -3,31 +3,22 @@
 import numpy as np
 
 from settings import SimulatorConfig, load_settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_RENAMING
 from training.data import write_table
 from training.dataset import load_dataset
 from training.features import feature_names
 from training.simulate import simulate
 
-EXAMPLE = REPO_ROOT / "ops" / "examples" / "training.toml"
-
 
 def test_example_config_trains_on_renamed_columns(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAUD_TUNING__TRIALS", "2")
-    settings = load_settings(EXAMPLE)
+    settings = load_settings(EXAMPLE_CONFIG)
     assert settings.tuning.trials == 2  # the environment wins over the file
     assert settings.columns.label == "is_fraud"
     table = simulate(SimulatorConfig(customers=100, terminals=200, days=115, seed=5))
-    renamed = table.rename(
-        columns={
-            "transaction_id": "payment_id",
-            "tx_datetime": "created_at",
-            "customer_id": "card_id",
-            "terminal_id": "merchant_terminal",
-            "tx_amount": "amount_eur",
-            "tx_fraud": "is_fraud",
-        }
-    ).assign(merchant_risk_score=np.random.default_rng(0).uniform(size=len(table)))
+    renamed = table.rename(columns=EXAMPLE_RENAMING).assign(
+        merchant_risk_score=np.random.default_rng(0).uniform(size=len(table))
+    )
     renamed.loc[3, "amount_eur"] = -1.0  # dropped and counted: the example config cleans
     path = write_table(renamed, tmp_path / "payments.csv")
 

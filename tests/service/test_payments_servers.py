@@ -16,20 +16,10 @@ import pytest
 
 import model_store
 from settings import load_settings
-from tests.conftest import REPO_ROOT, SMALL_TABLE, run_module
+from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_RENAMING, SMALL_TABLE, run_module
 from tests.service.conftest import start_server, stop_server
 from tests.service.test_payments import replay_and_compare
 from training.data import read_table, write_table
-
-EXAMPLE = REPO_ROOT / "ops" / "examples" / "training.toml"
-RENAMED = {
-    "transaction_id": "payment_id",
-    "tx_datetime": "created_at",
-    "customer_id": "card_id",
-    "terminal_id": "merchant_terminal",
-    "tx_amount": "amount_eur",
-    "tx_fraud": "is_fraud",
-}
 
 pytestmark = pytest.mark.slow
 
@@ -92,12 +82,12 @@ def test_a_redis_outage_refuses_score_only_and_the_state_comes_back(
 
 
 def test_a_table_in_its_own_column_names_scores_as_training(tmp_path):
-    settings = load_settings(EXAMPLE)
-    table = read_table(SMALL_TABLE).rename(columns=RENAMED)
+    settings = load_settings(EXAMPLE_CONFIG)
+    table = read_table(SMALL_TABLE).rename(columns=EXAMPLE_RENAMING)
     table["merchant_risk_score"] = np.random.default_rng(0).uniform(size=len(table))
     data = write_table(table, tmp_path / "payments.parquet")
     trained = run_module(
-        *("training", "--config", str(EXAMPLE), "train", "--data", str(data)),
+        *("training", "--config", str(EXAMPLE_CONFIG), "train", "--data", str(data)),
         *("--trials", "1", "--runs-dir", str(tmp_path / "runs")),
         timeout=600,
     )
