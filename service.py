@@ -259,11 +259,11 @@ class FraudDetector:
             CHALLENGER_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
         )
 
-        def scored(matrix, scores, decisions, request_id, transaction_ids) -> None:
+        def scored(matrix, scores, decisions, request_id, protocol, transaction_ids) -> None:
             traffic.TALLY.add_scores(CHALLENGER_TAG, scores, int(decisions.sum()))
             if SETTINGS.monitoring.enabled:
                 self.monitor.record(
-                    matrix, scores, decisions, request_id, CHALLENGER_TAG, transaction_ids
+                    matrix, scores, decisions, request_id, CHALLENGER_TAG, protocol, transaction_ids
                 )
 
         metrics.record_roles(
@@ -285,6 +285,7 @@ class FraudDetector:
             scored.decisions,
             scored.request_id,
             MODEL_TAG,
+            scored.protocol,
             scored.transaction_ids,
             hand_off_now=scored.durable,
         )

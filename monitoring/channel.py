@@ -53,6 +53,7 @@ class RequestSpan(msgspec.Struct, array_like=True, frozen=True):
     request_id: str | None
     rows: int
     model_tag: str
+    endpoint: str
     scored_at: float
 
 
@@ -147,11 +148,13 @@ class ScoredBatch:
     transaction_ids: list[str | None] = field(default_factory=list)
     rows: int = 0
 
-    def add(self, matrix, scores, decisions, request_id, model_tag, scored_at, ids) -> None:
+    def add(
+        self, matrix, scores, decisions, request_id, model_tag, endpoint, scored_at, ids
+    ) -> None:
         self.matrices.append(matrix)
         self.scores.append(scores)
         self.decisions.append(decisions)
-        self.requests.append(RequestSpan(request_id, len(scores), model_tag, scored_at))
+        self.requests.append(RequestSpan(request_id, len(scores), model_tag, endpoint, scored_at))
         self.transaction_ids += ids if ids is not None else [None] * len(scores)
         self.rows += len(scores)
 

@@ -106,6 +106,7 @@ class MonitorClient:
         decisions,
         request_id,
         model_tag: str,
+        endpoint: str,
         transaction_ids,
         hand_off_now: bool = False,
     ) -> None:
@@ -117,7 +118,7 @@ class MonitorClient:
             self._dropped(rows)
             return
         self._pending.add(
-            matrix, scores, decisions, request_id, model_tag, time.time(), transaction_ids
+            matrix, scores, decisions, request_id, model_tag, endpoint, time.time(), transaction_ids
         )
         if hand_off_now:
             self._send_pending()

@@ -42,6 +42,7 @@ class ScoredRequest:
 
     request_id: str
     model_tag: str
+    endpoint: str  # the protocol that decided it (serving's metric label: http, score, ...)
     scores: np.ndarray
     decisions: np.ndarray
     transaction_ids: list[str | None] | None = None
@@ -249,6 +250,7 @@ class FeedbackStore:
                 scored.scores.tolist(),
                 scored.decisions.astype(int).tolist(),
                 repeat(scored.scored_at, count),
+                repeat(scored.endpoint, count),
                 strict=True,
             )
         try:

@@ -3,10 +3,12 @@ PostgreSQL database (several replicas share one, so a label posted to any of the
 prediction another logged). One schema and one set of statements serve both; only the driver,
 its parameter style and how the schema version is kept differ.
 
-A row is one transaction scored by one model: the request id, its position in the request, the
-transaction id and the model tag make it unique, so a retried request (same X-Request-ID or OIP
-id, same transactions) is logged once however many times it is scored, and a challenger's score
-of the same transaction sits beside the champion's.
+A row is one transaction scored by one model, with the endpoint that decided it (the protocol's
+name, as in the request metrics: `http` for /predict and /predict_columns, `oip`, `grpc`,
+`kserve_v1`, `score` for the raw-payment endpoints): the request id, its position in the
+request, the transaction id and the model tag make it unique, so a retried request (same
+X-Request-ID or OIP id, same transactions) is logged once however many times it is scored, and a
+challenger's score of the same transaction sits beside the champion's.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import threading
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-# v1 had no uniqueness: a retried request was logged once per attempt.
-SCHEMA_VERSION = 2
+# v1 had no uniqueness: a retried request was logged once per attempt. v2 did not record the
+# endpoint (rows migrated from it have none).
+SCHEMA_VERSION = 3
 COLUMNS = (
-    "request_id, position, request_rows, transaction_id, model_tag, score, decision, scored_at"
+    "request_id, position, request_rows, transaction_id, model_tag, score, decision, scored_at,"
+    " endpoint"
 )
 # Indexes cost ~1.5 us per inserted row each, so only what label lookups need is indexed:
 # every transaction id, the first row of each request, and labelled rows by time; the unique
@@ -36,7 +40,8 @@ SCHEMA = [
         scored_at DOUBLE PRECISION NOT NULL,
         label SMALLINT,
         label_time DOUBLE PRECISION,
-        labelled_at DOUBLE PRECISION
+        labelled_at DOUBLE PRECISION,
+        endpoint TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS predictions_by_transaction ON predictions (transaction_id)",
     "CREATE INDEX IF NOT EXISTS requests_by_id ON predictions (request_id) WHERE position = 0",
@@ -45,8 +50,9 @@ SCHEMA = [
     "CREATE UNIQUE INDEX IF NOT EXISTS scored_once ON predictions"
     " (request_id, position, COALESCE(transaction_id, ''), model_tag)",
 ]
-ROW_VALUES = 8
-INSERT_CHUNK_ROWS = 4000  # 8 values a row: within SQLite's 32,766 and PostgreSQL's 65,535
+ROW_VALUES = 9
+INSERT_CHUNK_ROWS = 3600  # 9 values a row: within SQLite's 32,766 and PostgreSQL's 65,535
+ADD_ENDPOINT = "ALTER TABLE predictions ADD COLUMN endpoint TEXT"  # v2 -> v3
 
 
 LABEL_BY_TRANSACTION = (
@@ -207,6 +213,8 @@ class SqliteLog(PredictionLog):
                     " predictions GROUP BY request_id, position, COALESCE(transaction_id, ''),"
                     " model_tag)"
                 )
+            if exists and version in (1, 2):
+                cursor.execute(ADD_ENDPOINT)
             elif exists and version != SCHEMA_VERSION:
                 raise IncompatibleLog(
                     f"{path}: prediction log schema {version}, this service writes"
@@ -269,7 +277,10 @@ class PostgresLog(PredictionLog):
             )
             cursor.execute("SELECT version FROM prediction_log_schema")
             found = cursor.fetchone()
-            if found is not None and found[0] != SCHEMA_VERSION:
+            if found is not None and found[0] == 2:
+                cursor.execute(ADD_ENDPOINT)
+                cursor.execute("UPDATE prediction_log_schema SET version = %s", (SCHEMA_VERSION,))
+            elif found is not None and found[0] != SCHEMA_VERSION:
                 raise IncompatibleLog(
                     f"{self.description}: prediction log schema {found[0]}, this service writes"
                     f" {SCHEMA_VERSION}; migrate the database or point"

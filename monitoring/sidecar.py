@@ -123,6 +123,7 @@ class Sidecar:
                         ScoredRequest(
                             request.request_id,
                             request.model_tag,
+                            request.endpoint,
                             scores[start:end],
                             decisions[start:end],
                             ids[start:end],

@@ -69,7 +69,8 @@ class Challenger:
     mode: str
     canary_share: float
     max_queued_rows: int
-    on_scored: Callable[[np.ndarray, np.ndarray, np.ndarray, str | None, list | None], None]
+    # (matrix, scores, decisions, request id, protocol, transaction ids)
+    on_scored: Callable[[np.ndarray, np.ndarray, np.ndarray, str | None, str, list | None], None]
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
@@ -81,7 +82,7 @@ class Challenger:
         share = self.canary_share if self.mode == CANARY else 0.0
         return canary_share_of(keys, share)
 
-    def shadow(self, matrix, champion_scores, request_id, transaction_ids) -> None:
+    def shadow(self, matrix, champion_scores, request_id, protocol, transaction_ids) -> None:
         """Score the rows off the response path (dropped and counted when too much waits)."""
         rows = len(matrix)
         if self._queued + rows > self.max_queued_rows:
@@ -97,11 +98,13 @@ class Challenger:
             if finished.cancelled() or finished.exception() is not None:
                 self._failed(finished.exception())
                 return
-            self._record(matrix, champion_scores, finished.result(), request_id, transaction_ids)
+            self._record(
+                matrix, champion_scores, finished.result(), request_id, protocol, transaction_ids
+            )
 
         future.add_done_callback(done)
 
-    async def score(self, matrix, champion_scores, request_id, transaction_ids):
+    async def score(self, matrix, champion_scores, request_id, protocol, transaction_ids):
         """The challenger's scores, awaited (canary, or a request addressed to it); None when it
         failed: the caller falls back to the champion."""
         loop = asyncio.get_running_loop()
@@ -110,20 +113,22 @@ class Challenger:
         except Exception as error:  # noqa: BLE001 - counted; the champion decides instead
             self._failed(error)
             return None
-        self._record(matrix, champion_scores, scores, request_id, transaction_ids)
+        self._record(matrix, champion_scores, scores, request_id, protocol, transaction_ids)
         return scores
 
     def _failed(self, error: BaseException | None) -> None:
         self.stats.errors += 1
         logger.error("challenger %s failed: %r", self.model.tag, error)
 
-    def _record(self, matrix, champion_scores, scores, request_id, transaction_ids) -> None:
+    def _record(
+        self, matrix, champion_scores, scores, request_id, protocol, transaction_ids
+    ) -> None:
         decisions = scores >= self.model.threshold
         self.stats.scored_rows += len(scores)
         champion_decisions = champion_scores >= self.champion_threshold
         self.stats.agreeing_rows += int((decisions == champion_decisions).sum())
         self.stats.score_gap_sum += float(np.abs(scores - champion_scores).sum())
-        self.on_scored(matrix, scores, decisions, request_id, transaction_ids)
+        self.on_scored(matrix, scores, decisions, request_id, protocol, transaction_ids)
 
     def shutdown(self) -> None:
         self._engine.shutdown(wait=False)

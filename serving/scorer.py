@@ -42,6 +42,7 @@ class Scored:
     scores: np.ndarray
     decisions: np.ndarray
     request_id: str | None
+    protocol: str  # the endpoint's name in metrics and the prediction log (http, score, ...)
     transaction_ids: list[str | None] | None
     durable: bool = False  # hand to the log before the response goes out (a retryable id)
 
@@ -139,7 +140,9 @@ class Scorer:
         decisions = probabilities >= self.model.threshold
         if self._on_scored is not None:
             self._on_scored(
-                Scored(matrix, probabilities, decisions, request_id, transaction_ids, durable)
+                Scored(
+                    matrix, probabilities, decisions, request_id, protocol, transaction_ids, durable
+                )
             )
         frauds = int(decisions.sum())
         traffic.TALLY.add(protocol, self.model.tag, probabilities, frauds)
@@ -170,9 +173,9 @@ class Scorer:
         keys = [tx or request_id for tx in transaction_ids or [None] * len(scores)]
         routed = np.ones(len(scores), bool) if addressed else challenger.routed(keys)
         if not routed.any():
-            challenger.shadow(matrix, scores, request_id, transaction_ids)
+            challenger.shadow(matrix, scores, request_id, protocol, transaction_ids)
             return Decided.by(self.model, scores)
-        theirs = await challenger.score(matrix, scores, request_id, transaction_ids)
+        theirs = await challenger.score(matrix, scores, request_id, protocol, transaction_ids)
         if theirs is None:
             return Decided.by(self.model, scores)  # the challenger failed: the champion decides
         challenger.stats.decided_rows += int(routed.sum())

@@ -43,7 +43,7 @@ def _store(place, **overrides) -> FeedbackStore:
 
 def _scored(request_id, scores, transaction_ids=None, threshold=0.5) -> ScoredRequest:
     scores = np.asarray(scores, dtype=np.float64)
-    return ScoredRequest(request_id, TAG, scores, scores >= threshold, transaction_ids)
+    return ScoredRequest(request_id, TAG, "http", scores, scores >= threshold, transaction_ids)
 
 
 def test_labels_join_predictions_by_transaction_or_request_id(log_place):
@@ -97,7 +97,9 @@ def test_acknowledged_labels_survive_a_restart(log_place):
 def test_undefined_metrics_are_nan_and_other_models_are_not_counted(log_place):
     store = _store(log_place)
     store.record(_scored("r1", [0.1, 0.2], ["a", "b"]))
-    store.record(ScoredRequest("r9", "fraud_rf:other", np.array([0.9]), np.array([True]), ["c"]))
+    store.record(
+        ScoredRequest("r9", "fraud_rf:other", "oip", np.array([0.9]), np.array([True]), ["c"])
+    )
     store.submit_labels(
         [Label(False, transaction_id="a"), Label(False, transaction_id="b")]
         + [Label(True, transaction_id="c")]
@@ -164,11 +166,61 @@ def test_a_version_1_sqlite_log_is_migrated_keeping_one_row_per_retry(tmp_path):
         db.execute("PRAGMA user_version = 1")
     log = SqliteLog(path)
     assert log.count() == 2
-    log.insert([row])  # the unique index holds from now on
+    log.insert([(*row, "http")])  # the unique index holds from now on
     assert log.count() == 2
     log.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+
+
+def _a_version_2_log(place) -> None:
+    """A prediction log as schema v2 left it (no endpoint column), with two recent rows."""
+    now = time.time()
+    rows = [("r1", 0, 1, "t1", TAG, 0.9, 1, now), ("r2", 0, 1, "t2", TAG, 0.1, 0, now)]
+    create = (
+        "CREATE TABLE predictions (request_id TEXT NOT NULL, position INTEGER NOT NULL,"
+        " request_rows INTEGER NOT NULL, transaction_id TEXT, model_tag TEXT NOT NULL,"
+        " score DOUBLE PRECISION NOT NULL, decision SMALLINT NOT NULL,"
+        " scored_at DOUBLE PRECISION NOT NULL, label SMALLINT, label_time DOUBLE PRECISION,"
+        " labelled_at DOUBLE PRECISION)"
+    )
+    insert = (
+        "INSERT INTO predictions (request_id, position, request_rows, transaction_id, model_tag,"
+        " score, decision, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    if isinstance(place, Path):
+        with sqlite3.connect(place) as db:
+            db.execute(create)
+            db.executemany(insert, rows)
+            db.execute("PRAGMA user_version = 2")
+        return
+    with psycopg.connect(place, autocommit=True) as db:
+        db.execute(create)
+        db.cursor().executemany(insert.replace("?", "%s"), rows)
+        db.execute("CREATE TABLE prediction_log_schema (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO prediction_log_schema (version) VALUES (2)")
+
+
+def _endpoints(place) -> dict[str, str | None]:
+    query = "SELECT transaction_id, endpoint FROM predictions"
+    if isinstance(place, Path):
+        with sqlite3.connect(place) as db:
+            return dict(db.execute(query).fetchall())
+    with psycopg.connect(place) as db:
+        return dict(db.execute(query).fetchall())
+
+
+def test_a_version_2_log_gains_the_endpoint_and_keeps_its_rows(log_place):
+    _a_version_2_log(log_place)
+    store = _store(log_place)
+    store.record(
+        ScoredRequest("r3", TAG, "score", np.array([0.8]), np.array([True]), ["t3"], time.time())
+    )
+    result = store.submit_labels([Label(True, transaction_id="t1")]).result(timeout=10)
+    store.close()
+    assert result.matched == 1  # a row logged before the migration is labelled
+    # rows from before it say no endpoint rather than a guessed one
+    assert _endpoints(log_place) == {"t1": None, "t2": None, "t3": "score"}
 
 
 def test_a_postgres_log_of_another_version_is_refused(pg_url):

@@ -55,7 +55,7 @@ class Drops:
 def _record(client: MonitorClient, request_id: str, ids: list[str], scores) -> None:
     scores = np.asarray(scores, dtype=np.float32)
     matrix = np.ones((len(scores), len(FEATURES)), dtype=np.float32)
-    client.record(matrix, scores, scores >= 0.5, request_id, "fraud_rf:test", ids)
+    client.record(matrix, scores, scores >= 0.5, request_id, "fraud_rf:test", "http", ids)
 
 
 async def _until(condition, timeout: float = 20) -> None:

@@ -217,11 +217,12 @@ def pipeline(served_tag, payment_history, tmp_path_factory):
     from starlette.testclient import TestClient
 
     grpc_port = free_port()
+    monitoring = tmp_path_factory.mktemp("pipeline")
     settings = {
         "FRAUD_MODEL_TAG": served_tag,
         "FRAUD_SERVING__GRPC_PORT": str(grpc_port),
         "FRAUD_SERVING__GRPC_HOST": "127.0.0.1",
-        "FRAUD_MONITORING__DIRECTORY": str(tmp_path_factory.mktemp("pipeline")),
+        "FRAUD_MONITORING__DIRECTORY": str(monitoring),
         "FRAUD_PAYMENTS__STATE_PATH": str(payment_history),
     }
     patch = pytest.MonkeyPatch()
@@ -236,4 +237,5 @@ def pipeline(served_tag, payment_history, tmp_path_factory):
     with TestClient(service.FraudDetector.to_asgi(is_main=True)) as client:
         patch.undo()  # read by now: the servers later tests start must not inherit them
         client.grpc_port = grpc_port
+        client.monitoring_directory = monitoring
         yield client

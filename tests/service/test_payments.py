@@ -4,6 +4,7 @@ payments are refused by field."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -218,3 +219,28 @@ def test_the_columnar_form_scores_as_rows_and_names_every_problem(pipeline):
     assert locations.count(["columns"]) == 2  # 'surprise' is not a field, 'transaction_id' missing
     uneven = pipeline.post("/score_columns", json={"columns": names, "data": [data[0][:-1]]})
     assert uneven.status_code == 400 and uneven.json()["detail"][0]["loc"] == ["data", 0]
+
+
+def test_the_prediction_log_records_which_endpoint_decided(pipeline, served_tag, transactions):
+    payment = {
+        "transaction_id": "logged-score-1",
+        "tx_datetime": _latest(pipeline).isoformat(),
+        "customer_id": "logged-card",
+        "terminal_id": "logged-terminal",
+        "tx_amount": 9.0,
+    }
+    scored = pipeline.post("/score", json={"payments": [payment]}, headers={"X-Request-ID": "e-1"})
+    row = {**transactions[0], "transaction_id": "logged-predict-1"}
+    predicted = pipeline.post(
+        "/predict", json={"transactions": [row]}, headers={"X-Request-ID": "e-2"}
+    )
+    assert scored.status_code == predicted.status_code == 200
+    query = "SELECT transaction_id, endpoint FROM predictions WHERE request_id IN ('e-1', 'e-2')"
+    deadline = time.monotonic() + 20
+    while True:
+        with sqlite3.connect(pipeline.monitoring_directory / "feedback.db") as db:
+            logged = dict(db.execute(query).fetchall())
+        if len(logged) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert logged == {"logged-score-1": "score", "logged-predict-1": "http"}
