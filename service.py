@@ -122,7 +122,7 @@ ScoreBatch = Annotated[list[PaymentRow], Field(**PAYMENT_ROWS)]
 ScoreColumnsData = Annotated[list[list[PaymentValue]], Field(**PAYMENT_ROWS)]
 # The scoring routes: BentoML's per-request access log line, traffic metrics and OpenTelemetry
 # span cost several times the scoring itself; they stay on for every other route.
-SCORING_PATHS = ["/predict", "/predict_columns", "/v2/models/", "/v1/models/"]
+SCORING_PATHS = ["/predict", "/predict_columns", "/score", "/v2/models/", "/v1/models/"]
 logger = logging.getLogger("fraud_bento.service")
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -208,12 +208,6 @@ class FraudDetector:
             self.runtime, SETTINGS.serving, on_scored=monitor, challenger=self._challenger()
         )
         max_rows = SETTINGS.serving.max_rows_per_request
-        self.endpoints = fast_path.ScoringEndpoints(
-            self.scorer,
-            codec.RowsDecoder(FEATURES, Transaction, max_rows),
-            codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
-            kserve_v1.V1Decoder(FEATURES, Transaction, max_rows),
-        )
         self.payments = PaymentScoring(
             MODEL_PAYMENT_COLUMNS,
             FEATURES,
@@ -221,7 +215,15 @@ class FraudDetector:
             self._payment_state(),
             self.scorer,
             SETTINGS.payments.max_clock_skew_s,
+            SETTINGS.payments.max_rows_per_request,
             clock=time.time,
+        )
+        self.endpoints = fast_path.ScoringEndpoints(
+            self.scorer,
+            codec.RowsDecoder(FEATURES, Transaction, max_rows),
+            codec.ColumnsDecoder(FEATURE_NAMES, max_rows),
+            kserve_v1.V1Decoder(FEATURES, Transaction, max_rows),
+            self.payments,
         )
         self.explainer = Explainer(self.runtime)
         self.loop_watch = LoopWatch(SETTINGS.serving.stall_log_ms)
@@ -363,7 +365,7 @@ class FraudDetector:
         the online state (each payment then enters it), and decided as /predict decides."""
         request_id, durable = _request_id(ctx)
         return await _answer(
-            self.payments.score(payments, request_id, durable, include_features), ctx
+            self.payments.score_rows(payments, request_id, durable, include_features), ctx
         )
 
     @bentoml.api

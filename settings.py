@@ -210,8 +210,9 @@ class ServingConfig(BaseModel):
     )
     fast_path: bool = Field(
         True,
-        description="Serve /predict, /predict_columns and OIP infer from the lean ASGI scoring "
-        "path; false: through BentoML's typed API (the same answers, slower).",
+        description="Serve /predict, /predict_columns, /score, /score_columns, OIP infer and "
+        "KServe V1 predict from the lean ASGI scoring path; false: through BentoML's typed API "
+        "(the same answers, slower).",
     )
     request_timeout_s: float = Field(
         30.0,

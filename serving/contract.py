@@ -68,6 +68,17 @@ def transaction_model(
             constraints["allow_inf_nan"] = False
         fields[feature.name] = (_kind(feature), Field(**constraints, **_limits(feature)))
 
+    return create_model(
+        "Transaction",
+        __config__=ConfigDict(extra="forbid"),
+        __validators__=counting(on_invalid),
+        **fields,
+    )
+
+
+def counting(on_invalid: Callable[[set[str]], None]) -> dict[str, Any]:
+    """A row model's validator that hands the fields of each refusal to `on_invalid`."""
+
     def count_failures(cls: type[BaseModel], data: Any, handler: Any) -> Any:
         try:
             return handler(data)
@@ -75,21 +86,18 @@ def transaction_model(
             on_invalid(failed_fields(error))
             raise
 
-    return create_model(
-        "Transaction",
-        __config__=ConfigDict(extra="forbid"),
-        __validators__={"count_failures": model_validator(mode="wrap")(count_failures)},
-        **fields,
-    )
+    return {"count_failures": model_validator(mode="wrap")(count_failures)}
+
+
+def struct_type(feature: Feature) -> Any:
+    """A feature's msgspec type: its kind within its range."""
+    return Annotated[_kind(feature), msgspec.Meta(**_limits(feature))]
 
 
 def transaction_struct(schema: FeatureSchema) -> type[msgspec.Struct]:
     """The same transaction as a msgspec struct, for the lean decoder (msgspec never takes a
     string or a boolean for a number, nor NaN; unknown fields are refused)."""
-    fields: list[tuple] = [
-        (feature.name, Annotated[_kind(feature), msgspec.Meta(**_limits(feature))])
-        for feature in schema
-    ]
+    fields: list[tuple] = [(feature.name, struct_type(feature)) for feature in schema]
     transaction_id = Annotated[str, msgspec.Meta(max_length=TRANSACTION_ID_MAX_LENGTH)]
     fields.append((TRANSACTION_ID, transaction_id | None, None))
     # gc=False: rows hold only scalars; untracked, they are cheaper to make and never feed a

@@ -4,7 +4,8 @@ BentoML lets a service add middlewares only inside its own stack, so `FrontDoor.
 and, when the application starts (the ASGI lifespan call), puts this door before the whole stack.
 For every request it settles the request id (the caller's `X-Request-ID` when it is a sane token,
 else a new one) and returns it on every answer. Scoring requests (POST /predict, /predict_columns,
-OIP infer and KServe V1 predict) are then answered in front of BentoML's middlewares (traffic
+/score, /score_columns, OIP infer and KServe V1 predict) are then answered in front of BentoML's
+middlewares (traffic
 metrics, tracing, access log, timeout, request context, typed-API machinery), which cost several
 times the scoring itself on a one-transaction request (measured 3,400 req/s on one core behind
 them, 5,600 in front); everything else goes down the stack as before.
@@ -32,11 +33,14 @@ import numpy as np
 
 from serving import codec, kserve_v1, oip_json, traffic
 from serving.errors import InvalidInput, ServingError
+from serving.payment_scoring import PaymentScoring
 from serving.scorer import Scorer, chosen_by_client, request_id_or_new
 
 logger = logging.getLogger("fraud_bento.fast_path")
 PREDICT = "/predict"
 PREDICT_COLUMNS = "/predict_columns"
+SCORE = "/score"
+SCORE_COLUMNS = "/score_columns"
 JSON = b"application/json"
 REQUEST_ID = "fraud_bento.request_id"  # the scope key: (request id, chosen by the caller)
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away before the answer
@@ -45,13 +49,14 @@ Layer = Callable[[Callable], Callable]
 
 @dataclass
 class ScoringEndpoints:
-    """What scoring needs of a worker: its scorer and the two body decoders. The lean path and
-    the typed endpoints both call these."""
+    """What scoring needs of a worker: its scorer, the body decoders and the raw-payment
+    scoring. The lean path and the typed endpoints both call these."""
 
     scorer: Scorer
     rows: codec.RowsDecoder
     columns: codec.ColumnsDecoder
     instances: kserve_v1.V1Decoder
+    payments: PaymentScoring
 
     async def predict(
         self, matrix: np.ndarray, ids, request_id: str, validated: bool, durable: bool = False
@@ -108,7 +113,7 @@ def _is_scoring(scope) -> bool:
         return False
     path = scope["path"]
     return (
-        path in (PREDICT, PREDICT_COLUMNS)
+        path in (PREDICT, PREDICT_COLUMNS, SCORE, SCORE_COLUMNS)
         or _oip_target(path) is not None
         or kserve_v1.target(path) is not None
     )
@@ -242,6 +247,10 @@ class _LeanScoring:
                 payload = await endpoints.predict(matrix, ids, request_id, True, durable)
             elif path == PREDICT_COLUMNS:
                 payload = await endpoints.predict_columns(body, request_id, durable)
+            elif path == SCORE:
+                payload = await endpoints.payments.score_body(body, request_id, durable)
+            elif path == SCORE_COLUMNS:
+                payload = await endpoints.payments.score_columns_body(body, request_id, durable)
             elif (name := kserve_v1.target(path)) is not None:
                 payload = await endpoints.predict_v1(name, body, request_id, durable)
             else:

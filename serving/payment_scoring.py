@@ -6,10 +6,12 @@ through the same scorer as /predict."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any
 
 import anyio
+import msgspec
 import numpy as np
 from pydantic import (
     BaseModel,
@@ -25,13 +27,15 @@ from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import WindowAggregates, features_from
 from model_store.store import StoredModel
 from serving import api_document, codec, contract, traffic
-from serving.errors import Conflict, InvalidInput, Unavailable, Violation
+from serving.errors import Conflict, InvalidBody, InvalidInput, Unavailable, Violation
 from serving.payment_state import EmbeddedState, Payment, PaymentStore
 from serving.payment_state_redis import RedisState
 from serving.scorer import Scorer
 from settings import ColumnsConfig, Settings
 
 PROTOCOL = "score"
+EPOCH, NAIVE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def _integer_as_text(value: Any) -> Any:
@@ -84,7 +88,175 @@ def payment_model(
     }
     for name in columns.extra_features:
         fields[name] = extras.model_fields[name].annotation, extras.model_fields[name]
-    return create_model("Payment", __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(
+        "Payment",
+        __config__=ConfigDict(extra="forbid"),
+        __validators__=contract.counting(on_invalid),
+        **fields,
+    )
+
+
+# The lean decoder's names for a payment's fields (the wire names are the table's columns).
+PAYMENT_FIELDS = ("transaction_id", "time", "customer", "terminal", "amount")
+
+
+def payment_struct(columns: ColumnsConfig, schema: FeatureSchema) -> type[msgspec.Struct]:
+    """The same payment as a msgspec struct, for the lean decoder. It reads the common forms
+    (ids as text or integers, times as RFC 3339 text); a body it refuses goes to the documented
+    model, which scores what only it reads (a time as Unix seconds) and names every problem."""
+    key = (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH)]
+        | int
+    )
+    amount = Annotated[float, msgspec.Meta(ge=0, le=FLOAT32_MAX)]
+    features = {feature.name: feature for feature in schema}
+    extras = [f"extra_{i}" for i in range(len(columns.extra_features))]
+    fields: list[tuple] = [
+        *zip(PAYMENT_FIELDS, (key, datetime, key, key, amount), strict=True),
+        *(
+            (field, contract.struct_type(features[name]))
+            for field, name in zip(extras, columns.extra_features, strict=True)
+        ),
+    ]
+    wire = (columns.transaction_id, columns.timestamp, columns.customer_id, columns.terminal_id)
+    rename = dict(zip(PAYMENT_FIELDS, (*wire, columns.amount), strict=True))
+    rename |= dict(zip(extras, columns.extra_features, strict=True))
+    return msgspec.defstruct("Payment", fields, rename=rename, forbid_unknown_fields=True, gc=False)
+
+
+class PaymentBatch(msgspec.Struct, gc=False):
+    """Decoded payments: what the state needs of each, and the extra features' values."""
+
+    payments: list[Payment]
+    extras: np.ndarray  # [payments, extra features], float64
+
+
+def _batch(rows: list, fields: attrgetter, extras: attrgetter | None) -> PaymentBatch:
+    payments = []
+    for row in rows:
+        transaction_id, moment, customer, terminal, amount = fields(row)
+        payments.append(
+            Payment(str(transaction_id), _nanoseconds(moment), str(customer), str(terminal), amount)
+        )
+    values = [extras(row) for row in rows] if extras is not None else []
+    return PaymentBatch(payments, np.array(values, dtype=float).reshape(len(rows), -1))
+
+
+class PaymentsDecoder:
+    """/score's bodies into payments: the row form with msgspec (falling back on the documented
+    model, see `payment_struct`), the columnar form held to the row form's rules."""
+
+    def __init__(
+        self,
+        columns: ColumnsConfig,
+        schema: FeatureSchema,
+        row_model: type[BaseModel],
+        max_rows: int,
+    ):
+        bounds = contract.rows_bounds(max_rows)
+        self._rows_body = msgspec.json.Decoder(
+            msgspec.defstruct(
+                "ScoreBody",
+                [
+                    (
+                        "payments",
+                        Annotated[list[payment_struct(columns, schema)], msgspec.Meta(**bounds)],
+                    ),
+                    ("include_features", bool, False),
+                ],
+            )
+        )
+        self.documented_rows = create_model(
+            "ScoreRequest",
+            payments=(Annotated[list[row_model], Field(**bounds)], ...),
+            include_features=(bool, False),
+        )
+        self._columns_body = msgspec.json.Decoder(
+            msgspec.defstruct(
+                "ScoreColumnsBody",
+                [
+                    ("columns", list[str]),
+                    ("data", Annotated[list[list[PaymentValue]], msgspec.Meta(**bounds)]),
+                    ("include_features", bool, False),
+                ],
+            )
+        )
+        self._documented_columns = create_model(
+            "ScoreColumnsRequest",
+            columns=(list[str], ...),
+            data=(Annotated[list[list[PaymentValue]], Field(**bounds)], ...),
+            include_features=(bool, False),
+        )
+        self._typed_rows = TypeAdapter(list[row_model])
+        self._column_names = (
+            columns.transaction_id,
+            columns.timestamp,
+            columns.customer_id,
+            columns.terminal_id,
+            columns.amount,
+        )
+        self._typed_fields = attrgetter(*self._column_names)
+        self._typed_extras = attrgetter(*columns.extra_features) if columns.extra_features else None
+        extras = [f"extra_{i}" for i in range(len(columns.extra_features))]
+        self._lean_fields = attrgetter(*PAYMENT_FIELDS)
+        self._lean_extras = attrgetter(*extras) if extras else None
+
+    def typed(self, rows: list[BaseModel]) -> PaymentBatch:
+        """Rows of the documented model (BentoML's typed endpoint, or the fallback)."""
+        return _batch(rows, self._typed_fields, self._typed_extras)
+
+    def rows(self, body: bytes) -> tuple[PaymentBatch, bool]:
+        """A row-form body: its payments and whether the answer carries their features."""
+        try:
+            parsed = self._rows_body.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            try:
+                typed = self.documented_rows.model_validate_json(body)
+            except ValidationError as error:
+                raise InvalidBody(error) from None
+            return self.typed(typed.payments), typed.include_features
+        return (
+            _batch(parsed.payments, self._lean_fields, self._lean_extras),
+            parsed.include_features,
+        )
+
+    def columns_body(self, body: bytes) -> tuple[list[str], list[list[Any]], bool]:
+        try:
+            parsed = self._columns_body.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            try:
+                typed = self._documented_columns.model_validate_json(body)
+            except ValidationError as error:
+                raise InvalidBody(error) from None
+            return typed.columns, typed.data, typed.include_features
+        return parsed.columns, parsed.data, parsed.include_features
+
+    def columns(self, columns: list[str], data: list[list[Any]]) -> PaymentBatch:
+        """The columnar form: each payment made a row and held to the row form's rules, every
+        problem located in the columnar body."""
+        problems = [
+            Violation("columns", None, f"'{name}' is named twice", location=("columns",))
+            for name in sorted({name for name in columns if columns.count(name) > 1})
+        ]
+        problems += [
+            Violation(
+                "data", row, f"has {len(values)} values for {len(columns)} columns", ("data", row)
+            )
+            for row, values in enumerate(data)
+            if len(values) != len(columns)
+        ]
+        if problems:
+            traffic.record_rejection(PROTOCOL, {v.field for v in problems})
+            raise InvalidInput(problems)
+        try:  # the row model counts its own refusals
+            rows = self._typed_rows.validate_python(
+                [dict(zip(columns, values, strict=True)) for values in data]
+            )
+        except ValidationError as error:
+            raise InvalidInput(
+                list(dict.fromkeys(_in_columns(d) for d in error.errors()))
+            ) from None
+        return self.typed(rows)
 
 
 def open_store(settings: Settings, delay_days: int) -> PaymentStore:
@@ -109,7 +281,7 @@ def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
 
 
 class PaymentScoring:
-    """The /score endpoint's work for one worker."""
+    """The /score endpoints' work for one worker: decode, check, enter the state, score."""
 
     def __init__(
         self,
@@ -119,11 +291,14 @@ class PaymentScoring:
         state: PaymentStore | str | None,
         scorer: Scorer,
         max_clock_skew_s: float,
+        max_rows: int,
         clock: Callable[[], float],
     ):
         self.columns = columns  # the model's (payment_columns); None: it takes no payments
         self.schema = schema
-        self.rows = TypeAdapter(list[row_model])  # the columnar form, held to the row form
+        self.decoder = (
+            PaymentsDecoder(columns, schema, row_model, max_rows) if columns is not None else None
+        )
         self.state = state  # None: /score does not apply (the columns say why); text: broken
         self.scorer = scorer
         self.max_clock_skew_ns = int(max_clock_skew_s * 1e9)
@@ -150,23 +325,42 @@ class PaymentScoring:
         if isinstance(self.state, str):
             raise Unavailable(self.state)
 
-    def payments(self, rows: list[BaseModel]) -> list[Payment]:
-        """The typed rows as payments, after the checks that need the clock."""
-        columns = self.columns
-        payments = [
-            Payment(
-                transaction_id=getattr(row, columns.transaction_id),
-                time_ns=_nanoseconds(getattr(row, columns.timestamp)),
-                customer=getattr(row, columns.customer_id),
-                terminal=getattr(row, columns.terminal_id),
-                amount=float(getattr(row, columns.amount)),
-            )
-            for row in rows
-        ]
+    async def score_body(self, body: bytes, request_id: str, durable: bool) -> bytes:
+        """The lean path's /score: a row-form body."""
+        self.check_applies()
+        batch, with_features = self.decoder.rows(body)
+        return await self.score(batch, request_id, durable, with_features)
+
+    async def score_columns_body(self, body: bytes, request_id: str, durable: bool) -> bytes:
+        """The lean path's /score_columns: a columnar body."""
+        self.check_applies()
+        columns, data, with_features = self.decoder.columns_body(body)
+        return await self.score_columns(columns, data, request_id, durable, with_features)
+
+    async def score_rows(
+        self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
+    ) -> bytes:
+        """BentoML's typed /score: rows its types already validated."""
+        self.check_applies()
+        return await self.score(self.decoder.typed(rows), request_id, durable, with_features)
+
+    async def score_columns(
+        self,
+        columns: list[str],
+        data: list[list[Any]],
+        request_id: str,
+        durable: bool,
+        with_features: bool,
+    ) -> bytes:
+        self.check_applies()
+        batch = self.decoder.columns(columns, data)
+        return await self.score(batch, request_id, durable, with_features)
+
+    def _check_clock(self, payments: list[Payment]) -> None:
         latest = int(self.clock() * 1e9) + self.max_clock_skew_ns
         ahead = [
             _time_violation(
-                columns.timestamp,
+                self.columns.timestamp,
                 position,
                 "is ahead of the server's clock by more than payments.max_clock_skew_s",
             )
@@ -175,7 +369,6 @@ class PaymentScoring:
         ]
         if ahead:
             raise InvalidInput(ahead)
-        return payments
 
     def _record(self, payments: list[Payment]) -> WindowAggregates:
         """Against the state (one call each, off the event loop): refuse what is older than its
@@ -195,53 +388,19 @@ class PaymentScoring:
             raise InvalidInput(too_old)
         return self.state.score_and_record(payments)
 
-    async def score_columns(
-        self,
-        columns: list[str],
-        data: list[list[Any]],
-        request_id: str,
-        durable: bool,
-        with_features: bool,
-    ) -> bytes:
-        """The columnar form: each payment made a row and held to the row form's rules, every
-        problem located in the columnar body."""
-        self.check_applies()
-        problems = [
-            Violation("columns", None, f"'{name}' is named twice", location=("columns",))
-            for name in sorted({name for name in columns if columns.count(name) > 1})
-        ]
-        problems += [
-            Violation(
-                "data", row, f"has {len(values)} values for {len(columns)} columns", ("data", row)
-            )
-            for row, values in enumerate(data)
-            if len(values) != len(columns)
-        ]
-        if not problems:
-            try:
-                rows = self.rows.validate_python(
-                    [dict(zip(columns, values, strict=True)) for values in data]
-                )
-            except ValidationError as error:
-                problems = list(dict.fromkeys(_in_columns(d) for d in error.errors()))
-        if problems:
-            traffic.record_rejection(PROTOCOL, {v.field for v in problems})
-            raise InvalidInput(problems)
-        return await self.score(rows, request_id, durable, with_features)
-
     async def score(
-        self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
+        self, batch: PaymentBatch, request_id: str, durable: bool, with_features: bool
     ) -> bytes:
-        self.check_applies()
+        payments = batch.payments
         try:
-            payments = self.payments(rows)
+            self._check_clock(payments)
             aggregates = await anyio.to_thread.run_sync(self._record, payments)
         except InvalidInput as error:
             traffic.record_rejection(PROTOCOL, {v.field for v in error.violations})
             raise
         features = features_from(aggregates)
-        for name in self.columns.extra_features:
-            features[name] = np.array([getattr(row, name) for row in rows], dtype=float)
+        for position, name in enumerate(self.columns.extra_features):
+            features[name] = batch.extras[:, position]
         names = self.schema.names
         matrix = np.column_stack([features[name] for name in names]).astype(np.float32)
         ids = [payment.transaction_id for payment in payments]
@@ -275,7 +434,6 @@ def _time_violation(column: str, position: int, reason: str) -> Violation:
 
 
 def _nanoseconds(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
+    """Since the epoch; a time without an offset is UTC, like the training table's."""
+    delta = moment - (EPOCH if moment.tzinfo is not None else NAIVE_EPOCH)
+    return (delta // MICROSECOND) * 1_000

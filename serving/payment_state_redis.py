@@ -53,16 +53,21 @@ for i = 0, (want and n or 0) - 1 do
   local t = tonumber(ts)
   local history = redis.call('ZRANGEBYSCORE', p .. 'c:' .. c, f(t - W[#W] * DAY), '(' .. ts,
     'WITHSCORES')
-  for _, w in ipairs(W) do
-    local count, sum, squares = 0, 0, 0
-    for k = 1, #history, 2 do
-      if tonumber(history[k + 1]) >= t - w * DAY then
-        local v = tonumber(string.match(history[k], '|([^|]*)$'))
-        count, sum, squares = count + 1, sum + v, squares + v * v
+  local count, sum, squares = {}, {}, 0
+  for j = 1, #W do count[j], sum[j] = 0, 0 end
+  for k = 1, #history, 2 do  -- one pass: each payment parsed once, added to its windows
+    local when = tonumber(history[k + 1])
+    local v = tonumber(string.match(history[k], '|([^|]*)$'))
+    for j, w in ipairs(W) do
+      if when >= t - w * DAY then
+        count[j], sum[j] = count[j] + 1, sum[j] + v
+        if w == HIST then squares = squares + v * v end
       end
     end
-    out[#out + 1] = count
-    out[#out + 1] = string.format('%.17g', sum)
+  end
+  for j, w in ipairs(W) do
+    out[#out + 1] = count[j]
+    out[#out + 1] = string.format('%.17g', sum[j])
     if w == HIST then out[#out + 1] = string.format('%.17g', squares) end
   end
   out[#out + 1] = redis.call('ZCOUNT', pair(c, term), f(t - HIST * DAY), '(' .. ts)

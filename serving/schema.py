@@ -25,6 +25,11 @@ class Prediction(BaseModel):
     threshold: float
     model_tag: str
     request_id: str
+    features: dict[str, float] | None = Field(
+        None,
+        description="The features the model scored (from /score and /score_columns with "
+        "include_features).",
+    )
 
 
 class PredictResponse(BaseModel):

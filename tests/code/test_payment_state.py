@@ -163,6 +163,7 @@ def test_score_says_why_it_does_not_apply(tmp_path):
             None,
             None,
             max_clock_skew_s=0,
+            max_rows=10,
             clock=lambda: 0,
         )
         with pytest.raises(Conflict, match="payment") as refused:

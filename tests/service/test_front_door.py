@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -50,8 +51,19 @@ def test_every_answer_carries_the_request_id(door, transactions):
     body = {"transactions": transactions[:1]}
     bad = {"transactions": [{**transactions[0], "tx_amount": -1}]}
     columns = {"columns": ["tx_amount"], "data": [[1.0]]}
+    payment = {
+        "transaction_id": "door-payment",
+        "tx_datetime": datetime.now(UTC).isoformat(),
+        "customer_id": "card-1",
+        "terminal_id": "terminal-1",
+        "tx_amount": 12.5,
+    }
     cases = [
         ("POST", "/predict", body, AUTH, 200),
+        ("POST", "/score", {"payments": [payment]}, AUTH, 200),
+        ("POST", "/score", {"payments": [{**payment, "tx_amount": -1}]}, AUTH, 400),
+        ("POST", "/score_columns", columns, AUTH, 400),
+        ("POST", "/score", {"payments": [payment]}, {}, 401),
         ("POST", "/predict", bad, AUTH, 400),
         ("POST", "/predict_columns", columns, AUTH, 400),
         ("POST", "/predict", body, {}, 401),

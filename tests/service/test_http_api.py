@@ -7,6 +7,7 @@ import json
 import math
 import re
 import time
+from datetime import UTC, datetime
 
 import bentoml
 import httpx
@@ -65,6 +66,17 @@ def test_bentoml_clients_call_every_endpoint_by_name(server, transactions, offli
             data=[[row[name] for name in names[::-1]] for row in transactions[:3]],
             transaction_ids=[row["transaction_id"] for row in transactions[:3]],
         )
+        payment = {
+            "transaction_id": "client-payment-1",
+            "tx_datetime": datetime.now(UTC).isoformat(),
+            "customer_id": "client-card",
+            "terminal_id": "client-terminal",
+            "tx_amount": 30.0,
+        }
+        scored = client.score(payments=[payment], include_features=True)
+        scored_columns = client.score_columns(
+            columns=list(payment), data=[list(payment.values())], include_features=True
+        )
         explained = client.explain(transactions=transactions[:1], top_k=2)
         labelled = client.feedback(
             labels=[{"transaction_id": transactions[0]["transaction_id"], "is_fraud": False}]
@@ -80,6 +92,9 @@ def test_bentoml_clients_call_every_endpoint_by_name(server, transactions, offli
     assert [p["transaction_id"] for p in columns["predictions"]] == [
         row["transaction_id"] for row in transactions[:3]
     ]
+    # the columns were a retry of the same payment: counted once, the same features
+    assert scored["predictions"][0]["features"]["customer_nb_tx_30d"] == 0
+    assert scored_columns["predictions"][0]["features"] == scored["predictions"][0]["features"]
     assert len(explained["explanations"][0]["contributions"]) == 2
     assert labelled["received"] == 1
 
