@@ -371,8 +371,8 @@ class PaymentScoring:
             raise InvalidInput(ahead)
 
     def _record(self, payments: list[Payment]) -> WindowAggregates:
-        """Against the state (one call each, off the event loop): refuse what is older than its
-        horizon, then enter the payments and read their windows."""
+        """Against the state (one call each): refuse what is older than its horizon, then enter
+        the payments and read their windows."""
         oldest = self.state.oldest_accepted_ns()
         too_old = [
             _time_violation(
@@ -394,7 +394,10 @@ class PaymentScoring:
         payments = batch.payments
         try:
             self._check_clock(payments)
-            aggregates = await anyio.to_thread.run_sync(self._record, payments)
+            if self.state.local:
+                aggregates = self._record(payments)
+            else:
+                aggregates = await anyio.to_thread.run_sync(self._record, payments)
         except InvalidInput as error:
             traffic.record_rejection(PROTOCOL, {v.field for v in error.violations})
             raise

@@ -17,6 +17,7 @@ start-up); and Redis (serving/payment_state_redis.py), shared by every worker an
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from array import array
@@ -36,9 +37,13 @@ from model_store.payments import (
 )
 from serving.errors import Unavailable
 
+logger = logging.getLogger("fraud_bento.payment_state")
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday 0)
+BUSY_TIMEOUT_MS = 5_000  # a commit waits this long for the maintenance thread's chunk
+MAINTAIN_EVERY_S = 2.0
+DELETE_CHUNK_ROWS = 1_000
 NO_TIMES = array("q")  # a terminal with no fraud yet
 
 
@@ -63,6 +68,10 @@ class PaymentStore(Protocol):
     either fully entered or not at all."""
 
     healthy: bool  # the last call reached the store
+    # Calls are memory work and a local file's append (microseconds): made on the event loop,
+    # where a thread's hand-off would cost more than the call (p99 at 200 req/s: 6.1 ms through
+    # a thread, 1.5 ms inline). A store across the network is called from a thread.
+    local: bool
 
     def oldest_accepted_ns(self) -> int | None: ...
 
@@ -167,12 +176,12 @@ class EmbeddedState:
     """The embedded online state: in memory, written through to SQLite."""
 
     healthy = True  # nothing to reach
+    local = True
 
     def __init__(self, path: Path, delay_days: int):
         self.delay_ns = delay_days * DAY_NS
         self.horizon_ns = state_horizon_days(delay_days) * DAY_NS
         self.latest_ns: int | None = None
-        self._deleted_before_ns = 0
         self._customers: dict[str, _Times] = {}
         self._pairs: dict[tuple[str, str], _Times] = {}
         self._terminals: dict[str, _Times] = {}
@@ -181,9 +190,13 @@ class EmbeddedState:
         self._expiry: deque[tuple[int, str]] = deque()  # (time, id) in arrival order
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # A checkpoint syncs the file to disk (3-10 ms measured here): never in a request's commit.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS payments (transaction_id TEXT PRIMARY KEY, "
             "time_ns INTEGER NOT NULL, customer TEXT NOT NULL, terminal TEXT NOT NULL, "
@@ -191,6 +204,11 @@ class EmbeddedState:
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS payments_time ON payments (time_ns)")
         self._load()
+        self._closing = threading.Event()
+        self._maintainer = threading.Thread(
+            target=self._maintain, name="payment-state-file", daemon=True
+        )
+        self._maintainer.start()
 
     # -- reading ---------------------------------------------------------------------------
     def oldest_accepted_ns(self) -> int | None:
@@ -372,9 +390,6 @@ class EmbeddedState:
                 series.forget_before(cutoff)
                 if not series.times:
                     del series_by_key[key]
-        if cutoff - self._deleted_before_ns >= HOUR_NS:  # the file, once an hour of time
-            self._db.execute("DELETE FROM payments WHERE time_ns < ?", (cutoff,))
-            self._deleted_before_ns = cutoff
 
     def size(self) -> dict[str, int]:
         return {
@@ -383,7 +398,34 @@ class EmbeddedState:
             "terminals": len(self._terminals),
         }
 
+    def _maintain(self) -> None:
+        """Off the request path, every few seconds: delete the file's rows past the horizon, a
+        chunk a transaction (a request's commit waits for one chunk at most), then checkpoint
+        the write-ahead log (its sync to disk here, not in a request)."""
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            while not self._closing.wait(MAINTAIN_EVERY_S):
+                try:
+                    latest = self.latest_ns
+                    deleted = DELETE_CHUNK_ROWS
+                    while latest is not None and deleted == DELETE_CHUNK_ROWS:
+                        deleted = db.execute(
+                            "DELETE FROM payments WHERE rowid IN (SELECT rowid FROM payments "
+                            "WHERE time_ns < ? LIMIT ?)",
+                            (latest - self.horizon_ns, DELETE_CHUNK_ROWS),
+                        ).rowcount
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:  # busy for long, a full disk: next round
+                    logger.warning(
+                        "payment state file %s: maintenance put off: %s", self._path, error
+                    )
+        finally:
+            db.close()
+
     def close(self) -> None:
+        self._closing.set()
+        self._maintainer.join(timeout=10)
         self._db.close()
 
 

@@ -116,6 +116,8 @@ return matched
 class RedisState:
     """The online state in Redis (one Redis, or a primary: the scripts address keys by name)."""
 
+    local = False
+
     def __init__(self, url: str, prefix: str, delay_days: int, timeout_s: float):
         self.url, self.prefix = url, prefix
         self.delay_us = delay_days * _MICROSECONDS_PER_DAY

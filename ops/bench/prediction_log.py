@@ -29,7 +29,7 @@ TAG = "fraud_rf:bench"
 def _rows(start: int, count: int, rng: np.random.Generator) -> list[tuple]:
     now = time.time()
     return [
-        (f"req-{i // 10}", i % 10, 10, f"tx-{i}", TAG, float(score), int(score > 0.5), now)
+        (f"req-{i // 10}", i % 10, 10, f"tx-{i}", TAG, float(score), int(score > 0.5), now, "http")
         for i, score in zip(range(start, start + count), rng.random(count), strict=True)
     ]
 

@@ -4,11 +4,15 @@ and Redis from Debian's packages); retries, restarts, corrections and forgetting
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from model_store.payments import features_from
+from serving import payment_state
 from serving.payment_state import (
     DAY_NS,
     EmbeddedState,
@@ -126,14 +130,26 @@ def test_labels_count_after_the_delay_and_corrections_undo_them(open_state):
     assert corrected["terminal_risk_1d"][0] == 0.0 and corrected["terminal_nb_tx_1d"][0] == 1
 
 
-def test_history_past_the_horizon_is_forgotten(tmp_path):
+def test_history_past_the_horizon_is_forgotten(tmp_path, monkeypatch):
+    monkeypatch.setattr(payment_state, "MAINTAIN_EVERY_S", 0.05)
     state = EmbeddedState(tmp_path / "state.db", DELAY_DAYS)
     state.score_and_record([_payment("old", 0)])
     state.score_and_record([_payment("new", 40, customer="other", terminal="other")])
     assert state.size()["payments"] == 1
     assert state.oldest_accepted_ns() == TIME + (40 - 37) * DAY_NS
+
+    def in_the_file() -> list[str]:
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            return [tx for (tx,) in db.execute("SELECT transaction_id FROM payments")]
+
+    deadline = time.monotonic() + 10
+    while in_the_file() != ["new"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_the_file() == ["new"]  # deleted from the file too, off the request path
+    state.close()
     reopened = EmbeddedState(tmp_path / "state.db", DELAY_DAYS)
     assert reopened.size() == {"payments": 1, "customers": 1, "terminals": 1}
+    reopened.close()
 
 
 def test_score_says_why_it_does_not_apply(tmp_path):
