@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full system-deps image security soak stalls \
+.PHONY: run test test-fast lint format clean bench bench-full bench-training system-deps image security soak stalls \
 	docs
 
 $(BIN)/python:
@@ -40,6 +40,10 @@ bench bench-full: $(VENV)/.installed-dev $(DATA)
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/bench/run.py --profile $(if $(filter bench-full,$@),full,quick) \
 		--scratch runs/bench/scratch
+
+# Training at scale: features of simulated tables of 1 and 10 million payments, time and memory.
+bench-training: $(VENV)/.installed-dev
+	$(BIN)/python ops/bench/training.py --out runs/bench-training
 
 # A bounded soak of the pinned model (not part of make test, which runs a 60-second one).
 SOAK_SECONDS ?= 600

@@ -142,6 +142,18 @@ def _batch(rows: list, fields: attrgetter, extras: attrgetter | None) -> Payment
     return PaymentBatch(payments, np.array(values, dtype=float).reshape(len(rows), -1))
 
 
+def _read(lean: msgspec.json.Decoder, documented: type[BaseModel], body: bytes) -> tuple:
+    """The body as the lean decoder reads it or, where it refuses, as the documented model does
+    (which reads what only it reads, or names every problem); and whether the lean one read it."""
+    try:
+        return lean.decode(body), True
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        try:
+            return documented.model_validate_json(body), False
+        except ValidationError as error:
+            raise InvalidBody(error) from None
+
+
 class PaymentsDecoder:
     """/score's bodies into payments: the row form with msgspec (falling back on the documented
     model, see `payment_struct`), the columnar form held to the row form's rules."""
@@ -207,28 +219,16 @@ class PaymentsDecoder:
 
     def rows(self, body: bytes) -> tuple[PaymentBatch, bool]:
         """A row-form body: its payments and whether the answer carries their features."""
-        try:
-            parsed = self._rows_body.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            try:
-                typed = self.documented_rows.model_validate_json(body)
-            except ValidationError as error:
-                raise InvalidBody(error) from None
-            return self.typed(typed.payments), typed.include_features
-        return (
-            _batch(parsed.payments, self._lean_fields, self._lean_extras),
-            parsed.include_features,
-        )
+        parsed, lean = _read(self._rows_body, self.documented_rows, body)
+        if lean:
+            return (
+                _batch(parsed.payments, self._lean_fields, self._lean_extras),
+                parsed.include_features,
+            )
+        return self.typed(parsed.payments), parsed.include_features
 
     def columns_body(self, body: bytes) -> tuple[list[str], list[list[Any]], bool]:
-        try:
-            parsed = self._columns_body.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            try:
-                typed = self._documented_columns.model_validate_json(body)
-            except ValidationError as error:
-                raise InvalidBody(error) from None
-            return typed.columns, typed.data, typed.include_features
+        parsed, _ = _read(self._columns_body, self._documented_columns, body)
         return parsed.columns, parsed.data, parsed.include_features
 
     def columns(self, columns: list[str], data: list[list[Any]]) -> PaymentBatch:

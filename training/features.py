@@ -3,25 +3,35 @@ to model inputs.
 
 The payment features are defined in model_store/payments.py (their windows and formulas, shared
 with the service's online state); here their window aggregates are computed for every row at
-once with grouped rolling windows. The model's schema (each input a
+once by DuckDB, running the SQL that training/window_sql.py generates from that definition (the
+same SQL runs on Spark). The model's schema (each input a
 `model_store.contract.Feature`) is saved with the model, so the serving side reads it from the
 model store, never from here.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import duckdb
 import numpy as np
 import pandas as pd
 
 from model_store.contract import Feature
-from model_store.payments import (
-    ENGINEERED_FEATURES,
-    HISTORY_DAYS,
-    WINDOWS_DAYS,
-    WindowAggregates,
-    features_from,
-)
+from model_store.payments import ENGINEERED_FEATURES, features_from
 from settings import ColumnsConfig
+from training.window_sql import AGGREGATES, POSITION, aggregates_from, aggregates_query
+
+CHUNK_ROWS = 1_000_000
+ENGINE_CONFIG = {
+    # Rows come back in any order (each carries its position): DuckDB need not keep the table's.
+    "preserve_insertion_order": False,
+    # Past this DuckDB spills to disk: 10 M payments took 26.3 s and 3.6 GB peak with it, 24.9 s
+    # and 4.0 GB without (the process's peak; the table itself is 1.3 GB of it).
+    "memory_limit": "1GB",
+    "temp_directory": str(Path(tempfile.gettempdir()) / "fraud-bento-duckdb"),
+}
 
 
 def column_feature(name: str, values: pd.Series) -> Feature:
@@ -61,48 +71,30 @@ def feature_names(columns: ColumnsConfig) -> list[str]:
     return [feature.name for feature in engineered] + list(columns.extra_features)
 
 
-def _past_window(
-    keys: np.ndarray, values: np.ndarray, timestamps: np.ndarray, days: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Count and sum of `values` over each row's key's rows in [t - days, t), for rows in time
-    order (the result in the same order)."""
-    order = pd.Series(keys).sort_values(kind="stable").index.to_numpy()  # key, then time
-    series = pd.Series(values[order], index=timestamps[order])
-    rolled = series.groupby(keys[order], sort=True).rolling(f"{days}D", closed="left")
-    count, total = np.empty(len(keys)), np.empty(len(keys))
-    count[order] = rolled.count().fillna(0.0).to_numpy()
-    total[order] = rolled.sum().fillna(0.0).to_numpy()
-    return count, total
-
-
-def window_aggregates(
+def payment_features(
     table: pd.DataFrame, columns: ColumnsConfig, delay_days: int
-) -> WindowAggregates:
-    """The payment features' aggregates for a table sorted by (timestamp, transaction id)."""
-    timestamps = pd.DatetimeIndex(table[columns.timestamp])
-    amount = table[columns.amount].to_numpy(dtype=float)
-    customers = table[columns.customer_id].to_numpy()
-    terminals = table[columns.terminal_id].to_numpy()
-    aggregates = WindowAggregates(
-        amount=amount,
-        weekday=timestamps.day_of_week.to_numpy(dtype=float),
-        hour=timestamps.hour.to_numpy(dtype=float),
-    )
-    for days in WINDOWS_DAYS:
-        count, total = _past_window(customers, amount, timestamps, days)
-        aggregates.customer_count[days], aggregates.customer_sum[days] = count, total
-    _, aggregates.customer_sum_squares = _past_window(
-        customers, amount**2, timestamps, HISTORY_DAYS
-    )
-    pairs = table.groupby([columns.customer_id, columns.terminal_id], sort=False).ngroup()
-    aggregates.pair_count, _ = _past_window(pairs.to_numpy(), amount, timestamps, HISTORY_DAYS)
-    labels = table[columns.label].to_numpy(dtype=float)
-    known_count, known_fraud = _past_window(terminals, labels, timestamps, delay_days)
-    for days in WINDOWS_DAYS:
-        count, fraud = _past_window(terminals, labels, timestamps, delay_days + days)
-        aggregates.terminal_count[days] = count - known_count
-        aggregates.terminal_fraud[days] = fraud - known_fraud
-    return aggregates
+) -> dict[str, np.ndarray]:
+    """The engineered payment features of each row of a table (in its row order, each in its
+    schema's dtype): DuckDB runs the SQL of training/window_sql.py over the table in place, and
+    its answer streams through `features_from` a chunk at a time, so memory holds one chunk's
+    aggregates, not the table's (and DuckDB spills past its own limit)."""
+    features = {
+        feature.name: np.empty(len(table), feature.dtype) for feature in ENGINEERED_FEATURES
+    }
+    frame = table[
+        [columns.timestamp, columns.customer_id, columns.terminal_id, columns.amount, columns.label]
+    ].assign(**{POSITION: np.arange(len(table))})
+    with duckdb.connect(config=ENGINE_CONFIG) as engine:
+        engine.register("payments_in", frame)
+        answer = engine.sql(aggregates_query("payments_in", columns, delay_days))
+        for chunk in answer.to_arrow_reader(CHUNK_ROWS):
+            rows = chunk.column(POSITION).to_numpy()
+            computed = features_from(
+                aggregates_from({name: chunk.column(name).to_numpy() for name in AGGREGATES})
+            )
+            for name, values in computed.items():
+                features[name][rows] = values
+    return features
 
 
 def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int) -> pd.DataFrame:
@@ -116,7 +108,7 @@ def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int)
     computed: dict[str, np.ndarray] = {}
     keys = [columns.transaction_id, columns.timestamp, columns.label]
     if columns.payment_features:
-        computed.update(features_from(window_aggregates(table, columns, delay_days)))
+        computed.update(payment_features(table, columns, delay_days))
         keys.insert(2, columns.customer_id)
     for name in columns.extra_features:
         computed[name] = table[name].to_numpy()

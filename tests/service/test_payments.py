@@ -123,14 +123,19 @@ def _latest(pipeline) -> datetime:
     return datetime(2026, 7, 25, tzinfo=UTC)
 
 
-def test_a_new_card_and_terminal_have_empty_windows(pipeline):
-    payment = {
-        "transaction_id": "new-card-1",
+def _at_latest(pipeline, transaction_id: str, card: str, terminal: str, amount: float) -> dict:
+    """A payment (the small table's columns) at `_latest`."""
+    return {
+        "transaction_id": transaction_id,
         "tx_datetime": _latest(pipeline).isoformat(),
-        "customer_id": "card-never-seen",
-        "terminal_id": "terminal-never-seen",
-        "tx_amount": 12.5,
+        "customer_id": card,
+        "terminal_id": terminal,
+        "tx_amount": amount,
     }
+
+
+def test_a_new_card_and_terminal_have_empty_windows(pipeline):
+    payment = _at_latest(pipeline, "new-card-1", "card-never-seen", "terminal-never-seen", 12.5)
     answer = pipeline.post("/score", json={"payments": [payment], "include_features": True})
     assert answer.status_code == 200, answer.text
     features = answer.json()["predictions"][0]["features"]
@@ -222,13 +227,7 @@ def test_the_columnar_form_scores_as_rows_and_names_every_problem(pipeline):
 
 
 def test_the_prediction_log_records_which_endpoint_decided(pipeline, served_tag, transactions):
-    payment = {
-        "transaction_id": "logged-score-1",
-        "tx_datetime": _latest(pipeline).isoformat(),
-        "customer_id": "logged-card",
-        "terminal_id": "logged-terminal",
-        "tx_amount": 9.0,
-    }
+    payment = _at_latest(pipeline, "logged-score-1", "logged-card", "logged-terminal", 9.0)
     scored = pipeline.post("/score", json={"payments": [payment]}, headers={"X-Request-ID": "e-1"})
     row = {**transactions[0], "transaction_id": "logged-predict-1"}
     predicted = pipeline.post(
