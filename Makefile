@@ -70,12 +70,13 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/black .
 
-# Debian packages the tests drive for real: Prometheus and promtool; Redis; PostgreSQL (its server
+# Debian packages the tests drive for real: Prometheus and promtool; Redis; Java for Spark in local
+# mode; PostgreSQL (its server
 # binaries stay off PATH); buildah, podman and debootstrap for the container image (installed
 # only when a tool is missing; root or sudo).
 SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus buildah:buildah podman:podman \
 	runc:runc fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns newuidmap:uidmap \
-	debootstrap:debootstrap redis-server:redis-server
+	debootstrap:debootstrap redis-server:redis-server java:openjdk-17-jre-headless
 system-deps:
 	@missing=$$( (for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || \
 		echo $${pair#*:}; done; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \

@@ -1,7 +1,7 @@
-"""The SQL window engine (training/window_sql.py, run by DuckDB) against the pandas grouped
-rolling windows it replaced, kept here as the reference until the Spark run of the same SQL is
-tested against DuckDB: every feature equal within float32 tolerance, on a simulated table and on
-one whose column names need quoting."""
+"""The SQL window engine (training/window_sql.py) on DuckDB against the pandas grouped rolling
+windows it replaced (their reference kept here), and on Spark (local mode) against DuckDB:
+every feature equal within float32 tolerance, on simulated tables, also in column names that
+need quoting."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from model_store.payments import HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates, f
 from settings import ColumnsConfig, SimulatorConfig
 from training.features import payment_features
 from training.simulate import simulate
+from training.spark_features import local_session, spark_payment_features
+from training.window_sql import POSITION
 
 DELAY = 7
 
@@ -83,3 +85,28 @@ def test_the_sql_engine_equals_the_pandas_one(columns):
             atol=1e-5,
             err_msg=name,
         )
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = local_session()
+    yield session
+    session.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", [ColumnsConfig(), ODD_NAMES], ids=["default", "odd-names"])
+def test_spark_runs_the_same_sql_to_the_same_features(spark, columns):
+    table = simulate(SimulatorConfig(customers=120, terminals=240, days=60, seed=3), columns)
+    table = table.sort_values([columns.timestamp, columns.transaction_id]).reset_index(drop=True)
+    expected = payment_features(table, columns, DELAY)
+    wanted = [columns.timestamp, columns.customer_id, columns.terminal_id, columns.amount]
+    payments = spark.createDataFrame(
+        table[[*wanted, columns.label]].assign(**{POSITION: np.arange(len(table))})
+    )
+    computed = spark_payment_features(payments, columns, DELAY).toPandas()
+    computed = computed.sort_values(POSITION).reset_index(drop=True)
+    assert computed[POSITION].tolist() == list(range(len(table)))
+    for name, values in expected.items():
+        assert computed[name].dtype == values.dtype, name
+        np.testing.assert_allclose(computed[name], values, rtol=1e-5, atol=1e-5, err_msg=name)
