@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -21,15 +23,31 @@ from settings import TuningConfig
 from training.dataset import Dataset, check_periods
 
 JOURNAL_PREFIX = "journal:"
+POSTGRESQL, POSTGRESQL_WITH_DRIVER = "postgresql://", "postgresql+psycopg://"
+SCHEMA_ATTEMPTS = 3
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | str:
-    """A database URL as Optuna takes it, or `journal:PATH` for a multi-process journal file."""
+    """A database URL as Optuna takes it, or `journal:PATH` for a multi-process journal file. A
+    plain `postgresql://` URL is read with psycopg 3 (the project's PostgreSQL driver), as the
+    prediction log's is, not SQLAlchemy's default driver, which is not installed."""
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url.removeprefix(JOURNAL_PREFIX))
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return url
+    if url.startswith(POSTGRESQL):
+        url = POSTGRESQL_WITH_DRIVER + url.removeprefix(POSTGRESQL)
+    attempt = 1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.IntegrityError:
+            # Processes started together on an empty database race to create Optuna's tables:
+            # the loser finds them made on its next attempt.
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(0.5)
 
 
 def default_storage(run_dir: Path) -> str:

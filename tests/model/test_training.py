@@ -12,7 +12,7 @@ import model_store
 from monitoring import whylogs_adapter as profiles
 from monitoring.drift import SCORE_COLUMN
 from settings import ColumnsConfig, Settings
-from tests.conftest import REPO_ROOT, SMALL_TABLE, train_small
+from tests.conftest import REPO_ROOT, SMALL_TABLE, fresh_database, train_small
 from training.dataset import load_dataset
 from training.features import feature_names
 from training.tune import create_study, fit_forest, tune
@@ -88,8 +88,17 @@ def test_seeded_tuning_repeats_its_trials(dataset, settings, tmp_path):
     assert params[0] == params[1]
 
 
-def test_two_tuning_processes_share_one_study(tmp_path):
-    storage = f"journal:{tmp_path / 'shared.journal'}"
+@pytest.fixture(params=["journal", "postgresql"])
+def shared_storage(request, tmp_path) -> str:
+    """Where two tuning processes meet: a journal file, or a real PostgreSQL (Optuna's RDB
+    storage, addressed with a plain postgresql:// URL)."""
+    if request.param == "journal":
+        return f"journal:{tmp_path / 'shared.journal'}"
+    return fresh_database(request.getfixturevalue("postgres"), "tuning")
+
+
+def test_two_tuning_processes_share_one_study(shared_storage):
+    storage = shared_storage
     command = [
         sys.executable,
         "-m",
