@@ -123,6 +123,13 @@ def write_summary(run_dir: Path, report: dict[str, Any], images: list[Path]) -> 
         "[shap_importance.json](shap_importance.json)",
         "",
     ]
+    if report.get("stages"):
+        lines += ["| stage | seconds | peak memory GB |", "|---|---|---|"]
+        lines += [
+            f"| {stage['stage']} | {stage['seconds']} | {stage['peak_memory_gb']} |"
+            for stage in report["stages"]
+        ]
+        lines.append("")
     lines += [f"![{image.stem}]({image.name})" for image in images]
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")

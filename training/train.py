@@ -21,6 +21,7 @@ from settings import MODEL_NAME, Settings
 from training import evaluate, report
 from training.dataset import Dataset, load_dataset
 from training.features import feature_names
+from training.stages import Stages
 from training.tune import default_storage, fit_forest, tune
 
 SHAP_TOP_FEATURES = 5
@@ -96,11 +97,14 @@ def run_training(
     """Train, evaluate and register a model on `data_path` (or an already loaded `dataset`);
     `warm_start`: parameters tried first by the search."""
     started = time.monotonic()
-    dataset = dataset or load_dataset(data_path, settings)
+    stages = Stages()
+    if dataset is None:
+        with stages.stage("dataset (read, validate, features, split)"):
+            dataset = load_dataset(data_path, settings)
     run_dir = new_run_dir(settings.runs_dir)
     print(f"run folder: {run_dir}")
     try:
-        result = _train_and_register(settings, dataset, run_dir, started, warm_start)
+        result = _train_and_register(settings, dataset, run_dir, started, warm_start, stages)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # a failed run leaves no half-written report
         raise
@@ -118,7 +122,12 @@ def run_training(
 
 
 def _train_and_register(
-    settings: Settings, dataset: Dataset, run_dir: Path, started: float, warm_start: dict | None
+    settings: Settings,
+    dataset: Dataset,
+    run_dir: Path,
+    started: float,
+    warm_start: dict | None,
+    stages: Stages,
 ) -> TrainingResult:
     columns = settings.columns
     names = feature_names(columns)
@@ -126,34 +135,37 @@ def _train_and_register(
 
     storage = settings.tuning.storage or default_storage(run_dir)
     study_name = settings.tuning.study_name or f"{MODEL_NAME}-{run_dir.name}"
-    study = tune(dataset, settings.tuning, storage, study_name, settings.seed, warm_start)
+    with stages.stage("tuning"):
+        study = tune(dataset, settings.tuning, storage, study_name, settings.seed, warm_start)
     params = dict(study.best_params)
 
     steps = tqdm(total=4, desc="final model", unit="step")
-    threshold = _threshold(dataset, params, settings)
-    steps.update()
-    train, test = dataset.mask(dataset.split.train), dataset.mask(dataset.split.test)
-    model = fit_forest(
-        params, settings.seed, settings.tuning.n_jobs, dataset.X[train], dataset.y[train]
-    )
-    steps.update()
-    y_score = model.predict_proba(dataset.X[test])[:, 1]
-    test_rows = dataset.features.loc[test]
-    metrics = evaluate.holdout_metrics(
-        dataset.y[test],
-        y_score,
-        threshold.value,
-        test_rows[columns.timestamp],
-        test_rows[columns.customer_id].to_numpy() if columns.payment_features else None,
-    )
+    with stages.stage("final model (threshold, fit)"):
+        threshold = _threshold(dataset, params, settings)
+        steps.update()
+        train, test = dataset.mask(dataset.split.train), dataset.mask(dataset.split.test)
+        model = fit_forest(
+            params, settings.seed, settings.tuning.n_jobs, dataset.X[train], dataset.y[train]
+        )
+        steps.update()
+    with stages.stage("evaluation (metrics, serving cost, SHAP)"):
+        y_score = model.predict_proba(dataset.X[test])[:, 1]
+        test_rows = dataset.features.loc[test]
+        metrics = evaluate.holdout_metrics(
+            dataset.y[test],
+            y_score,
+            threshold.value,
+            test_rows[columns.timestamp],
+            test_rows[columns.customer_id].to_numpy() if columns.payment_features else None,
+        )
+        cost = evaluate.serving_cost(model, dataset.X[test])
+        steps.update()
+        shap_result = evaluate.explain(
+            model, dataset.X[test], names, settings.shap_sample_rows, settings.seed
+        )
+        steps.update()
+        steps.close()
     gate_passed = metrics["roc_auc"] > settings.gate.min_test_roc_auc
-    cost = evaluate.serving_cost(model, dataset.X[test])
-    steps.update()
-    shap_result = evaluate.explain(
-        model, dataset.X[test], names, settings.shap_sample_rows, settings.seed
-    )
-    steps.update()
-    steps.close()
     print(
         f"test: ROC-AUC {metrics['roc_auc']:.4f} PR-AUC {metrics['pr_auc']:.4f} "
         f"(gate ROC-AUC > {settings.gate.min_test_roc_auc}: "
@@ -185,34 +197,36 @@ def _train_and_register(
         "data": dataset.summary.as_dict(),
         "shap_top_features": top_features,
     }
-    stored = model_store.save_model(
-        model,
-        features=[feature.as_dict() for feature in dataset.schema],
-        threshold=threshold.value,
-        gate_passed=gate_passed,
-        parity_rows=dataset.X[test],
-        reference_profile=reference_profile(dataset, train, y_score, names),
-        metadata={
-            "params": {key: str(value) for key, value in params.items()},
-            "threshold_rule": threshold.rule,
-            "test_metrics": metrics,
-            "validation_metrics": run_report["validation"],
-            "serving_cost": cost,
-            "train_window": dataset.split.train.as_dict(),
-            "test_window": dataset.split.test.as_dict(),
-            "label_delay_days": settings.split.delay_days,
-            "columns": columns.model_dump(),
-            "feature_windows_days": list(WINDOWS_DAYS) if columns.payment_features else [],
-            "data_fingerprint": dataset.fingerprint,
-            "code_version": code_version(),
-            "shap_top_features": top_features,
-            "run": run_dir.name,
-        },
-    )
+    with stages.stage("registration (ONNX engine and parity, store)"):
+        stored = model_store.save_model(
+            model,
+            features=[feature.as_dict() for feature in dataset.schema],
+            threshold=threshold.value,
+            gate_passed=gate_passed,
+            parity_rows=dataset.X[test],
+            reference_profile=reference_profile(dataset, train, y_score, names),
+            metadata={
+                "params": {key: str(value) for key, value in params.items()},
+                "threshold_rule": threshold.rule,
+                "test_metrics": metrics,
+                "validation_metrics": run_report["validation"],
+                "serving_cost": cost,
+                "train_window": dataset.split.train.as_dict(),
+                "test_window": dataset.split.test.as_dict(),
+                "label_delay_days": settings.split.delay_days,
+                "columns": columns.model_dump(),
+                "feature_windows_days": list(WINDOWS_DAYS) if columns.payment_features else [],
+                "data_fingerprint": dataset.fingerprint,
+                "code_version": code_version(),
+                "shap_top_features": top_features,
+                "run": run_dir.name,
+            },
+        )
     run_report["model_tag"] = stored.tag
     run_report["engine_parity"] = stored.metadata["engine_parity"]
     run_report["labels"] = stored.labels
     run_report["seconds"] = round(time.monotonic() - started, 1)
+    run_report["stages"] = stages.records
     report.write_json(run_dir / "metrics.json", run_report)
     report.write_summary(run_dir, run_report, images)
     print(

@@ -68,6 +68,12 @@ def test_cli_trains_registers_and_reports(tmp_path):
     assert set(profiles.columns(reference)) == {*feature_names(ColumnsConfig()), SCORE_COLUMN}
     assert profiles.count(reference, SCORE_COLUMN) == report["test_metrics"]["rows"]
     assert profiles.count(reference, "tx_amount") > profiles.count(reference, SCORE_COLUMN)
+    stages = [stage["stage"].split(" ")[0] for stage in report["stages"]]
+    assert stages == ["dataset", "tuning", "final", "evaluation", "registration"]
+    for stage in report["stages"]:  # each stage's own time and memory, in the report and aloud
+        assert stage["seconds"] >= 0 and 0.05 < stage["peak_memory_gb"] < 8, stage
+        assert f"{stage['stage']}: {stage['seconds']} s" in result.stdout
+        assert f"| {stage['stage']} | {stage['seconds']} |" in (run_dir / "summary.md").read_text()
 
 
 def test_same_seed_same_predictions(dataset, settings):
