@@ -93,6 +93,16 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
+def spark():
+    """A Spark session in local mode (Debian's Java), for the whole session."""
+    from training.spark_features import local_session
+
+    session = local_session()
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_server():
     """A throwaway Redis from Debian's packages, for the whole session."""
     from ops.redis_server import RedisServer

@@ -13,7 +13,7 @@ from model_store.payments import HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates, f
 from settings import ColumnsConfig, SimulatorConfig
 from training.features import payment_features
 from training.simulate import simulate
-from training.spark_features import local_session, spark_payment_features
+from training.spark_features import spark_payment_features
 from training.window_sql import POSITION
 
 DELAY = 7
@@ -85,13 +85,6 @@ def test_the_sql_engine_equals_the_pandas_one(columns):
             atol=1e-5,
             err_msg=name,
         )
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = local_session()
-    yield session
-    session.stop()
 
 
 @pytest.mark.slow
