@@ -97,9 +97,11 @@ def calendar_aggregates(payments: list[Payment]) -> WindowAggregates:
     return result
 
 
-def _as_aggregates(payments: list[Payment], rows: np.ndarray) -> WindowAggregates:
-    """`EmbeddedState.aggregates`' rows, column by column: per customer window its count and
-    sum, the sum of squares, the pair count, then per terminal window its count and frauds."""
+def aggregates_from_rows(payments: list[Payment], rows: np.ndarray) -> WindowAggregates:
+    """A store's answer, a row a payment, as WindowAggregates. Both stores answer in this
+    layout: per customer window (WINDOWS_DAYS order) its count and sum, then the customer's sum
+    of squares over HISTORY_DAYS, the pair count, then per terminal window its count and
+    frauds."""
     result = calendar_aggregates(payments)
     windows = len(WINDOWS_DAYS)
     for index, days in enumerate(WINDOWS_DAYS):
@@ -257,7 +259,7 @@ class EmbeddedState:
                         fraud_end - bisect_left(fraud_times, window_end - span, 0, fraud_end),
                     )
             rows.append(row)
-        return _as_aggregates(payments, np.array(rows, dtype=float).reshape(len(rows), -1))
+        return aggregates_from_rows(payments, np.array(rows, dtype=float).reshape(len(rows), -1))
 
     def score_and_record(self, payments: list[Payment]) -> WindowAggregates:
         """Enter the payments (a transaction id already known counts once), then their

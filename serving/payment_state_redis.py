@@ -14,15 +14,13 @@ entered or not at all. Keys untouched for the horizon expire.
 
 from __future__ import annotations
 
+import numpy as np
 import redis
 
 from model_store.payments import HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates, state_horizon_days
-from serving.payment_state import Payment, StateUnavailable, calendar_aggregates
+from serving.payment_state import Payment, StateUnavailable, aggregates_from_rows
 
 _MICROSECONDS_PER_DAY = 86_400_000_000
-# Per payment the script answers: for each customer window its count and sum (and the sum of
-# squares for the history window), the pair count, then each terminal window's count and frauds.
-_VALUES_PER_PAYMENT = 2 * len(WINDOWS_DAYS) + 1 + 1 + 2 * len(WINDOWS_DAYS)
 
 _SCORE = """
 local p, horizon, delay, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -46,7 +44,7 @@ for i = 0, n - 1 do
     if tonumber(ts) > latest then latest = tonumber(ts) end
   end
 end
-local out = {}
+local out = {}  -- a row a payment, in the layout of payment_state.aggregates_from_rows
 for i = 0, (want and n or 0) - 1 do
   local a = 7 + i * 5
   local ts, c, term = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -65,11 +63,11 @@ for i = 0, (want and n or 0) - 1 do
       end
     end
   end
-  for j, w in ipairs(W) do
+  for j = 1, #W do
     out[#out + 1] = count[j]
     out[#out + 1] = string.format('%.17g', sum[j])
-    if w == HIST then out[#out + 1] = string.format('%.17g', squares) end
   end
+  out[#out + 1] = string.format('%.17g', squares)
   out[#out + 1] = redis.call('ZCOUNT', pair(c, term), f(t - HIST * DAY), '(' .. ts)
   for _, w in ipairs(W) do
     local low, high = f(t - delay - w * DAY), '(' .. f(t - delay)
@@ -160,20 +158,10 @@ class RedisState:
         return self._call(lambda: self._score(args=arguments))
 
     def score_and_record(self, payments: list[Payment]) -> WindowAggregates:
-        values = self._run(payments, want=True)
-        result = calendar_aggregates(payments)
-        for row in range(len(payments)):
-            it = iter(values[row * _VALUES_PER_PAYMENT : (row + 1) * _VALUES_PER_PAYMENT])
-            for days in WINDOWS_DAYS:
-                result.customer_count[days][row] = int(next(it))
-                result.customer_sum[days][row] = float(next(it))
-                if days == HISTORY_DAYS:
-                    result.customer_sum_squares[row] = float(next(it))
-            result.pair_count[row] = int(next(it))
-            for days in WINDOWS_DAYS:
-                result.terminal_count[days][row] = int(next(it))
-                result.terminal_fraud[days][row] = int(next(it))
-        return result
+        values = self._run(payments, want=True)  # counts, and sums as text
+        return aggregates_from_rows(
+            payments, np.array(values, dtype=float).reshape(len(payments), -1)
+        )
 
     def label(self, labels: list[tuple[str, bool]]) -> int:
         if not labels:
