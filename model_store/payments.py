@@ -24,6 +24,7 @@ WINDOWS_DAYS = (1, 7, 30)
 NIGHT_END_HOUR = 6
 HISTORY_DAYS = 30
 DAY_SECONDS = 86_400.0
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday 0): a time's weekday from its days
 
 
 def state_horizon_days(delay_days: int) -> int:

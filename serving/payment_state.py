@@ -30,6 +30,7 @@ import msgspec
 import numpy as np
 
 from model_store.payments import (
+    EPOCH_WEEKDAY,
     HISTORY_DAYS,
     WINDOWS_DAYS,
     WindowAggregates,
@@ -40,7 +41,6 @@ from serving.errors import Unavailable
 logger = logging.getLogger("fraud_bento.payment_state")
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday 0)
 BUSY_TIMEOUT_MS = 5_000  # a commit waits this long for the maintenance thread's chunk
 MAINTAIN_EVERY_S = 2.0
 DELETE_CHUNK_ROWS = 1_000

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_store.payments import HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates
+from model_store.payments import EPOCH_WEEKDAY, HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates
 from settings import ColumnsConfig
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday 0)
 POSITION = "row_position"  # the input row each result row belongs to
 
 
