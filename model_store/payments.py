@@ -1,8 +1,8 @@
 """The payment features' one definition: which windows are aggregated, and how each feature
 follows from those aggregates.
 
-Two engines compute the aggregates: training over a whole table (training/features.py, grouped
-rolling windows) and the service one payment at a time from online state
+Two engines compute the aggregates: training over a whole table (training/features.py, window
+functions in SQL on DuckDB or Spark) and the service one payment at a time from online state
 (serving/payment_state.py). Both hand them to `features_from`, so every formula below is written
 once; the window semantics they share are stated here and proven equal by the parity test
 (tests/service/test_payments.py):

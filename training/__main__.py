@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from training.simulate import simulate
+    import pandas as pd
+
+    from training.simulate import simulate_regions
 
     settings = load_settings(args.config)
     simulator = settings.simulator.model_copy(
@@ -47,11 +51,20 @@ def _simulate(args: argparse.Namespace) -> None:
             if value is not None
         }
     )
-    table = simulate(simulator, settings.columns)
-    write_table(table, args.out)
+    label = settings.columns.label
+    rows = frauds = 0
+
+    def counted(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        nonlocal rows, frauds
+        for part in parts:
+            rows, frauds = rows + len(part), frauds + int(part[label].sum())
+            yield part
+
+    write_table(counted(simulate_regions(simulator, args.regions, settings.columns)), args.out)
+    regions = f" in {args.regions} regions" if args.regions > 1 else ""
     print(
-        f"simulated {len(table)} transactions over {simulator.days} days "
-        f"(fraud rate {table[settings.columns.label].mean():.3%}) -> {args.out}"
+        f"simulated {rows} transactions over {simulator.days} days{regions} "
+        f"(fraud rate {frauds / rows:.3%}) -> {args.out}"
     )
 
 
@@ -79,6 +92,17 @@ def _tune(args: argparse.Namespace) -> None:
         settings.tuning.study_name,
         settings.seed,
     )
+
+
+def _features(args: argparse.Namespace) -> None:
+    from training.features import write_payment_features
+
+    if not args.data.is_file():
+        raise FileNotFoundError(f"data file not found: {args.data}")
+    settings = load_settings(args.config)
+    started = time.monotonic()
+    rows = write_payment_features(args.data, args.out, settings.columns, settings.split.delay_days)
+    print(f"features of {rows} payments in {time.monotonic() - started:.1f} s -> {args.out}")
 
 
 def _tuning_options(command: argparse.ArgumentParser, shared_storage: bool) -> None:
@@ -109,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--terminals", type=int)
     simulate.add_argument("--seed", type=int)
     simulate.add_argument("--drift-start-day", type=int, help="shift amounts and hours from here")
+    simulate.add_argument(
+        "--regions",
+        type=int,
+        default=1,
+        help="independent worlds of this size, one after the other: a table of any size with "
+        "the default world's distribution, simulated and written a region at a time",
+    )
     simulate.set_defaults(run=_simulate)
 
     train = commands.add_parser(
@@ -133,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tuning_options(retrain, shared_storage=False)
     retrain.set_defaults(run=_retrain)
+
+    features = commands.add_parser(
+        "features",
+        help="write the payment features of a Parquet table of any size to Parquet, out of core",
+    )
+    features.add_argument("--data", type=Path, required=True, help="a .parquet payment table")
+    features.add_argument("--out", type=Path, required=True, help="the .parquet to write")
+    features.set_defaults(run=_features)
 
     tune = commands.add_parser(
         "tune", help="add trials to a shared study (run several on one storage)"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pandas.api.types import is_bool_dtype
 
 from settings import CleaningConfig, ColumnsConfig
@@ -57,15 +61,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise ValueError(f"unsupported data file type '{path.suffix}': use .parquet or .csv")
 
 
-def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+def write_table(table: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path) -> Path:
+    """Write a table, or its parts one after the other (only one part in memory at a time)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        table.to_parquet(path, index=False)
-    elif path.suffix == ".csv":
-        table.to_csv(path, index=False)
-    else:
+    if path.suffix not in (".parquet", ".csv"):
         raise ValueError(f"unsupported data file type '{path.suffix}': use .parquet or .csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [table] if isinstance(table, pd.DataFrame) else table
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for number, part in enumerate(parts):
+            if path.suffix == ".csv":
+                part.to_csv(path, index=False, mode="a" if number else "w", header=not number)
+                continue
+            batch = pa.Table.from_pandas(part, preserve_index=False)
+            if writer is None:
+                writer = stack.enter_context(pq.ParquetWriter(path, batch.schema))
+            writer.write_table(batch)
     return path
 
 

@@ -11,12 +11,15 @@ model store, never from here.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from model_store.contract import Feature
 from model_store.payments import ENGINEERED_FEATURES, features_from
@@ -32,6 +35,12 @@ ENGINE_CONFIG = {
     "memory_limit": "1GB",
     "temp_directory": str(Path(tempfile.gettempdir()) / "fraud-bento-duckdb"),
 }
+
+
+def _engine() -> duckdb.DuckDBPyConnection:
+    engine = duckdb.connect(config=ENGINE_CONFIG)
+    engine.execute("SET enable_progress_bar = false")  # progress is shown per training stage
+    return engine
 
 
 def column_feature(name: str, values: pd.Series) -> Feature:
@@ -84,7 +93,7 @@ def payment_features(
     frame = table[
         [columns.timestamp, columns.customer_id, columns.terminal_id, columns.amount, columns.label]
     ].assign(**{POSITION: np.arange(len(table))})
-    with duckdb.connect(config=ENGINE_CONFIG) as engine:
+    with _engine() as engine:
         engine.register("payments_in", frame)
         answer = engine.sql(aggregates_query("payments_in", columns, delay_days))
         for chunk in answer.to_arrow_reader(CHUNK_ROWS):
@@ -95,6 +104,45 @@ def payment_features(
             for name, values in computed.items():
                 features[name][rows] = values
     return features
+
+
+def write_payment_features(
+    source: str | Path, out: str | Path, columns: ColumnsConfig, delay_days: int
+) -> int:
+    """The payment features of a Parquet table of any size, written to Parquet out of core:
+    DuckDB reads the file in place (spilling past its memory limit) and its answer streams
+    through `features_from` a chunk at a time, so no step holds the table. The rows come in no
+    particular order, each with its id, time, customer and label columns, then the features in
+    schema order (and `extra_features` as they are). Returns the rows written."""
+    if not columns.payment_features:
+        raise ValueError("columns.payment_features is off: the table already holds its features")
+    keep = [columns.transaction_id, columns.timestamp, columns.customer_id, columns.label]
+    keep += columns.extra_features
+    rows = 0
+    with _engine() as engine, contextlib.ExitStack() as stack:
+        payments = engine.read_parquet(str(source))
+        missing = {setting: name for setting, name in columns.roles().items()}
+        missing = {s: n for s, n in missing.items() if n not in payments.columns}
+        if missing:
+            named = ", ".join(f"{setting} = '{name}'" for setting, name in missing.items())
+            raise ValueError(f"{source} has no column for {named}: set those columns")
+        payments.create_view("payments_in")
+        answer = engine.sql(aggregates_query("payments_in", columns, delay_days, keep=keep))
+        writer = None
+        for chunk in answer.to_arrow_reader(CHUNK_ROWS):
+            computed = features_from(
+                aggregates_from({name: chunk.column(name).to_numpy() for name in AGGREGATES})
+            )
+            part = pa.table(
+                {name: chunk.column(name) for name in keep[:4]}
+                | {f.name: computed[f.name].astype(f.dtype) for f in ENGINEERED_FEATURES}
+                | {name: chunk.column(name) for name in columns.extra_features}
+            )
+            if writer is None:
+                writer = stack.enter_context(pq.ParquetWriter(out, part.schema))
+            writer.write_table(part)
+            rows += len(part)
+    return rows
 
 
 def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int) -> pd.DataFrame:

@@ -12,7 +12,7 @@ instant do not see each other; a terminal's windows end `delay_days` earlier.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,10 +54,15 @@ AGGREGATES = _names()
 
 
 def aggregates_query(
-    source: str, columns: ColumnsConfig, delay_days: int, dialect: Dialect = DUCKDB
+    source: str,
+    columns: ColumnsConfig,
+    delay_days: int,
+    dialect: Dialect = DUCKDB,
+    keep: Sequence[str] = (POSITION,),
 ) -> str:
-    """The query over `source` (a table or view with a `row_position` column and the table's
-    columns as `columns` names them) answering each row's position and its AGGREGATES."""
+    """The query over `source` (a table or view with the table's columns as `columns` names
+    them, and the `keep` columns) answering each row's `keep` columns (by default its position,
+    a `row_position` column the source must have) and its AGGREGATES."""
 
     def q(name: str) -> str:  # an identifier, its quote character doubled inside
         mark = dialect.quote
@@ -74,7 +79,7 @@ def aggregates_query(
     customer, terminal = [columns.customer_id], [columns.terminal_id]
     delay_us = delay_days * DAY_US
     selected = [
-        f"{q(POSITION)}",
+        *(q(name) for name in keep),
         "amount",
         f"({dialect.floor_div.format('t_us', DAY_US)} + {EPOCH_WEEKDAY}) % 7 AS weekday",
         f"{dialect.floor_div.format(f't_us % {DAY_US}', HOUR_US)} AS hour",
@@ -98,11 +103,11 @@ def aggregates_query(
         ]
     # Only quoted identifiers and integers are formatted into the query, never a value.
     time_us = dialect.epoch_us.format(q(columns.timestamp))
+    keys = [columns.customer_id, columns.terminal_id]
     inputs = ", ".join(
         [
-            q(POSITION),
-            q(columns.customer_id),
-            q(columns.terminal_id),
+            *(q(name) for name in keep if name not in keys),
+            *(q(name) for name in keys),
             f"CAST({q(columns.amount)} AS DOUBLE) AS amount",
             f"CAST({q(columns.label)} AS DOUBLE) AS label",
             f"{time_us} AS t_us",

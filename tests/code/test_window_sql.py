@@ -1,7 +1,7 @@
 """The SQL window engine (training/window_sql.py) on DuckDB against the pandas grouped rolling
-windows it replaced (their reference kept here), and on Spark (local mode) against DuckDB:
-every feature equal within float32 tolerance, on simulated tables, also in column names that
-need quoting."""
+windows it replaced (their reference kept here as an independent oracle), on Spark (local mode)
+against DuckDB, and out of core (Parquet to Parquet) against in memory: every feature equal
+within float32 tolerance, on simulated tables, also in column names that need quoting."""
 
 from __future__ import annotations
 
@@ -11,12 +11,23 @@ import pytest
 
 from model_store.payments import HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates, features_from
 from settings import ColumnsConfig, SimulatorConfig
-from training.features import payment_features
+from training.__main__ import main as training_cli
+from training.data import write_table
+from training.features import build_features, payment_features
 from training.simulate import simulate
 from training.spark_features import spark_payment_features
 from training.window_sql import POSITION
 
 DELAY = 7
+
+
+def main(argv: list[str], columns: ColumnsConfig | None = None) -> int:
+    """`python -m training ARGV`, in this process, with `columns` (through the environment)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (columns.model_dump() if columns else {}).items():
+            if isinstance(value, str):
+                patch.setenv(f"FRAUD_COLUMNS__{name.upper()}", value)
+        return training_cli(argv)
 
 
 def _past_window(keys, values, timestamps, days: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +114,23 @@ def test_spark_runs_the_same_sql_to_the_same_features(spark, columns):
     for name, values in expected.items():
         assert computed[name].dtype == values.dtype, name
         np.testing.assert_allclose(computed[name], values, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("columns", [ColumnsConfig(), ODD_NAMES], ids=["default", "odd-names"])
+def test_out_of_core_features_equal_the_in_memory_ones(columns, tmp_path):
+    table = simulate(SimulatorConfig(customers=150, terminals=300, days=60, seed=5), columns)
+    source = write_table(table.sample(frac=1.0, random_state=0), tmp_path / "payments.parquet")
+    out = tmp_path / "features.parquet"
+    code = main(["features", "--data", str(source), "--out", str(out)], columns)
+    assert code == 0
+    written = pd.read_parquet(out).sort_values([columns.timestamp, columns.transaction_id])
+    expected = build_features(table, columns, DELAY)
+    pd.testing.assert_frame_equal(written.reset_index(drop=True), expected)
+
+
+def test_out_of_core_features_name_a_missing_column(tmp_path, capsys):
+    table = simulate(SimulatorConfig(customers=20, terminals=40, days=10, seed=5))
+    source = write_table(table.drop(columns="terminal_id"), tmp_path / "payments.parquet")
+    code = main(["features", "--data", str(source), "--out", str(tmp_path / "f.parquet")])
+    assert code == 2
+    assert "no column for columns.terminal_id = 'terminal_id'" in capsys.readouterr().err

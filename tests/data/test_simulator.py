@@ -4,12 +4,13 @@ import pytest
 
 from settings import ColumnsConfig, SimulatorConfig
 from tests.conftest import SMALL_TABLE, SMALL_TABLE_SIMULATION
-from training.data import read_table
+from training.data import read_table, write_table
 from training.simulate import (
     SCENARIO_CUSTOMER,
     SCENARIO_LARGE_AMOUNT,
     SCENARIO_TERMINAL,
     simulate,
+    simulate_regions,
 )
 
 SMALL = SimulatorConfig(customers=200, terminals=400, days=60, seed=5)
@@ -77,3 +78,25 @@ def test_shipped_small_table_is_the_seeded_simulation():
     shipped = read_table(SMALL_TABLE)
     regenerated = simulate(SimulatorConfig(**SMALL_TABLE_SIMULATION))
     pd.testing.assert_frame_equal(shipped, regenerated)
+
+
+def test_regions_are_seeded_worlds_with_ids_that_follow_on(tmp_path):
+    parts = list(simulate_regions(SMALL, 3))
+    for region, part in enumerate(parts):
+        alone = simulate(SMALL.model_copy(update={"seed": SMALL.seed + region}))
+        earlier = sum(len(p) for p in parts[:region])
+        pd.testing.assert_frame_equal(
+            part,
+            alone.assign(
+                transaction_id=alone["transaction_id"] + earlier,
+                customer_id=alone["customer_id"] + region * SMALL.customers,
+                terminal_id=alone["terminal_id"] + region * SMALL.terminals,
+            ),
+        )
+    whole = pd.concat(parts, ignore_index=True)
+    assert whole["transaction_id"].tolist() == list(range(len(whole)))
+    for suffix in ("parquet", "csv"):  # written a part at a time, read back whole
+        path = write_table(iter(parts), tmp_path / f"regions.{suffix}")
+        written = read_table(path)
+        written["tx_datetime"] = pd.to_datetime(written["tx_datetime"])
+        pd.testing.assert_frame_equal(written, whole, check_dtype=suffix == "parquet")
