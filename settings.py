@@ -122,12 +122,31 @@ class SplitConfig(BaseModel):
 
 class TuningConfig(BaseModel):
     trials: int = Field(15, ge=0, description="New trials; 0 reuses a study's best trial.")
-    timeout_s: float | None = Field(300.0, description="Stop tuning after this many seconds.")
+    timeout_s: float | None = Field(600.0, description="Stop tuning after this many seconds.")
     storage: str | None = Field(
         None, description="Optuna storage URL; default: a journal file in the run folder."
     )
     study_name: str | None = Field(
         None, description="Optuna study name (default: `fraud_rf-<run>`)."
+    )
+    sample_rows: int = Field(
+        200_000,
+        ge=0,
+        description="Most rows a trial fits on in each fold: all payments of a sample of cards "
+        "(0: all rows).",
+    )
+    rungs: int = Field(
+        3,
+        ge=1,
+        le=5,
+        description="Sample sizes a trial climbs, each 3x the one below; a third of the trials "
+        "go on at each (successive halving). 1: every trial fits on the full sample.",
+    )
+    tree_rows: int = Field(
+        500_000,
+        ge=0,
+        description="Most rows each tree draws (its bootstrap sample), in tuning and in the "
+        "final fit on the whole training period (0: as many as it has).",
     )
     n_jobs: int = Field(2, ge=1, description="Threads for each forest fit.")
     max_trees: int = Field(200, ge=10, description="Upper bound of the tree count.")

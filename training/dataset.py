@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from settings import Settings, SplitConfig
+from settings import ColumnsConfig, Settings, SplitConfig
 from training import data, features
 from training.simulate import simulate
 
@@ -92,9 +92,24 @@ class Dataset:
     timestamps: pd.Series
     X: np.ndarray
     y: np.ndarray
+    card_draw: np.ndarray  # each row's card's place in a seeded random order of cards, in [0, 1)
+
+    def cards_below(self, rows: np.ndarray, share: float) -> np.ndarray:
+        """The `rows` (indices) whose card is among the first `share` of cards: all payments
+        of a sample of cards, nested (a larger share holds every smaller one)."""
+        return rows[self.card_draw[rows] < share]
 
     def mask(self, period: Period) -> np.ndarray:
         return period.contains(self.timestamps)
+
+
+def card_draw(table: pd.DataFrame, columns: ColumnsConfig, seed: int) -> np.ndarray:
+    """A seeded draw in [0, 1) per card, the same for all its payments; a table without payment
+    features has no card column, and each payment is then drawn alone."""
+    units = table[columns.customer_id if columns.payment_features else columns.transaction_id]
+    salt = pd.util.hash_array(np.array([seed], dtype=np.int64))
+    hashed = pd.util.hash_array(pd.util.hash_array(units.to_numpy()) ^ salt)
+    return (hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def load_dataset(data_path: str | Path | None, settings: Settings, latest: bool = False) -> Dataset:
@@ -126,6 +141,7 @@ def load_dataset(data_path: str | Path | None, settings: Settings, latest: bool 
         timestamps=built[settings.columns.timestamp],
         X=features.feature_matrix(built, settings.columns),
         y=built[settings.columns.label].to_numpy(dtype=np.int8),
+        card_draw=card_draw(built, settings.columns, settings.seed),
     )
     print(
         f"dataset: {summary.rows_out} rows ({summary.rows_in - summary.rows_out} dropped), "

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 from tqdm import tqdm
 
@@ -69,7 +70,12 @@ def _threshold(dataset: Dataset, params: dict, settings: Settings) -> evaluate.T
     last = dataset.split.folds[-1]
     fit, validate = dataset.mask(last.fit), dataset.mask(last.validate)
     model = fit_forest(
-        params, settings.seed, settings.tuning.n_jobs, dataset.X[fit], dataset.y[fit]
+        params,
+        settings.seed,
+        settings.tuning.n_jobs,
+        dataset.X[fit],
+        dataset.y[fit],
+        settings.tuning.tree_rows,
     )
     y_score = model.predict_proba(dataset.X[validate])[:, 1]
     return evaluate.choose_threshold(
@@ -145,7 +151,12 @@ def _train_and_register(
         steps.update()
         train, test = dataset.mask(dataset.split.train), dataset.mask(dataset.split.test)
         model = fit_forest(
-            params, settings.seed, settings.tuning.n_jobs, dataset.X[train], dataset.y[train]
+            params,
+            settings.seed,
+            settings.tuning.n_jobs,
+            dataset.X[train],
+            dataset.y[train],
+            settings.tuning.tree_rows,
         )
         steps.update()
     with stages.stage("evaluation (metrics, serving cost, SHAP)"):
@@ -189,6 +200,7 @@ def _train_and_register(
             "pr_auc": best_trial.value,
             "roc_auc": best_trial.user_attrs.get("roc_auc"),
             "trials": len(study.trials),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             "study": study_name,
             "storage": storage,
         },
