@@ -2,8 +2,10 @@
 
 Shadow mode: the challenger scores the same rows in its own thread after the champion answered;
 a response never waits for it and never fails because of it (an error or a full queue is
-counted, the rows are not shadowed). Both models' scores go to the prediction log, so delayed
-labels give each its realized figures on the same transactions.
+counted, the rows are not shadowed). Requests that arrive while it scores wait together and are
+scored next as one batch, so the challenger costs one forest call per batch, not per request.
+Both models' scores go to the prediction log, so delayed labels give each its realized figures
+on the same transactions.
 
 Canary mode: a share of transactions is decided by the challenger, chosen by a hash of the
 transaction id (else the request id), so a retried transaction always meets the same model.
@@ -62,6 +64,17 @@ class ShadowStats:
         }
 
 
+@dataclass(frozen=True)
+class _Shadowed:
+    """One request's rows waiting for the challenger."""
+
+    matrix: np.ndarray
+    champion_scores: np.ndarray
+    request_id: str | None
+    protocol: str
+    transaction_ids: list | None
+
+
 @dataclass
 class Challenger:
     model: FraudModel
@@ -75,7 +88,9 @@ class Challenger:
 
     def __post_init__(self) -> None:
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="challenger")
-        self._queued = 0
+        self._waiting: list[_Shadowed] = []
+        self._queued = 0  # rows waiting or being scored
+        self._drain: asyncio.Task | None = None
 
     def routed(self, keys: Sequence[str]) -> np.ndarray:
         """Rows the challenger decides: its canary share (none in shadow mode)."""
@@ -83,26 +98,49 @@ class Challenger:
         return canary_share_of(keys, share)
 
     def shadow(self, matrix, champion_scores, request_id, protocol, transaction_ids) -> None:
-        """Score the rows off the response path (dropped and counted when too much waits)."""
+        """Queue the rows to be scored off the response path, with whatever else waits (dropped
+        and counted when too much waits)."""
         rows = len(matrix)
         if self._queued + rows > self.max_queued_rows:
             self.stats.dropped_rows += rows
             return
         self._queued += rows
-        future = asyncio.get_running_loop().run_in_executor(
-            self._engine, self.model.predict_proba, matrix
+        self._waiting.append(
+            _Shadowed(matrix, champion_scores, request_id, protocol, transaction_ids)
         )
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._score_waiting())
 
-        def done(finished: asyncio.Future) -> None:
-            self._queued -= rows
-            if finished.cancelled() or finished.exception() is not None:
-                self._failed(finished.exception())
-                return
-            self._record(
-                matrix, champion_scores, finished.result(), request_id, protocol, transaction_ids
-            )
-
-        future.add_done_callback(done)
+    async def _score_waiting(self) -> None:
+        """Score what waits as one batch, then what came meanwhile, until nothing waits."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                matrix = np.concatenate([item.matrix for item in batch])
+                try:
+                    scores = await loop.run_in_executor(
+                        self._engine, self.model.predict_proba, matrix
+                    )
+                except Exception as error:  # noqa: BLE001 - counted; answers never depend on it
+                    self._failed(error)
+                    continue
+                finally:
+                    self._queued -= len(matrix)
+                start = 0
+                for item in batch:
+                    end = start + len(item.matrix)
+                    self._record(
+                        item.matrix,
+                        item.champion_scores,
+                        scores[start:end],
+                        item.request_id,
+                        item.protocol,
+                        item.transaction_ids,
+                    )
+                    start = end
+        finally:
+            self._drain = None
 
     async def score(self, matrix, champion_scores, request_id, protocol, transaction_ids):
         """The challenger's scores, awaited (canary, or a request addressed to it); None when it

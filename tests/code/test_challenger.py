@@ -140,3 +140,44 @@ def test_a_slow_shadow_is_not_waited_for_and_a_failing_canary_falls_back(models,
     fallback = asyncio.run(canary.decide(_rows(4), "http", "req-4", ["a", "b", "c", "d"], True))
     assert fallback.tags == [champion.tag] * 4  # the champion decided; the failure was counted
     assert canary.challenger.stats.errors == 1
+
+
+def test_shadowed_requests_that_wait_together_are_scored_as_one_batch(models, monkeypatch):
+    champion, challenger = models
+    scorer, logged = _scorer(models, SHADOW)
+    scorer.challenger.max_queued_rows = 20
+    release = threading.Event()
+    calls = []
+    real = challenger.predict_proba
+
+    def slow(matrix):
+        calls.append(len(matrix))
+        release.wait(10)
+        return real(matrix)
+
+    monkeypatch.setattr(challenger, "predict_proba", slow)
+    requests = {f"req-{n}": _rows(rows) * (n + 1) / 10 for n, rows in enumerate([5, 3, 3, 3, 9])}
+
+    async def run():
+        answers = {}
+        for request_id, matrix in requests.items():
+            decided = await scorer.decide(matrix, "http", request_id, validated=True)
+            answers[request_id] = decided
+            await asyncio.sleep(0.05)  # the first batch is being scored, the others wait
+        release.set()
+        await asyncio.sleep(0.3)
+        return answers
+
+    answers = asyncio.run(run())
+    for request_id, matrix in requests.items():  # the champion answered every request
+        np.testing.assert_array_equal(
+            answers[request_id].probabilities, champion.predict_proba(matrix)
+        )
+    assert calls == [5, 9]  # one request alone, then the three that waited, in one call
+    stats = scorer.challenger.stats
+    assert stats.dropped_rows == 9 and stats.scored_rows == 14  # 5 + 9 over the bound of 20
+    assert [entry[3] for entry in logged] == ["req-0", "req-1", "req-2", "req-3"]
+    for matrix, scores, decisions, request_id, *_ in logged:
+        np.testing.assert_array_equal(matrix, requests[request_id])
+        np.testing.assert_array_equal(scores, real(requests[request_id]))
+        np.testing.assert_array_equal(decisions, scores >= challenger.threshold)
