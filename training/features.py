@@ -162,7 +162,7 @@ def build_features(table: pd.DataFrame, columns: ColumnsConfig, delay_days: int)
         computed[name] = table[name].to_numpy()
     result = table[keys].copy()
     for feature in feature_schema(columns, table):
-        result[feature.name] = np.asarray(computed[feature.name]).astype(feature.dtype)
+        result[feature.name] = np.asarray(computed[feature.name]).astype(feature.dtype, copy=False)
     return result
 
 

@@ -161,7 +161,7 @@ def features_table(rows: list[dict]) -> str:
 
 def training_table(rows: list[dict]) -> str:
     lines = [
-        "| payments | tuning | end to end s | features s | tuning s | final fit s | trials "
+        "| payments | tuning | end to end s | dataset s | tuning s | final fit s | trials "
         "(pruned) | validation PR-AUC | test PR-AUC | test ROC-AUC | peak GB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
