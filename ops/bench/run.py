@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
@@ -47,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 import model_store  # noqa: E402
+from ops.postgres import Cluster  # noqa: E402
 from ops.redis_server import RedisServer  # noqa: E402
 from serving.payment_scoring import payment_columns  # noqa: E402
 from serving.runtime import pinned_tag  # noqa: E402
@@ -115,9 +117,11 @@ class Server:
     command: list[str]
     ready_path: str
     predict_path: str
-    body_kind: str  # "rows", "v2" (MLServer's outputs), "oip" (fraud-bento's), "grpc" or
-    # "payments" (/score: a body a line, new payments each)
+    body_kind: str  # "rows", "v2" (MLServer's outputs), "oip" (fraud-bento's), "grpc",
+    # "payments" (/score: a body a line, new payments each) or "production" (/predict: a body a
+    # line, distinct test-period rows with new ids)
     env: dict[str, str] = field(default_factory=dict)
+    load_options: list[str] = field(default_factory=list)  # for the load generator
     pinned: bool = True
     prepare: Callable[[], None] | None = None  # before the server starts (a store, a backfill)
     cleanup: Callable[[], None] | None = None  # after it stopped
@@ -277,6 +281,44 @@ def score_server(name: str, scratch: Path, data: Path, bento_env: dict[str, str]
     )
 
 
+def _pin_to_load_generator(cluster: Cluster) -> None:
+    """A PostgreSQL's processes (and the backends it forks later) on the load generator's
+    cores, as a database on another machine would be: off the server's core."""
+    if not LOADGEN_PIN:
+        return
+    cores = sorted(os.sched_getaffinity(0) - {int(SERVER_CORES)})
+    postmaster = psutil.Process(
+        int((cluster.folder / "data" / "postmaster.pid").read_text().split()[0])
+    )
+    for process in [postmaster, *postmaster.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.cpu_affinity(cores)
+
+
+def production_server(bento_env: dict[str, str]) -> Server:
+    """/predict as production runs it: an API key required, the prediction log on PostgreSQL
+    (pinned with the load generator, as a database on another machine), and the load generator
+    sending the key, an X-Request-ID on each request and distinct test-period rows."""
+    key = secrets.token_urlsafe(24)
+    env = {**bento_env, "FRAUD_API_KEYS": key}
+    running: list[Cluster] = []
+
+    def prepare() -> None:
+        running.append(Cluster.start())
+        _pin_to_load_generator(running[0])
+        env["FRAUD_MONITORING__DATABASE_URL"] = running[0].url
+
+    def cleanup() -> None:
+        while running:
+            running.pop().__exit__(None, None, None)
+
+    options = ["--header", f"X-API-Key: {key}", "--request-ids"]
+    return Server(
+        "bento_production", BENTO, "/readyz", "/predict", "production", env, options,
+        prepare=prepare, cleanup=cleanup,
+    )  # fmt: skip
+
+
 def servers(
     names: list[str], scratch: Path, tag: str, challenger: str | None = None, data: Path = DATA
 ) -> list[Server]:
@@ -330,6 +372,8 @@ def servers(
         elif name == "bento_sklearn":
             env = {**bento_env, "FRAUD_SERVING__ENGINE": "sklearn"}
             made.append(Server(name, bento, "/readyz", "/predict", "rows", env))
+        elif name == "bento_production":
+            made.append(production_server(bento_env))
         elif name in ("bento_score", "bento_score_redis"):
             made.append(score_server(name, scratch, data, bento_env))
         elif name == "bento_2workers":  # one worker per core: not pinned, shares the cores
@@ -415,11 +459,40 @@ def payment_bodies(
     return made
 
 
+def production_bodies(
+    scratch: Path, sizes: tuple[int, ...], data: Path, requests: int = 40_000
+) -> dict[tuple[str, int], Path]:
+    """/predict bodies, one a line, as production sends them: distinct rows of the table's test
+    period (days no model was trained on), each with a new transaction id, `requests` rows in all
+    per size (the test period's rows in turn)."""
+    from training.dataset import load_dataset
+    from training.features import request_rows
+
+    settings = load_settings()
+    dataset = load_dataset(data, settings)
+    rows = request_rows(dataset.features.loc[dataset.mask(dataset.split.test)], settings.columns)
+    made = {}
+    for size in sizes:
+        lines = []
+        for first in range(0, requests, size):
+            batch = [
+                rows[(first + i) % len(rows)] | {"transaction_id": f"prod-{size}-{first + i}"}
+                for i in range(size)
+            ]
+            lines.append(json.dumps({"transactions": batch}))
+        path = scratch / f"production-{size}.body"
+        path.write_text("\n".join(lines))
+        made[("production", size)] = path
+    return made
+
+
 def load(server: Server, body: Path, mode: str, value: float, seconds: float) -> dict:
-    grpc = {"grpc": ["--grpc"], "payments": ["--lines"]}.get(server.body_kind, [])
+    kind = {"grpc": ["--grpc"], "payments": ["--lines"], "production": ["--lines"]}
     result = subprocess.run(
         [*LOADGEN_PIN, sys.executable, str(BENCH / "loadgen.py"), server.target, str(body)]
-        + [f"--{mode}", str(value), "--seconds", str(seconds), *grpc],
+        + [f"--{mode}", str(value), "--seconds", str(seconds)]
+        + kind.get(server.body_kind, [])
+        + server.load_options,
         capture_output=True,
         text=True,
         check=True,
@@ -485,6 +558,52 @@ def measure(server: Server, body: Path, size: int, profile: Profile) -> dict:
     }
 
 
+# What monitoring did with the rows a side scored (its /metrics counters, whole run).
+MONITORING_COUNTERS = {
+    "scored_rows": "fraud_decisions",
+    "profiling_dropped_rows": "fraud_profiling_dropped_rows",
+    "prediction_log_dropped_rows": "fraud_prediction_log_dropped_rows",
+}
+
+
+def monitoring_counts(server: Server) -> dict | None:
+    """Rows scored and rows monitoring dropped on this side, from its /metrics (None for a
+    server without fraud-bento's metrics). Read after a pause: the monitoring process reports
+    its drops to the worker asynchronously."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    time.sleep(2.0)
+    try:
+        answer = httpx.get(server.url("/metrics"), timeout=5)
+    except httpx.HTTPError:
+        return None
+    counts = {}
+    for family in text_string_to_metric_families(answer.text if answer.is_success else ""):
+        for key, metric in MONITORING_COUNTERS.items():
+            if family.name == metric:
+                counts[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return counts if "scored_rows" in counts else None
+
+
+def monitoring_table(monitoring: dict) -> str:
+    rows = [(name, counts) for name, counts in monitoring.items() if counts]
+    if not rows:
+        return ""
+    lines = [
+        "\nMonitoring's work per side (whole run): a side that drops rows is not free",
+        "",
+        "| server | rows scored | profiling dropped | prediction log dropped |",
+        "|---|---|---|---|",
+    ]
+    for name, counts in rows:
+        lines.append(
+            f"| {name} | {counts['scored_rows']:,.0f} "
+            f"| {counts.get('profiling_dropped_rows', 0):,.0f} "
+            f"| {counts.get('prediction_log_dropped_rows', 0):,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def _ratio(value: float, base: float | None) -> str:
     return f"{value / base:.1f}" if base else "-"
 
@@ -519,6 +638,10 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
+def _lost(on: float, off: float) -> str:
+    return f"{100 * (1 - on / off):+.1f}%" if off else "-"
+
+
 def overhead(results: dict, sizes: tuple[int, ...], side: str, base: str, what: str) -> str:
     """Both sides of a cost: the same server with (`side`) and without it (`base`), run back to
     back in one run."""
@@ -529,17 +652,19 @@ def overhead(results: dict, sizes: tuple[int, ...], side: str, base: str, what: 
     lines = [
         f"\n{what} against {base}",
         "",
-        "| server | rows/request | closed-loop req/s on / off | throughput lost | "
-        "CPU s/1000 req on / off | CPU cost |",
-        "|---|---|---|---|---|---|",
+        "| server | rows/request | held req/s on / off | held rate lost | "
+        "closed-loop req/s on / off | throughput lost | CPU s/1000 req on / off | CPU cost |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (name, on), size in ((side, size) for side in sides for size in sizes):
         with_, without = on[str(size)], off[str(size)]
+        held_on, held_off = (min(r["max_sustained_rps"].values()) for r in (with_, without))
         rps_on, rps_off = (r["closed_loop"]["throughput_rps"] for r in (with_, without))
         cpu_on, cpu_off = (r["cpu_s_per_1000_requests"] for r in (with_, without))
         lines.append(
-            f"| {name} | {size} | {rps_on:.0f} / {rps_off:.0f} "
-            f"| {100 * (1 - rps_on / rps_off):+.1f}% "
+            f"| {name} | {size} | {held_on:.0f} / {held_off:.0f} "
+            f"| {_lost(held_on, held_off)} | {rps_on:.0f} / {rps_off:.0f} "
+            f"| {_lost(rps_on, rps_off)} "
             f"| {cpu_on:.2f} / {cpu_off:.2f} | {100 * (cpu_on / cpu_off - 1):+.1f}% |"
         )
     return "\n".join(lines)
@@ -566,7 +691,7 @@ def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
 
 DEFAULT_SERVERS = (
     "ceiling,bentoml_constant,bentoml_constant_lean,seed,mlserver,bento,bento_unmonitored,"
-    "bento_oip,bento_grpc,bento_2workers,bento_score,bento_score_redis"
+    "bento_production,bento_oip,bento_grpc,bento_2workers,bento_score,bento_score_redis"
 )
 
 
@@ -592,6 +717,8 @@ def main() -> None:
     names = args.servers.split(",")
     if any(name.startswith("bento_score") for name in names):
         request_bodies |= payment_bodies(scratch, profile.sizes, args.data, tag)
+    if "bento_production" in names:
+        request_bodies |= production_bodies(scratch, profile.sizes, args.data)
     machine = {
         "cores": os.cpu_count(),
         "pinning": PINNING,
@@ -604,6 +731,7 @@ def main() -> None:
     }
     print(json.dumps(machine), flush=True)
     results: dict = {}
+    monitoring: dict = {}
     for server in servers(names, scratch, tag, args.challenger, args.data):
         server.start(scratch / f"{server.name}.log")
         try:
@@ -617,12 +745,13 @@ def main() -> None:
                     f"closed-loop {row['closed_loop']['throughput_rps']:.0f} req/s",
                     flush=True,
                 )
+            monitoring[server.name] = monitoring_counts(server)
         finally:
             server.stop()
     if "mlserver" in results:
         machine["versions"]["mlserver"] = MLSERVER_PACKAGES[0].split("==")[1]
     (args.out / "results.json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=2)
+        json.dumps({"machine": machine, "results": results, "monitoring": monitoring}, indent=2)
     )
     markdown = (
         table(results, profile.sizes)
@@ -634,6 +763,14 @@ def main() -> None:
             "Monitoring overhead (request profiling + prediction log)",
         )
         + overhead(results, profile.sizes, "bento_shadow", "bento", "Shadow challenger cost")
+        + overhead(
+            results,
+            profile.sizes,
+            "bento_production",
+            "bento",
+            "Production-like traffic (API key, X-Request-ID, distinct rows, PostgreSQL log)",
+        )
+        + monitoring_table(monitoring)
     )
     print(markdown)
     (args.out / "results.md").write_text(markdown + "\n")

@@ -1,5 +1,5 @@
-"""The benchmark's quick path at a tiny size: it runs (/score on Redis included), and writes its
-JSON, table and plot."""
+"""The benchmark's quick path at a tiny size: it runs (/score on Redis and the production-like
+side on PostgreSQL included), and writes its JSON, table and plot."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_smoke(served_tag, tmp_path):
     out = tmp_path / "bench"
-    servers = {"ceiling", "seed", "bento", "bento_unmonitored", "bento_grpc", "bento_score_redis"}
+    servers = {
+        "ceiling",
+        "seed",
+        "bento",
+        "bento_unmonitored",
+        "bento_production",
+        "bento_grpc",
+        "bento_score_redis",
+    }
     result = run_ops_script(
         "run.py",
         "--profile",
@@ -47,4 +55,9 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert tables.count("| bento_score_redis |") == 2
     assert "× seed" in tables
     assert overhead.count("| bento | 1 | ") == 1 and overhead.count("| bento | 100 | ") == 1
+    # production-like: the API key accepted (no errors above), beside the plain side
+    assert overhead.count("| bento_production | 100 | ") == 1
     assert (out / "p99_vs_rate.png").stat().st_size > 1000
+    counts = report["monitoring"]  # what monitoring did with each fraud-bento side's rows
+    assert counts["ceiling"] is None and counts["bento"]["scored_rows"] > 0
+    assert "| bento_production |" in overhead.split("Monitoring's work per side")[1]
