@@ -577,8 +577,10 @@ def monitoring_counts(server: Server) -> dict | None:
         answer = httpx.get(server.url("/metrics"), timeout=5)
     except httpx.HTTPError:
         return None
+    if not answer.headers.get("content-type", "").startswith("text/plain"):
+        return None  # not Prometheus's exposition (a server answering every path alike)
     counts = {}
-    for family in text_string_to_metric_families(answer.text if answer.is_success else ""):
+    for family in text_string_to_metric_families(answer.text):
         for key, metric in MONITORING_COUNTERS.items():
             if family.name == metric:
                 counts[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
