@@ -121,8 +121,8 @@ def write_payment_features(
     rows = 0
     with _engine() as engine, contextlib.ExitStack() as stack:
         payments = engine.read_parquet(str(source))
-        missing = {setting: name for setting, name in columns.roles().items()}
-        missing = {s: n for s, n in missing.items() if n not in payments.columns}
+        roles = columns.roles().items()
+        missing = {setting: name for setting, name in roles if name not in payments.columns}
         if missing:
             named = ", ".join(f"{setting} = '{name}'" for setting, name in missing.items())
             raise ValueError(f"{source} has no column for {named}: set those columns")
