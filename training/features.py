@@ -90,9 +90,7 @@ def payment_features(
     features = {
         feature.name: np.empty(len(table), feature.dtype) for feature in ENGINEERED_FEATURES
     }
-    frame = table[
-        [columns.timestamp, columns.customer_id, columns.terminal_id, columns.amount, columns.label]
-    ].assign(**{POSITION: np.arange(len(table))})
+    frame = table.assign(**{POSITION: np.arange(len(table))})  # copy-on-write: no data copied
     with _engine() as engine:
         engine.register("payments_in", frame)
         answer = engine.sql(aggregates_query("payments_in", columns, delay_days))
