@@ -114,8 +114,7 @@ def write_payment_features(
     schema order (and `extra_features` as they are). Returns the rows written."""
     if not columns.payment_features:
         raise ValueError("columns.payment_features is off: the table already holds its features")
-    keep = [columns.transaction_id, columns.timestamp, columns.customer_id, columns.label]
-    keep += columns.extra_features
+    keys = [columns.transaction_id, columns.timestamp, columns.customer_id, columns.label]
     rows = 0
     with _engine() as engine, contextlib.ExitStack() as stack:
         payments = engine.read_parquet(str(source))
@@ -125,14 +124,16 @@ def write_payment_features(
             named = ", ".join(f"{setting} = '{name}'" for setting, name in missing.items())
             raise ValueError(f"{source} has no column for {named}: set those columns")
         payments.create_view("payments_in")
-        answer = engine.sql(aggregates_query("payments_in", columns, delay_days, keep=keep))
+        answer = engine.sql(
+            aggregates_query("payments_in", columns, delay_days, keep=keys + columns.extra_features)
+        )
         writer = None
         for chunk in answer.to_arrow_reader(CHUNK_ROWS):
             computed = features_from(
                 aggregates_from({name: chunk.column(name).to_numpy() for name in AGGREGATES})
             )
             part = pa.table(
-                {name: chunk.column(name) for name in keep[:4]}
+                {name: chunk.column(name) for name in keys}
                 | {f.name: computed[f.name].astype(f.dtype) for f in ENGINEERED_FEATURES}
                 | {name: chunk.column(name) for name in columns.extra_features}
             )
