@@ -170,6 +170,7 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
         process_config,
         model_store.load_reference_profile(stored),
         max_queued_rows=config.max_queued_rows,
+        log_sample=config.log_sample,
         listeners=Listeners(
             on_drift=metrics.record_drift,
             on_realized=metrics.record_realized,

@@ -305,6 +305,14 @@ class MonitoringConfig(BaseModel):
     feedback_db: Path | None = Field(
         None, description="Prediction log joined with labels (default: <directory>/feedback.db)."
     )
+    log_sample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of requests written to the prediction log, chosen by a hash of the "
+        "request id (a retry is logged, or not, like its first attempt); labels of requests left "
+        "out come back unknown. Below 1 only when every row costs too much (docs/monitoring.md).",
+    )
     database_url: str | None = Field(
         None,
         description="PostgreSQL URL of a prediction log shared by every replica (instead of the "

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,12 @@ class MonitorClient:
         *,
         max_queued_rows: int,
         listeners: Listeners,
+        log_sample: float = 1.0,
     ):
         self._config = config
         self._reference = reference
         self._max_rows = max_queued_rows
+        self._log_below = log_sample * 2**32  # request ids hashing below it are logged
         self._listeners = listeners
         self._pending = channel.ScoredBatch()
         self._process: subprocess.Popen | None = None
@@ -110,9 +113,12 @@ class MonitorClient:
         transaction_ids,
         hand_off_now: bool = False,
     ) -> None:
-        """Queue one scored request for profiling (and the prediction log, with a request id).
-        `hand_off_now`: write it to the monitoring process's socket at once, not at the next
-        periodic hand-off (the kernel keeps what was written even if this worker dies)."""
+        """Queue one scored request for profiling (and the prediction log, with a request id
+        in the log's sample). `hand_off_now`: write it to the monitoring process's socket at
+        once, not at the next periodic hand-off (the kernel keeps what was written even if this
+        worker dies)."""
+        if request_id is not None and zlib.crc32(request_id.encode()) >= self._log_below:
+            request_id, hand_off_now = None, False  # profiled only
         rows = len(scores)
         if not self.connected or self._pending.rows + rows > self._max_rows:
             self._dropped(rows)

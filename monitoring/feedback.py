@@ -128,6 +128,7 @@ class FeedbackStore:
         realized_refresh_s: float = 60.0,
         on_realized: Callable[[RealizedPerformance], None] = lambda realized: None,
         on_drop: Callable[[int], None] = lambda rows: None,
+        on_written: Callable[[int], None] = lambda rows: None,
         on_labels: Callable[[FeedbackResult], None] = lambda result: None,
         on_state: Callable[[str], None] = lambda state: None,
         challenger_tag: str | None = None,
@@ -141,6 +142,7 @@ class FeedbackStore:
         self._refresh_s = realized_refresh_s
         self._on_realized = on_realized
         self._on_drop = on_drop
+        self._on_written = on_written
         # waiting in the queue or for the database to come back
         self._budget = RowBudget(max_queued_rows, on_drop)
         self._on_labels = on_labels
@@ -254,7 +256,7 @@ class FeedbackStore:
                 strict=True,
             )
         try:
-            self.log.insert(rows)
+            self._on_written(self.log.insert(rows))
         except LogUnavailable as error:
             self._set_state(DEGRADED, error)
             return  # kept, and counted against the bound, until the database is back

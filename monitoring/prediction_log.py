@@ -19,15 +19,27 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 # v1 had no uniqueness: a retried request was logged once per attempt. v2 did not record the
-# endpoint (rows migrated from it have none).
-SCHEMA_VERSION = 3
+# endpoint (rows migrated from it have none). v3 kept a transaction index and a uniqueness index
+# beside each other (two index entries a row where one serves both).
+SCHEMA_VERSION = 4
 COLUMNS = (
     "request_id, position, request_rows, transaction_id, model_tag, score, decision, scored_at,"
     " endpoint"
 )
-# Indexes cost ~1.5 us per inserted row each, so only what label lookups need is indexed:
-# every transaction id, the first row of each request, and labelled rows by time; the unique
-# index makes a retried request's rows conflict with the first attempt's.
+# Each index entry costs about as much as the row itself (ops/bench/prediction_log.py), so a
+# logged row has one: the uniqueness of rows with a transaction id, transaction id first, which
+# label lookups by transaction id use too. Rows without one are unique by request and position;
+# a request's first row is indexed for labels by request id; labelled rows by time (no entry
+# until labelled). Retried requests' rows conflict with the first attempt's and are skipped.
+INDEXES = [
+    "CREATE UNIQUE INDEX IF NOT EXISTS logged_once_by_transaction ON predictions"
+    " (transaction_id, model_tag, request_id, position) WHERE transaction_id IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS logged_once_without_transaction ON predictions"
+    " (request_id, position, model_tag) WHERE transaction_id IS NULL",
+    "CREATE INDEX IF NOT EXISTS requests_by_id ON predictions (request_id) WHERE position = 0",
+    "CREATE INDEX IF NOT EXISTS labelled_by_time ON predictions (model_tag, scored_at)"
+    " WHERE label IS NOT NULL",
+]
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS predictions (
         request_id TEXT NOT NULL,
@@ -43,16 +55,12 @@ SCHEMA = [
         labelled_at DOUBLE PRECISION,
         endpoint TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS predictions_by_transaction ON predictions (transaction_id)",
-    "CREATE INDEX IF NOT EXISTS requests_by_id ON predictions (request_id) WHERE position = 0",
-    "CREATE INDEX IF NOT EXISTS labelled_by_time ON predictions (model_tag, scored_at)"
-    " WHERE label IS NOT NULL",
-    "CREATE UNIQUE INDEX IF NOT EXISTS scored_once ON predictions"
-    " (request_id, position, COALESCE(transaction_id, ''), model_tag)",
+    *INDEXES,
 ]
 ROW_VALUES = 9
 INSERT_CHUNK_ROWS = 3600  # 9 values a row: within SQLite's 32,766 and PostgreSQL's 65,535
 ADD_ENDPOINT = "ALTER TABLE predictions ADD COLUMN endpoint TEXT"  # v2 -> v3
+V3_INDEXES = ("scored_once", "predictions_by_transaction")  # v3 -> v4: replaced by INDEXES
 
 
 LABEL_BY_TRANSACTION = (
@@ -165,12 +173,17 @@ class PredictionLog:
             cursor.execute(
                 self._sql(
                     "SELECT a.label, a.score, b.score FROM predictions a JOIN predictions b"
-                    " ON a.request_id = b.request_id AND a.position = b.position"
-                    " AND COALESCE(a.transaction_id, '') = COALESCE(b.transaction_id, '')"
-                    " WHERE a.model_tag = ? AND b.model_tag = ? AND a.label IS NOT NULL"
+                    " ON b.transaction_id = a.transaction_id AND b.model_tag = ?"
+                    " AND b.request_id = a.request_id AND b.position = a.position"
+                    " WHERE a.model_tag = ? AND a.label IS NOT NULL AND a.scored_at >= ?"
+                    " UNION ALL"
+                    " SELECT a.label, a.score, b.score FROM predictions a JOIN predictions b"
+                    " ON b.request_id = a.request_id AND b.position = a.position"
+                    " AND b.model_tag = ? AND b.transaction_id IS NULL"
+                    " WHERE a.transaction_id IS NULL AND a.model_tag = ? AND a.label IS NOT NULL"
                     " AND a.scored_at >= ?"
                 ),
-                (champion_tag, challenger_tag, since),
+                (challenger_tag, champion_tag, since) * 2,
             )
             return cursor.fetchall()
 
@@ -215,6 +228,9 @@ class SqliteLog(PredictionLog):
                 )
             if exists and version in (1, 2):
                 cursor.execute(ADD_ENDPOINT)
+            if exists and version in (1, 2, 3):
+                for index in V3_INDEXES:
+                    cursor.execute(f"DROP INDEX IF EXISTS {index}")
             elif exists and version != SCHEMA_VERSION:
                 raise IncompatibleLog(
                     f"{path}: prediction log schema {version}, this service writes"
@@ -279,6 +295,9 @@ class PostgresLog(PredictionLog):
             found = cursor.fetchone()
             if found is not None and found[0] == 2:
                 cursor.execute(ADD_ENDPOINT)
+            if found is not None and found[0] in (2, 3):
+                for index in V3_INDEXES:
+                    cursor.execute(f"DROP INDEX IF EXISTS {index}")
                 cursor.execute("UPDATE prediction_log_schema SET version = %s", (SCHEMA_VERSION,))
             elif found is not None and found[0] != SCHEMA_VERSION:
                 raise IncompatibleLog(

@@ -141,6 +141,7 @@ class RequestProfiler:
         max_rows_per_s: float,
         on_report: Callable[[DriftReport], None] = lambda report: None,
         on_drop: Callable[[int], None] = lambda rows: None,
+        on_profiled: Callable[[int], None] = lambda rows: None,
     ):
         self._reference = reference
         self._features = features
@@ -153,6 +154,7 @@ class RequestProfiler:
         self._last_profiled = time.monotonic()
         self._rng = np.random.default_rng()
         self._on_report = on_report
+        self._on_profiled = on_profiled
         self._budget = RowBudget(max_queued_rows, on_drop)
         self._queue: queue.Queue = queue.Queue()
         self._window: profiles.ProfileView | None = None
@@ -220,6 +222,7 @@ class RequestProfiler:
             view = profiles.profile(sample)
             self._window = view if self._window is None else self._window.merge(view)
             self._window_rows += len(sample)
+            self._on_profiled(len(sample))
 
     def _run(self) -> None:
         while not self._stop.wait(PROFILE_EVERY_S):

@@ -48,6 +48,7 @@ class Sidecar:
             max_rows_per_s=config.profile_max_rows_per_s,
             on_report=lambda report: self._send(channel.Drift(report.as_dict())),
             on_drop=lambda rows: self._send(channel.Counted("fraud_profiling_dropped_rows", rows)),
+            on_profiled=lambda rows: self._send(channel.Counted("fraud_profiled_rows", rows)),
         )
         self._status_sent: dict | None = None
         self.feedback: FeedbackStore | None = None
@@ -69,6 +70,9 @@ class Sidecar:
                 on_realized=lambda realized: self._send(channel.Realized(realized)),
                 on_drop=lambda rows: self._send(
                     channel.Counted("fraud_prediction_log_dropped_rows", rows)
+                ),
+                on_written=lambda rows: self._send(
+                    channel.Counted("fraud_prediction_log_rows", rows)
                 ),
                 on_state=lambda state: self.send_status(),
                 challenger_tag=config.challenger_tag,

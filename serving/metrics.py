@@ -91,6 +91,14 @@ SECURITY_REFUSALS = _counter(
     "Requests refused before scoring: unauthenticated, rate_limited, too_large.",
     labels=["protocol", "reason"],
 )
+PROFILED = _counter(
+    "fraud_profiled_rows",
+    "Scored rows profiled (the rest sampled out past profile_max_rows_per_s, or dropped).",
+)
+PREDICTION_LOG_WRITTEN = _counter(
+    "fraud_prediction_log_rows",
+    "Rows written to the prediction log (a retried request's rows once).",
+)
 PREDICTION_LOG_DROPPED = _counter(
     "fraud_prediction_log_dropped_rows",
     "Scored rows not written to the prediction log (queue full or store error).",
@@ -204,6 +212,8 @@ def observe_loop(lags: list[float], gc_pauses: list[tuple[float, int]]) -> None:
 COUNTED = {
     "fraud_profiling_dropped_rows": PROFILING_DROPPED,
     "fraud_prediction_log_dropped_rows": PREDICTION_LOG_DROPPED,
+    "fraud_profiled_rows": PROFILED,
+    "fraud_prediction_log_rows": PREDICTION_LOG_WRITTEN,
 }
 
 

@@ -561,7 +561,9 @@ def measure(server: Server, body: Path, size: int, profile: Profile) -> dict:
 # What monitoring did with the rows a side scored (its /metrics counters, whole run).
 MONITORING_COUNTERS = {
     "scored_rows": "fraud_decisions",
+    "profiled_rows": "fraud_profiled_rows",
     "profiling_dropped_rows": "fraud_profiling_dropped_rows",
+    "logged_rows": "fraud_prediction_log_rows",
     "prediction_log_dropped_rows": "fraud_prediction_log_dropped_rows",
 }
 
@@ -594,14 +596,23 @@ def monitoring_table(monitoring: dict) -> str:
     lines = [
         "\nMonitoring's work per side (whole run): a side that drops rows is not free",
         "",
-        "| server | rows scored | profiling dropped | prediction log dropped |",
-        "|---|---|---|---|",
+        "| server | rows scored | profiled (sampled) | profiling dropped | logged "
+        "| prediction log dropped |",
+        "|---|---|---|---|---|---|",
     ]
     for name, counts in rows:
         lines.append(
             f"| {name} | {counts['scored_rows']:,.0f} "
-            f"| {counts.get('profiling_dropped_rows', 0):,.0f} "
-            f"| {counts.get('prediction_log_dropped_rows', 0):,.0f} |"
+            + "".join(
+                f"| {counts.get(key, 0):,.0f} "
+                for key in (
+                    "profiled_rows",
+                    "profiling_dropped_rows",
+                    "logged_rows",
+                    "prediction_log_dropped_rows",
+                )
+            )
+            + "|"
         )
     return "\n".join(lines)
 

@@ -13,7 +13,12 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 from monitoring.feedback import DEGRADED, FeedbackStore, Label, ScoredRequest
-from monitoring.prediction_log import IncompatibleLog, PostgresLog, SqliteLog
+from monitoring.prediction_log import (
+    SCHEMA_VERSION,
+    IncompatibleLog,
+    PostgresLog,
+    SqliteLog,
+)
 from tests.conftest import fresh_database
 
 TAG = "fraud_rf:test"
@@ -170,7 +175,7 @@ def test_a_version_1_sqlite_log_is_migrated_keeping_one_row_per_retry(tmp_path):
     assert log.count() == 2
     log.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def _a_version_2_log(place) -> None:
@@ -223,6 +228,66 @@ def test_a_version_2_log_gains_the_endpoint_and_keeps_its_rows(log_place):
     assert _endpoints(log_place) == {"t1": None, "t2": None, "t3": "score"}
 
 
+def _run(place, statements: list[str]) -> list[tuple]:
+    """Run statements on the log's database; the last one's rows."""
+    connect = sqlite3.connect if isinstance(place, Path) else psycopg.connect
+    with connect(place) as db:
+        for statement in statements[:-1]:
+            db.execute(statement)
+        return db.execute(statements[-1]).fetchall()
+
+
+def test_a_version_3_log_keeps_its_rows_with_one_index_entry_a_row(log_place):
+    """v3 kept a transaction index beside the uniqueness index; v4 has one index that does
+    both: a migrated log keeps its rows, refuses a retry's rows and finds labels by id."""
+    now = time.time()
+    v3 = [
+        "CREATE TABLE predictions (request_id TEXT NOT NULL, position INTEGER NOT NULL,"
+        " request_rows INTEGER NOT NULL, transaction_id TEXT, model_tag TEXT NOT NULL,"
+        " score DOUBLE PRECISION NOT NULL, decision SMALLINT NOT NULL,"
+        " scored_at DOUBLE PRECISION NOT NULL, label SMALLINT, label_time DOUBLE PRECISION,"
+        " labelled_at DOUBLE PRECISION, endpoint TEXT)",
+        "CREATE INDEX predictions_by_transaction ON predictions (transaction_id)",
+        "CREATE UNIQUE INDEX scored_once ON predictions"
+        " (request_id, position, COALESCE(transaction_id, ''), model_tag)",
+        "INSERT INTO predictions"  # noqa: S608 - the test's own constants
+        " (request_id, position, request_rows, transaction_id, model_tag, score, decision,"
+        f" scored_at, endpoint) VALUES ('r1', 0, 2, 't1', '{TAG}', 0.9, 1, {now}, 'http'),"
+        f" ('r1', 1, 2, NULL, '{TAG}', 0.2, 0, {now}, 'http')",
+    ]
+    if isinstance(log_place, Path):
+        _run(log_place, [*v3, "PRAGMA user_version = 3"])
+    else:
+        schema = "CREATE TABLE prediction_log_schema (version INTEGER NOT NULL)"
+        _run(log_place, [*v3, schema, "INSERT INTO prediction_log_schema VALUES (3)", "SELECT 1"])
+    store = _store(log_place)
+    store.record(_scored("r1", [0.9, 0.2], ["t1", None]))  # a retry of r1: both rows known
+    store.record(_scored("r2", [0.4], ["t2"]))
+    result = store.submit_labels(
+        [Label(True, transaction_id="t1"), Label(False, transaction_id="t2")]
+    ).result(timeout=10)
+    store.close()
+    assert result.matched == 2
+    log = _open(log_place)
+    assert log.count() == 3
+    log.close()
+    if isinstance(log_place, Path):
+        names = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'predictions'"
+        plan = _run(
+            log_place,
+            ["EXPLAIN QUERY PLAN UPDATE predictions SET label = 1 WHERE transaction_id = 't1'"],
+        )
+        assert "logged_once_by_transaction" in str(plan)
+    else:
+        names = "SELECT indexname FROM pg_indexes WHERE tablename = 'predictions'"
+    assert {name for (name,) in _run(log_place, [names])} == {
+        "logged_once_by_transaction",
+        "logged_once_without_transaction",
+        "requests_by_id",
+        "labelled_by_time",
+    }
+
+
 def test_a_postgres_log_of_another_version_is_refused(pg_url):
     PostgresLog(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as db:
@@ -255,3 +320,33 @@ def test_postgres_down_rows_wait_then_resume_with_nothing_lost(postgres, pg_url)
     store.close()
     assert result.matched == 1
     assert store.realized.labelled == 2  # b1, committed before the outage, and d1
+
+
+def test_paired_labels_pair_each_labelled_row_with_the_challengers_score_of_it(log_place):
+    """By transaction id when the request named one, else by request and position."""
+    log = _open(log_place)
+    now = time.time()
+    challenger = "fraud_rf:challenger"
+
+    def row(request, position, transaction, tag, score):
+        return (request, position, 2, transaction, tag, score, int(score >= 0.5), now, "http")
+
+    log.insert(
+        [
+            row("r1", 0, "t1", TAG, 0.9),
+            row("r1", 1, None, TAG, 0.2),
+            row("r1", 0, "t1", challenger, 0.8),
+            row("r1", 1, None, challenger, 0.3),
+            row("r2", 0, "t2", TAG, 0.6),  # the challenger did not score it: not paired
+        ]
+    )
+    log.label_transactions([("t1", 1, now, now), ("t2", 0, now, now)])
+    log.label_requests([("r1", 0, now, now)])  # two rows: ambiguous, nothing labelled
+    with log._transaction() as cursor:  # a label on the row without a transaction id
+        cursor.execute(
+            log._sql("UPDATE predictions SET label = 0 WHERE request_id = ? AND position = 1"),
+            ("r1",),
+        )
+    pairs = sorted(log.paired_labels(TAG, challenger, now - 60))
+    log.close()
+    assert pairs == [(0, pytest.approx(0.2), pytest.approx(0.3)), (1, 0.9, pytest.approx(0.8))]

@@ -104,10 +104,8 @@ def test_a_full_hand_off_drops_and_counts_and_never_waits(tmp_path):
 
     elapsed = asyncio.run(run())
     # whole requests: 3 fit (9 rows), 5 are dropped, neither profiled nor logged
-    assert drops.rows == {
-        "fraud_profiling_dropped_rows": 15,
-        "fraud_prediction_log_dropped_rows": 15,
-    }
+    assert drops.rows["fraud_profiling_dropped_rows"] == 15
+    assert drops.rows["fraud_prediction_log_dropped_rows"] == 15
     assert elapsed < 0.05
 
 
@@ -152,3 +150,34 @@ def test_a_process_of_another_channel_version_refuses_by_name(tmp_path):
     ours.close()
     assert process.returncode != 0
     assert f"channel version {channel.VERSION - 1} from the worker" in stderr
+
+
+def test_a_sampled_log_keeps_a_share_of_requests_the_same_on_retries_and_profiles_all(tmp_path):
+    counts = Drops()
+
+    async def run():
+        client = MonitorClient(
+            _config(tmp_path),
+            None,
+            max_queued_rows=100_000,
+            listeners=Listeners(on_count=counts),
+            log_sample=0.5,
+        )
+        await client.start()
+        written = []
+        for _attempt in range(2):  # every request retried once, same id and transactions
+            for index in range(200):
+                _record(client, f"r{index}", [f"t{index}-0", f"t{index}-1"], [0.9, 0.1])
+            await asyncio.sleep(1.0)  # handed over and written
+            written.append(counts.rows.get("fraud_prediction_log_rows", 0))
+        await _until(lambda: counts.rows.get("fraud_profiled_rows", 0) == 800)
+        labels = [Label(True, transaction_id=f"t{index}-0") for index in range(200)]
+        result = await client.submit_labels(labels)
+        await client.close()
+        return written, result
+
+    written, result = asyncio.run(run())
+    assert 60 <= result.matched <= 140  # about half of the requests
+    assert written == [2 * result.matched] * 2  # each whole; its retry left out or skipped
+    assert len(result.unknown) == 200 - result.matched
+    assert "fraud_prediction_log_dropped_rows" not in counts.rows  # left out is not dropped
