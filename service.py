@@ -262,11 +262,11 @@ class FraudDetector:
             CHALLENGER_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
         )
 
-        def scored(matrix, scores, decisions, request_id, protocol, transaction_ids) -> None:
+        def scored(scores, decisions, request_id, protocol, transaction_ids) -> None:
             traffic.TALLY.add_scores(CHALLENGER_TAG, scores, int(decisions.sum()))
-            if SETTINGS.monitoring.enabled:
+            if SETTINGS.monitoring.enabled:  # logged, not profiled: the features are served ones
                 self.monitor.record(
-                    matrix, scores, decisions, request_id, CHALLENGER_TAG, protocol, transaction_ids
+                    None, scores, decisions, request_id, CHALLENGER_TAG, protocol, transaction_ids
                 )
 
         metrics.record_roles(

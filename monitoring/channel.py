@@ -21,7 +21,7 @@ import numpy as np
 
 from monitoring.feedback import FeedbackResult, Label, RealizedPerformance
 
-VERSION = 2
+VERSION = 3
 HEADER = struct.Struct(">I")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -48,13 +48,15 @@ class ProcessConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestSpan(msgspec.Struct, array_like=True, frozen=True):
-    """One request's rows in a scored batch."""
+    """One request's rows in a scored batch; `profiled`: its feature rows are in the batch's
+    matrix (a challenger's scores of rows the champion served come without them)."""
 
     request_id: str | None
     rows: int
     model_tag: str
     endpoint: str
     scored_at: float
+    profiled: bool
 
 
 # The worker to its monitoring process.
@@ -65,7 +67,7 @@ class Start(msgspec.Struct, tag=True):
 
 
 class Scored(msgspec.Struct, tag=True):
-    matrix: bytes
+    matrix: bytes  # the feature rows of the profiled requests only
     scores: bytes
     decisions: bytes
     requests: list[RequestSpan]
@@ -151,17 +153,23 @@ class ScoredBatch:
     def add(
         self, matrix, scores, decisions, request_id, model_tag, endpoint, scored_at, ids
     ) -> None:
-        self.matrices.append(matrix)
+        """One request; `matrix` None: not to be profiled."""
+        if matrix is not None:
+            self.matrices.append(matrix)
         self.scores.append(scores)
         self.decisions.append(decisions)
-        self.requests.append(RequestSpan(request_id, len(scores), model_tag, endpoint, scored_at))
+        self.requests.append(
+            RequestSpan(
+                request_id, len(scores), model_tag, endpoint, scored_at, matrix is not None
+            )
+        )
         self.transaction_ids += ids if ids is not None else [None] * len(scores)
         self.rows += len(scores)
 
     def to_message(self) -> bytes:
         return frame(
             Scored(
-                np.concatenate(self.matrices).astype(np.float32, copy=False).tobytes(),
+                b"".join(m.astype(np.float32, copy=False).tobytes() for m in self.matrices),
                 np.concatenate(self.scores).astype(np.float32, copy=False).tobytes(),
                 np.concatenate(self.decisions).astype(np.bool_, copy=False).tobytes(),
                 self.requests,

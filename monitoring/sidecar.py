@@ -36,7 +36,6 @@ class Sidecar:
         self._sock = sock
         self._send_lock = threading.Lock()
         self._features = config.features
-        self._model_tag = config.model_tag
         self.profiler = RequestProfiler(
             reference=profiles.from_bytes(reference) if reference is not None else None,
             features=self._features,
@@ -113,11 +112,9 @@ class Sidecar:
     def _scored(self, message: channel.Scored) -> None:
         matrix, scores, decisions = message.arrays(len(self._features))
         requests, ids = message.requests, message.transaction_ids
-        champion = self._champion_rows(requests, len(scores))
-        if champion.all():
-            self.profiler.submit(matrix, scores)
-        elif champion.any():  # a challenger's rows: the drift of the served traffic only
-            self.profiler.submit(matrix[champion], scores[champion])
+        profiled = self._profiled_rows(requests)
+        if len(matrix):
+            self.profiler.submit(matrix, scores[profiled])
         if self.feedback is not None:
             start = 0
             for request in requests:
@@ -137,14 +134,11 @@ class Sidecar:
                 start = end
         self.send_status()
 
-    def _champion_rows(self, requests: list[channel.RequestSpan], rows: int) -> np.ndarray:
-        mask = np.ones(rows, dtype=bool)
-        start = 0
-        for request in requests:
-            if request.model_tag != self._model_tag:
-                mask[start : start + request.rows] = False
-            start += request.rows
-        return mask
+    @staticmethod
+    def _profiled_rows(requests: list[channel.RequestSpan]) -> np.ndarray:
+        """Which of the batch's scores belong to the rows of its matrix."""
+        flags = np.array([request.profiled for request in requests], dtype=bool)
+        return np.repeat(flags, [request.rows for request in requests])
 
     def _label(self, call: int, labels: list[Label]) -> None:
         if self.feedback is None:

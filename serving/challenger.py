@@ -66,7 +66,7 @@ class ShadowStats:
 
 @dataclass(frozen=True)
 class _Shadowed:
-    """One request's rows waiting for the challenger."""
+    """One request's rows for the challenger, with the champion's scores of them."""
 
     matrix: np.ndarray
     champion_scores: np.ndarray
@@ -82,8 +82,8 @@ class Challenger:
     mode: str
     canary_share: float
     max_queued_rows: int
-    # (matrix, scores, decisions, request id, protocol, transaction ids)
-    on_scored: Callable[[np.ndarray, np.ndarray, np.ndarray, str | None, str, list | None], None]
+    # per request: (scores, decisions, request id, protocol, transaction ids)
+    on_scored: Callable[[np.ndarray, np.ndarray, str | None, str, list | None], None]
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
@@ -127,18 +127,7 @@ class Challenger:
                     continue
                 finally:
                     self._queued -= len(matrix)
-                start = 0
-                for item in batch:
-                    end = start + len(item.matrix)
-                    self._record(
-                        item.matrix,
-                        item.champion_scores,
-                        scores[start:end],
-                        item.request_id,
-                        item.protocol,
-                        item.transaction_ids,
-                    )
-                    start = end
+                self._record(batch, scores)
         finally:
             self._drain = None
 
@@ -151,22 +140,33 @@ class Challenger:
         except Exception as error:  # noqa: BLE001 - counted; the champion decides instead
             self._failed(error)
             return None
-        self._record(matrix, champion_scores, scores, request_id, protocol, transaction_ids)
+        request = _Shadowed(matrix, champion_scores, request_id, protocol, transaction_ids)
+        self._record([request], scores)
         return scores
 
     def _failed(self, error: BaseException | None) -> None:
         self.stats.errors += 1
         logger.error("challenger %s failed: %r", self.model.tag, error)
 
-    def _record(
-        self, matrix, champion_scores, scores, request_id, protocol, transaction_ids
-    ) -> None:
+    def _record(self, requests: list[_Shadowed], scores: np.ndarray) -> None:
+        """Compare with the champion over the whole call, then hand each request's scores on."""
+        champion_scores = np.concatenate([item.champion_scores for item in requests])
         decisions = scores >= self.model.threshold
         self.stats.scored_rows += len(scores)
         champion_decisions = champion_scores >= self.champion_threshold
         self.stats.agreeing_rows += int((decisions == champion_decisions).sum())
         self.stats.score_gap_sum += float(np.abs(scores - champion_scores).sum())
-        self.on_scored(matrix, scores, decisions, request_id, protocol, transaction_ids)
+        start = 0
+        for item in requests:
+            end = start + len(item.matrix)
+            self.on_scored(
+                scores[start:end],
+                decisions[start:end],
+                item.request_id,
+                item.protocol,
+                item.transaction_ids,
+            )
+            start = end
 
     def shutdown(self) -> None:
         self._engine.shutdown(wait=False)

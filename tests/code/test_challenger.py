@@ -77,7 +77,7 @@ def test_canary_rows_are_decided_by_the_challenger_with_its_threshold(models):
     assert {t for t, r in zip(decided.tags, routed, strict=True) if r} == {challenger.tag}
     assert set(decided.thresholds[routed]) == {challenger.threshold}
     np.testing.assert_array_equal(decided.decisions, decided.probabilities >= decided.thresholds)
-    assert len(logged) == 1 and len(logged[0][1]) == 400  # every row logged for the challenger
+    assert len(logged) == 1 and len(logged[0][0]) == 400  # every row logged for the challenger
 
 
 def test_a_version_addresses_the_challenger(models):
@@ -176,8 +176,12 @@ def test_shadowed_requests_that_wait_together_are_scored_as_one_batch(models, mo
     assert calls == [5, 9]  # one request alone, then the three that waited, in one call
     stats = scorer.challenger.stats
     assert stats.dropped_rows == 9 and stats.scored_rows == 14  # 5 + 9 over the bound of 20
-    assert [entry[3] for entry in logged] == ["req-0", "req-1", "req-2", "req-3"]
-    for matrix, scores, decisions, request_id, *_ in logged:
-        np.testing.assert_array_equal(matrix, requests[request_id])
+    shadowed = np.concatenate([requests[f"req-{n}"] for n in range(4)])
+    agreeing = (real(shadowed) >= challenger.threshold) == (
+        champion.predict_proba(shadowed) >= champion.threshold
+    )
+    assert stats.agreeing_rows == agreeing.sum()  # compared over each call's rows
+    assert [entry[2] for entry in logged] == ["req-0", "req-1", "req-2", "req-3"]
+    for scores, decisions, request_id, *_ in logged:
         np.testing.assert_array_equal(scores, real(requests[request_id]))
         np.testing.assert_array_equal(decisions, scores >= challenger.threshold)

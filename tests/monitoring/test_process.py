@@ -181,3 +181,27 @@ def test_a_sampled_log_keeps_a_share_of_requests_the_same_on_retries_and_profile
     assert written == [2 * result.matched] * 2  # each whole; its retry left out or skipped
     assert len(result.unknown) == 200 - result.matched
     assert "fraud_prediction_log_dropped_rows" not in counts.rows  # left out is not dropped
+
+
+def test_a_challengers_scores_are_logged_and_only_served_rows_profiled(tmp_path):
+    counts = Drops()
+
+    async def run():
+        client = MonitorClient(
+            _config(tmp_path), None, max_queued_rows=1000, listeners=Listeners(on_count=counts)
+        )
+        await client.start()
+        _record(client, "r1", ["t1", "t2", "t3"], [0.9, 0.1, 0.2])
+        shadow = np.array([0.8, 0.3, 0.1], dtype=np.float32)  # no feature rows: served above
+        client.record(
+            None, shadow, shadow >= 0.5, "r1", "fraud_rf:other", "http", ["t1", "t2", "t3"]
+        )
+        _record(client, "r2", ["t4"], [0.7])
+        await _until(lambda: counts.rows.get("fraud_profiled_rows", 0) >= 4)
+        await _until(lambda: counts.rows.get("fraud_prediction_log_rows", 0) >= 7)
+        await asyncio.sleep(1.2)  # nothing more comes
+        await client.close()
+
+    asyncio.run(run())
+    assert counts.rows["fraud_profiled_rows"] == 4  # the champion's rows of both requests
+    assert counts.rows["fraud_prediction_log_rows"] == 7
