@@ -46,7 +46,7 @@ def _tensor_metadata(spec: dict) -> pb.ModelMetadataResponse.TensorMetadata:
     )
 
 
-def _inputs(request: pb.ModelInferRequest) -> list[oip.InputTensor]:
+def request_inputs(request: pb.ModelInferRequest) -> list[oip.InputTensor]:
     """The request's tensors, from raw_input_contents (one per input) or typed contents."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -63,6 +63,23 @@ def _inputs(request: pb.ModelInferRequest) -> list[oip.InputTensor]:
             values = oip.values_from_json(tensor.name, tensor.datatype, data)
         tensors.append(oip.InputTensor(tensor.name, tensor.datatype, list(tensor.shape), values))
     return tensors
+
+
+def infer_response(request: pb.ModelInferRequest, decided, outputs: list[str]):
+    """The ModelInferResponse of a decided request: each asked-for output as raw contents."""
+    result = oip.InferResult(decided.probabilities, decided.decisions)
+    response = pb.ModelInferResponse(
+        model_name=request.model_name,
+        model_version=decided.model_tag.split(":", 1)[1],
+        id=request.id,
+    )
+    for name in outputs:
+        values = result.output(name)
+        response.outputs.add(
+            name=name, datatype=oip.OUTPUT_DATATYPES[name], shape=list(values.shape)
+        )
+        response.raw_output_contents.append(values.tobytes())
+    return response
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -107,7 +124,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = self._scorer.model
         await self._check_model(request.model_name, request.model_version, context)
         try:
-            matrix = oip.feature_matrix(model, _inputs(request))
+            matrix = oip.feature_matrix(model, request_inputs(request))
             outputs = oip.requested_outputs([output.name for output in request.outputs])
             decided = await self._scorer.decide(
                 matrix,
@@ -124,19 +141,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             traffic.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        result = oip.InferResult(decided.probabilities, decided.decisions)
-        response = pb.ModelInferResponse(
-            model_name=request.model_name,
-            model_version=decided.model_tag.split(":", 1)[1],
-            id=request.id,
-        )
-        for name in outputs:
-            values = result.output(name)
-            response.outputs.add(
-                name=name, datatype=oip.OUTPUT_DATATYPES[name], shape=list(values.shape)
-            )
-            response.raw_output_contents.append(values.tobytes())
-        return response
+        return infer_response(request, decided, outputs)
 
     async def _check_model(self, name: str, version: str, context) -> None:
         try:

@@ -25,6 +25,7 @@ import platform
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,10 +81,11 @@ class Profile:
     bisections: int = 2
     max_steps: int = 99
     sizes: tuple[int, ...] = (1, 100)
+    held_bisections: int = 6  # alternating runs: each held rate to 1/64 of its search span
 
 
 PROFILES = {
-    "smoke": Profile(1.0, 1.0, 4, bisections=0, max_steps=2),
+    "smoke": Profile(1.0, 1.0, 4, bisections=0, max_steps=2, held_bisections=1),
     "quick": Profile(5.0, 3.0, 32),
     "full": Profile(10.0, 8.0, 64),
 }
@@ -589,6 +591,101 @@ def monitoring_counts(server: Server) -> dict | None:
     return counts if "scored_rows" in counts else None
 
 
+def bisect_held(server: Server, body: Path, low: float, high: float, profile: Profile) -> float:
+    """The highest rate between `low` and `high` the server holds, by the profile's bisections
+    (0 when none of the rates tried held)."""
+    held = 0.0
+    for _ in range(profile.held_bisections):
+        middle = round((low + high) / 2, 1)
+        step = {"offered_rps": middle, **load(server, body, "rate", middle, profile.step_seconds)}
+        if holds(step):
+            held = low = middle
+        else:
+            high = middle
+    return held
+
+
+def _counted(server: Server) -> dict:
+    return monitoring_counts(server) or {}
+
+
+def alternating(
+    on: Server, off: Server, bodies: dict, profile: Profile, runs: int, anchors: dict, logs: Path
+) -> dict:
+    """Held rates of one design with (`on`) and without (`off`) a cost, in `runs` alternating
+    runs per size: both servers up (pinned alike), the load on one at a time, the order swapped
+    each run, each held rate found by bisection between half and 1.2 times the server's own
+    `anchors[name][size]`. After each run the `on` side is loaded once more at its held rate, and
+    what its monitoring scored, profiled, logged and dropped in that step is read from its
+    /metrics."""
+    for server in (off, on):
+        server.start(logs / f"{server.name}-alternating.log")
+    found: dict = {}
+    try:
+        for size in profile.sizes:
+            rounds = []
+            for run in range(runs):
+                held = {}
+                for server in (off, on) if run % 2 == 0 else (on, off):
+                    anchor = anchors[server.name][size]
+                    body = bodies[(server.body_kind, size)]
+                    held[server.name] = bisect_held(server, body, anchor / 2, anchor * 1.2, profile)
+                at_held = {}
+                if held[on.name]:
+                    before = _counted(on)
+                    body = bodies[(on.body_kind, size)]
+                    load(on, body, "rate", held[on.name], profile.step_seconds)
+                    after = _counted(on)
+                    at_held = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+                rounds.append({"held": held, "monitoring_at_held_rate": at_held})
+                print(f"{on.name} / {off.name} size {size} run {run + 1}: {held}", flush=True)
+            found[str(size)] = rounds
+    finally:
+        for server in (on, off):
+            server.stop()
+    return found
+
+
+# Costs measured by alternating runs: (the side with it, the side without, what it is).
+ALTERNATING = (
+    ("bento", "bento_unmonitored", "Monitoring on vs off"),
+    ("bento_shadow", "bento", "Shadow challenger"),
+    ("bento_production", "bento", "Production-like traffic"),
+)
+
+
+def alternating_table(found: dict, on: str, off: str, what: str) -> str:
+    if not found:
+        return ""
+    lines = [
+        f"\n{what}: {on} against {off}, held req/s in alternating runs (the order swapped "
+        "each run), and what monitoring did in one more step at each run's held rate",
+        "",
+        "| rows/request | runs | held on (mean ± sd) | held off (mean ± sd) | held rate lost "
+        "| rows scored at held rate | profiled | logged | profiling dropped | log dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, rounds in found.items():
+        on_rates = [r["held"][on] for r in rounds]
+        off_rates = [r["held"][off] for r in rounds]
+        counts = [r["monitoring_at_held_rate"] for r in rounds]
+
+        def total(key: str, counts=counts) -> str:
+            return f"{sum(c.get(key, 0) for c in counts):,.0f}"
+
+        def spread(rates: list[float]) -> str:
+            sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+            return f"{statistics.mean(rates):.0f} ± {sd:.0f}"
+
+        lines.append(
+            f"| {size} | {len(rounds)} | {spread(on_rates)} | {spread(off_rates)} "
+            f"| {_lost(statistics.mean(on_rates), statistics.mean(off_rates))} "
+            f"| {total('scored_rows')} | {total('profiled_rows')} | {total('logged_rows')} "
+            f"| {total('profiling_dropped_rows')} | {total('prediction_log_dropped_rows')} |"
+        )
+    return "\n".join(lines)
+
+
 def monitoring_table(monitoring: dict) -> str:
     rows = [(name, counts) for name, counts in monitoring.items() if counts]
     if not rows:
@@ -720,6 +817,12 @@ def main() -> None:
     parser.add_argument(
         "--challenger", help="a second model of the same features, for bento_shadow"
     )
+    parser.add_argument(
+        "--alternating-runs",
+        type=int,
+        default=5,
+        help="after the table, alternating runs of each pair in ALTERNATING measured (0: none)",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     tag = pinned_tag(load_settings(), REPO_ROOT / "service.py")
@@ -761,11 +864,30 @@ def main() -> None:
             monitoring[server.name] = monitoring_counts(server)
         finally:
             server.stop()
+    alternated: dict = {}
+    for on_name, off_name, _ in ALTERNATING if args.alternating_runs else ():
+        if not {on_name, off_name} <= results.keys():
+            continue
+        on, off = servers([on_name, off_name], scratch, tag, args.challenger, args.data)
+        anchors = {
+            server.name: {
+                size: max(results[server.name][str(size)]["max_sustained_rps"].values())
+                for size in profile.sizes
+            }
+            for server in (on, off)
+        }
+        alternated[on_name] = alternating(
+            on, off, request_bodies, profile, args.alternating_runs, anchors, scratch
+        )
     if "mlserver" in results:
         machine["versions"]["mlserver"] = MLSERVER_PACKAGES[0].split("==")[1]
-    (args.out / "results.json").write_text(
-        json.dumps({"machine": machine, "results": results, "monitoring": monitoring}, indent=2)
-    )
+    report = {
+        "machine": machine,
+        "results": results,
+        "monitoring": monitoring,
+        "alternating": alternated,
+    }
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
     markdown = (
         table(results, profile.sizes)
         + overhead(
@@ -784,6 +906,11 @@ def main() -> None:
             "Production-like traffic (API key, X-Request-ID, distinct rows, PostgreSQL log)",
         )
         + monitoring_table(monitoring)
+        + "".join(
+            alternating_table(alternated[on], on, off, what)
+            for on, off, what in ALTERNATING
+            if on in alternated
+        )
     )
     print(markdown)
     (args.out / "results.md").write_text(markdown + "\n")

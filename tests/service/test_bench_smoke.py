@@ -34,6 +34,8 @@ def test_benchmark_smoke(served_tag, tmp_path):
         str(out),
         "--data",
         str(SMALL_TABLE),
+        "--alternating-runs",
+        "1",
         tag=served_tag,
         folder=tmp_path,
         timeout=600,
@@ -60,4 +62,16 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert (out / "p99_vs_rate.png").stat().st_size > 1000
     counts = report["monitoring"]  # what monitoring did with each fraud-bento side's rows
     assert counts["ceiling"] is None and counts["bento"]["scored_rows"] > 0
-    assert "| bento_production |" in overhead.split("Monitoring's work per side")[1]
+    work, alternated = overhead.split("Monitoring's work per side")[1].split(
+        "Monitoring on vs off:"
+    )
+    assert "| bento_production |" in work
+    # one alternating run per size and pair (bento_shadow is not among these servers), and what
+    # monitoring did at the monitored side's held rate
+    assert set(report["alternating"]) == {"bento", "bento_production"}
+    for table in alternated.split("Production-like traffic:"):
+        assert table.count("| 1 | 1 | ") == 1 and table.count("| 100 | 1 | ") == 1
+    for rounds in report["alternating"]["bento"].values():
+        assert set(rounds[0]["held"]) == {"bento", "bento_unmonitored"}
+        if rounds[0]["held"]["bento"]:
+            assert rounds[0]["monitoring_at_held_rate"]["scored_rows"] > 0
