@@ -317,7 +317,7 @@ class FraudDetector:
             task.cancel()
         traffic.TALLY.flush()
         if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=5)
+            await grpc_server.stop(self.grpc_server, grace_s=5)
         self.scorer.shutdown()
         await self.monitor.close()
         if self.payments.store is not None:

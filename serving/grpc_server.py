@@ -1,14 +1,21 @@
-"""The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`), on grpc.aio.
+"""The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`), on grpcio's
+thread-pool server.
 
-The generated stubs are the ones `tritonclient[grpc]` ships: one copy of the `inference` protos,
-so no second generated package can clash with it in a process. Each API worker runs one server
-on the same port (SO_REUSEPORT): the kernel spreads connections over the workers, and each
-server feeds its own worker's batcher.
+Its pool threads parse, check and answer each call; the scoring itself is handed to the worker's
+event loop (its batcher) and waited for. Measured against grpcio's asyncio server and grpclib on
+one core (ops/bench/grpc_servers.py; docs/performance.md): the asyncio server cost ~500 µs of
+CPU a 1-row call, this one ~200, grpclib ~290. The generated stubs are the ones
+`tritonclient[grpc]` ships: one copy of the `inference` protos, so no second generated package
+can clash with it in a process. Each API worker runs one server on the same port
+(SO_REUSEPORT): the kernel spreads connections over the workers, and each server feeds its own
+worker's batcher.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.protobuf import json_format
@@ -82,25 +89,31 @@ def infer_response(request: pb.ModelInferRequest, decided, outputs: list[str]):
     return response
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, scorer: Scorer):
-        self._scorer = scorer
+# Calls in progress at once: each waits on the event loop for its scores, so enough of them
+# for the batcher to gather a batch (more only contend for the GIL on the worker's core).
+POOL_THREADS = 16
 
-    async def ServerLive(self, request, context):  # noqa: N802 - protocol names
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, scorer: Scorer, loop: asyncio.AbstractEventLoop):
+        self._scorer = scorer
+        self._loop = loop
+
+    def ServerLive(self, request, context):  # noqa: N802 - protocol names
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request, context):  # noqa: N802
+    def ServerReady(self, request, context):  # noqa: N802
         return pb.ServerReadyResponse(ready=True)
 
-    async def ServerMetadata(self, request, context):  # noqa: N802
+    def ServerMetadata(self, request, context):  # noqa: N802
         return pb.ServerMetadataResponse(**oip.server_metadata())
 
-    async def ModelReady(self, request, context):  # noqa: N802
-        await self._check_model(request.name, request.version, context)
+    def ModelReady(self, request, context):  # noqa: N802
+        self._check_model(request.name, request.version, context)
         return pb.ModelReadyResponse(ready=True)
 
-    async def ModelMetadata(self, request, context):  # noqa: N802
-        await self._check_model(request.name, request.version, context)
+    def ModelMetadata(self, request, context):  # noqa: N802
+        self._check_model(request.name, request.version, context)
         metadata = oip.model_metadata(self._scorer.model, self._challenger)
         return pb.ModelMetadataResponse(
             name=metadata["name"],
@@ -110,8 +123,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[_tensor_metadata(spec) for spec in metadata["outputs"]],
         )
 
-    async def ModelConfig(self, request, context):  # noqa: N802
-        await self._check_model(request.name, request.version, context)
+    def ModelConfig(self, request, context):  # noqa: N802
+        self._check_model(request.name, request.version, context)
         return json_format.ParseDict(
             {"config": oip.model_config(self._scorer.model)}, pb.ModelConfigResponse()
         )
@@ -120,39 +133,40 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _challenger(self):
         return self._scorer.challenger.model if self._scorer.challenger is not None else None
 
-    async def ModelInfer(self, request, context):  # noqa: N802
+    def ModelInfer(self, request, context):  # noqa: N802
         model = self._scorer.model
-        await self._check_model(request.model_name, request.model_version, context)
+        self._check_model(request.model_name, request.model_version, context)
         try:
             matrix = oip.feature_matrix(model, request_inputs(request))
             outputs = oip.requested_outputs([output.name for output in request.outputs])
-            decided = await self._scorer.decide(
+            scoring = self._scorer.decide(
                 matrix,
                 "grpc",
                 request_id_or_new(request.id),
                 durable=chosen_by_client(request.id),
                 version=request.model_version or None,
             )
+            decided = asyncio.run_coroutine_threadsafe(scoring, self._loop).result()
         except ServingError as error:
             if isinstance(error, oip.OIPError) and error.status == 400:
                 traffic.record_rejection("grpc", {"request"})  # the scorer counts its own
-            await _abort(context, oip.OIPError.of(error))
+            _abort(context, oip.OIPError.of(error))
         except Exception:
             traffic.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
         return infer_response(request, decided, outputs)
 
-    async def _check_model(self, name: str, version: str, context) -> None:
+    def _check_model(self, name: str, version: str, context) -> None:
         try:
             oip.check_model(self._scorer.model, name, version, self._challenger)
         except oip.OIPError as error:
-            await _abort(context, error)
+            _abort(context, error)
 
 
-async def _abort(context, error: ServingError) -> None:
-    """The one mapping of serving errors to gRPC status codes."""
-    await context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))
+def _abort(context, error: ServingError) -> None:
+    """The one mapping of serving errors to gRPC status codes (raises: the call ends)."""
+    context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))
 
 
 async def start(
@@ -160,9 +174,11 @@ async def start(
     host: str,
     port: int,
     max_message_bytes: int,
-    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
-) -> grpc.aio.Server:
-    server = grpc.aio.server(
+    interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+) -> grpc.Server:
+    """The server, started, its calls scored on the running event loop."""
+    server = grpc.server(
+        ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="grpc"),
         interceptors=interceptors,
         options=[
             ("grpc.so_reuseport", 1),
@@ -170,8 +186,15 @@ async def start(
             ("grpc.max_send_message_length", max_message_bytes),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(scorer), server)
+    servicer = InferenceServicer(scorer, asyncio.get_running_loop())
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     if not server.add_insecure_port(f"{host}:{port}"):
         raise OSError(f"gRPC: cannot bind {host}:{port}")
-    await server.start()
+    server.start()
     return server
+
+
+async def stop(server: grpc.Server, grace_s: float) -> None:
+    """Stop taking calls; wait up to `grace_s` for those in progress (their scoring needs the
+    event loop, so the wait happens off it)."""
+    await asyncio.to_thread(server.stop(grace_s).wait)

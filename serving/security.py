@@ -227,7 +227,7 @@ class SecurityMiddleware:
         await _respond(send, 413, {"error": limit})
 
 
-class GrpcGuard(grpc.aio.ServerInterceptor):
+class GrpcGuard(grpc.ServerInterceptor):
     """UNAUTHENTICATED without a valid key (metadata `authorization: Bearer KEY` or `x-api-key`),
     RESOURCE_EXHAUSTED past the client's rate, INVALID_ARGUMENT for a message that does not
     decode; the health RPCs stay open."""
@@ -235,9 +235,9 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
     def __init__(self, guard: Guard):
         self.guard = guard
 
-    async def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        handler = await continuation(handler_call_details)
+        handler = continuation(handler_call_details)
         if method in GRPC_PROBES or handler is None or handler.unary_unary is None:
             return handler
         metadata = {k.lower(): v for k, v in (handler_call_details.invocation_metadata or ())}
@@ -251,18 +251,18 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
             except Exception:  # any undecodable message: answered below, not an INTERNAL error
                 return _MALFORMED
 
-        async def guarded(request, context):
+        def guarded(request, context):  # context.abort raises: the call ends there
             if request is _MALFORMED:
                 traffic.record_rejection("grpc", {"request"})
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
             if not guard.authenticate(presented):
                 metrics.SECURITY_REFUSALS.labels(protocol="grpc", reason="unauthenticated").inc()
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
             client = guard.client_of(presented, context.peer().rsplit(":", 1)[0])
             if guard.retry_after(client) > 0:
                 metrics.SECURITY_REFUSALS.labels(protocol="grpc", reason="rate_limited").inc()
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
-            return await handler.unary_unary(request, context)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
+            return handler.unary_unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,

@@ -1,7 +1,8 @@
 """Python gRPC servers side by side for OIP ModelInfer, each alone on one core, with the same
 work behind them (the served model, the tensor decoding, the scorer and its batcher, the
-response): grpcio's asyncio server (what serves), grpcio's sync server whose thread pool hands
-each call to the batcher's event loop, and grpclib (asyncio, HTTP/2 in Python by h2). Each is
+response): grpcio's asyncio server (what served until it was measured here), grpcio's sync
+server whose thread pool hands each call to the batcher's event loop (what serves), and grpclib
+(asyncio, HTTP/2 in Python by h2). Each is
 measured closed loop (throughput, CPU per call) and by its held rate (p99 <= 50 ms, no errors),
 with the benchmark's gRPC load generator on the other core.
 
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -41,7 +41,6 @@ from run import (  # noqa: E402
 )
 
 KINDS = ("grpcio_aio", "grpcio_sync_pool", "grpclib")
-SYNC_POOL_THREADS = 16
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -67,24 +66,10 @@ async def _decide(scorer, request):
     return infer_response(request, decided, outputs)
 
 
-async def serve_aio(scorer, port: int) -> None:
-    from serving import grpc_server
-
-    server = await grpc_server.start(scorer, "127.0.0.1", port, 64 * 1024 * 1024)
-    await server.wait_for_termination()
-
-
-async def serve_sync_pool(scorer, port: int) -> None:
-    """grpcio's sync server: its pool threads parse and answer; the scoring runs on this event
-    loop (the batcher's), each call handed over and waited for."""
+def _infer_handler(infer):
     from tritonclient.grpc import service_pb2 as pb
 
-    loop = asyncio.get_running_loop()
-
-    def infer(request, context):
-        return asyncio.run_coroutine_threadsafe(_decide(scorer, request), loop).result()
-
-    handler = grpc.method_handlers_generic_handler(
+    return grpc.method_handlers_generic_handler(
         "inference.GRPCInferenceService",
         {
             "ModelInfer": grpc.unary_unary_rpc_method_handler(
@@ -94,10 +79,28 @@ async def serve_sync_pool(scorer, port: int) -> None:
             )
         },
     )
-    server = grpc.server(ThreadPoolExecutor(SYNC_POOL_THREADS), handlers=[handler])
+
+
+async def serve_aio(scorer, port: int) -> None:
+    """grpcio's asyncio server, on the batcher's event loop (what served before)."""
+
+    async def infer(request, context):
+        return await _decide(scorer, request)
+
+    server = grpc.aio.server(handlers=[_infer_handler(infer)])
     server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    await asyncio.Event().wait()
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def serve_sync_pool(scorer, port: int) -> None:
+    """grpcio's sync server as it serves (serving/grpc_server.py): its pool threads parse and
+    answer, the scoring runs on this event loop (the batcher's), each call handed over."""
+    from serving import grpc_server
+
+    server = await grpc_server.start(scorer, "127.0.0.1", port, 64 * 1024 * 1024)
+    await asyncio.Event().wait()  # the server stops when it is collected: held until killed
+    await grpc_server.stop(server, 0)
 
 
 async def serve_grpclib(scorer, port: int) -> None:

@@ -801,8 +801,21 @@ def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
 
 DEFAULT_SERVERS = (
     "ceiling,bentoml_constant,bentoml_constant_lean,seed,mlserver,bento,bento_unmonitored,"
-    "bento_production,bento_oip,bento_grpc,bento_2workers,bento_score,bento_score_redis"
+    "bento_shadow,bento_production,bento_oip,bento_grpc,bento_2workers,bento_score,"
+    "bento_score_redis"
 )
+
+
+def bench_challenger(data: Path) -> str:
+    """A challenger for bento_shadow when none is given: trained like the champion on the same
+    table with a shorter search (3 trials, 60 s), saved to the store, not pinned."""
+    from training.train import run_training
+
+    settings = load_settings()
+    tuning = settings.tuning.model_copy(update={"trials": 3, "timeout_s": 60.0})
+    trained = run_training(settings.model_copy(update={"tuning": tuning}), data, promote=False)
+    print(f"challenger for bento_shadow: {trained.tag}", flush=True)
+    return trained.tag
 
 
 def main() -> None:
@@ -815,7 +828,8 @@ def main() -> None:
         "--data", type=Path, default=DATA, help="the payment table /score's sides replay"
     )
     parser.add_argument(
-        "--challenger", help="a second model of the same features, for bento_shadow"
+        "--challenger",
+        help="a second model of the same features, for bento_shadow (default: one is trained)",
     )
     parser.add_argument(
         "--alternating-runs",
@@ -835,6 +849,8 @@ def main() -> None:
         request_bodies |= payment_bodies(scratch, profile.sizes, args.data, tag)
     if "bento_production" in names:
         request_bodies |= production_bodies(scratch, profile.sizes, args.data)
+    if "bento_shadow" in names and args.challenger is None:
+        args.challenger = bench_challenger(args.data)
     machine = {
         "cores": os.cpu_count(),
         "pinning": PINNING,
