@@ -159,9 +159,7 @@ class ScoredBatch:
         self.scores.append(scores)
         self.decisions.append(decisions)
         self.requests.append(
-            RequestSpan(
-                request_id, len(scores), model_tag, endpoint, scored_at, matrix is not None
-            )
+            RequestSpan(request_id, len(scores), model_tag, endpoint, scored_at, matrix is not None)
         )
         self.transaction_ids += ids if ids is not None else [None] * len(scores)
         self.rows += len(scores)
