@@ -581,13 +581,18 @@ def monitoring_counts(server: Server) -> dict | None:
         answer = httpx.get(server.url("/metrics"), timeout=5)
     except httpx.HTTPError:
         return None
-    if not answer.headers.get("content-type", "").startswith("text/plain"):
-        return None  # not Prometheus's exposition (a server answering every path alike)
+    if answer.status_code != 200 or not answer.headers.get("content-type", "").startswith(
+        "text/plain"
+    ):
+        return None  # no metrics here (a 404 page, a server answering every path alike)
     counts = {}
-    for family in text_string_to_metric_families(answer.text):
-        for key, metric in MONITORING_COUNTERS.items():
-            if family.name == metric:
-                counts[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    try:
+        for family in text_string_to_metric_families(answer.text):
+            for key, metric in MONITORING_COUNTERS.items():
+                if family.name == metric:
+                    counts[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    except ValueError:  # plain text that is not Prometheus's exposition
+        return None
     return counts if "scored_rows" in counts else None
 
 
