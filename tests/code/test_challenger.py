@@ -8,32 +8,17 @@ import threading
 
 import numpy as np
 import pytest
-from sklearn.ensemble import RandomForestClassifier
 
-import model_store
 from serving.challenger import CANARY, SHADOW, Challenger, canary_share_of
 from serving.runtime import FraudModel
 from serving.scorer import Scorer
-from settings import ColumnsConfig, ServingConfig
-from training.features import feature_schema
-
-FEATURES = [feature.as_dict() for feature in feature_schema(ColumnsConfig())]
-
-
-def _model(seed: int, threshold: float) -> FraudModel:
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0, 1, size=(300, len(FEATURES))).astype(np.float32)
-    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=seed)
-    forest.fit(X, (X[:, seed % 3] > 0.7).astype(int))
-    stored = model_store.save_model(
-        forest, features=FEATURES, threshold=threshold, gate_passed=True, metadata={}
-    )
-    return FraudModel.load(stored.tag)
+from settings import ServingConfig
+from tests.code.models import FEATURES, small_model
 
 
 @pytest.fixture(scope="module")
 def models() -> tuple[FraudModel, FraudModel]:
-    return _model(0, 0.5), _model(1, 0.3)
+    return small_model(0, 0.5), small_model(1, 0.3)
 
 
 def _rows(count: int) -> np.ndarray:

@@ -14,31 +14,21 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from sklearn.ensemble import RandomForestClassifier
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-import model_store
 from serving import grpc_server
 from serving.runtime import FraudModel
 from serving.scorer import Scorer
-from settings import ColumnsConfig, ServingConfig
-from training.features import feature_schema
+from settings import ServingConfig
+from tests.code.models import small_model
 
-FEATURES = [feature.as_dict() for feature in feature_schema(ColumnsConfig())]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def model() -> FraudModel:
-    rng = np.random.default_rng(3)
-    X = rng.uniform(0, 1, size=(300, len(FEATURES))).astype(np.float32)
-    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=3)
-    forest.fit(X, (X[:, 0] > 0.7).astype(int))
-    stored = model_store.save_model(
-        forest, features=FEATURES, threshold=0.5, gate_passed=True, metadata={}
-    )
-    return FraudModel.load(stored.tag)
+    return small_model(3)
 
 
 def _request(matrix: np.ndarray, request_id: str) -> pb.ModelInferRequest:

@@ -7,14 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from sklearn.ensemble import RandomForestClassifier
 
-import model_store
 from serving import contract, oip
 from serving.batching import AdaptiveBatcher, Overloaded
 from serving.errors import InvalidInput
 from serving.runtime import FraudModel
 from settings import ColumnsConfig
+from tests.code.models import small_model
 from training.features import feature_schema
 
 FEATURES = [feature.as_dict() for feature in feature_schema(ColumnsConfig())]
@@ -23,14 +22,7 @@ NAMES = [feature["name"] for feature in FEATURES]
 
 @pytest.fixture(scope="module")
 def model() -> FraudModel:
-    rng = np.random.default_rng(0)
-    X = rng.uniform(0, 1, size=(300, len(FEATURES))).astype(np.float32)
-    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0)
-    forest.fit(X, (X[:, 0] > 0.7).astype(int))
-    stored = model_store.save_model(
-        forest, features=FEATURES, threshold=0.5, gate_passed=True, metadata={}
-    )
-    return FraudModel.load(stored.tag)
+    return small_model(0)
 
 
 def _valid_rows(count: int) -> np.ndarray:
