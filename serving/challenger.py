@@ -31,7 +31,8 @@ logger = logging.getLogger("fraud_bento.challenger")
 SHADOW, CANARY = "shadow", "canary"
 # Shadowed requests gather this long before the challenger scores them in one call: handing
 # each request to its thread as it came cost a thread hand-off (and a wake-up of the event loop
-# when it finished) per request, a quarter of a 1-transaction request's CPU (measured, one core).
+# when it finished) per request; gathering took the shadow's CPU per 1-transaction request from
+# +24% to +17.5% of the champion's alone (measured side by side, one core).
 GATHER_S = 0.005
 
 
