@@ -618,16 +618,19 @@ def alternating(
     on: Server, off: Server, bodies: dict, profile: Profile, runs: int, anchors: dict, logs: Path
 ) -> dict:
     """Held rates of one design with (`on`) and without (`off`) a cost, in `runs` alternating
-    runs per size: both servers up (pinned alike), the load on one at a time, the order swapped
-    each run, each held rate found by bisection between half and 1.2 times the server's own
-    `anchors[name][size]`. After each run the `on` side is loaded once more at its held rate, and
-    what its monitoring scored, profiled, logged and dropped in that step is read from its
-    /metrics."""
+    runs per size: both servers up (pinned alike) and warmed by a closed-loop burst, the load on
+    one at a time, the order swapped each run, each held rate found by bisection between half
+    and 1.2 times the server's own `anchors[name][size]`. After each run the `on` side is loaded
+    once more at its held rate, and what its monitoring scored, profiled, logged and dropped in
+    that step is read from its /metrics."""
     for server in (off, on):
         server.start(logs / f"{server.name}-alternating.log")
     found: dict = {}
     try:
         for size in profile.sizes:
+            for server in (off, on):  # warm: a fresh server's first step measured low
+                body = bodies[(server.body_kind, size)]
+                load(server, body, "concurrency", profile.concurrency, profile.closed_seconds)
             rounds = []
             for run in range(runs):
                 held = {}
