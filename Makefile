@@ -71,13 +71,13 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/black .
 
-# Debian packages the tests drive for real: Prometheus and promtool; Redis; Java for Spark in local
-# mode; PostgreSQL (its server
-# binaries stay off PATH); buildah, podman and debootstrap for the container image (installed
-# only when a tool is missing; root or sudo).
+# Debian packages the tests drive for real: Prometheus and promtool; Redis; gcc for the forest
+# compiled to native code; Java for Spark in local mode; PostgreSQL (its server binaries stay off
+# PATH); buildah, podman and debootstrap for the container image (installed only when a tool is
+# missing; root or sudo).
 SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus buildah:buildah podman:podman \
 	runc:runc fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns newuidmap:uidmap \
-	debootstrap:debootstrap redis-server:redis-server java:openjdk-17-jre-headless
+	debootstrap:debootstrap redis-server:redis-server java:openjdk-17-jre-headless gcc:gcc
 system-deps:
 	@missing=$$( (for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || \
 		echo $${pair#*:}; done; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \

@@ -483,6 +483,7 @@ class FraudDetector:
             "created": stored.created.isoformat(),
             "engine": self.runtime.engine,
             "engine_parity": metadata.get("engine_parity"),
+            "engine_fallbacks": self.runtime.forest.fallbacks,
             "features": [feature.__dict__ for feature in FEATURES],
             "feature_hash": stored.labels.get("feature_hash"),
             "sha256": stored.labels.get("sha256"),

@@ -217,10 +217,13 @@ class ServingConfig(BaseModel):
         "0.0.0.0", description="gRPC bind address."  # noqa: S104 - a server binds every interface
     )
     workers: int = Field(1, ge=1, description="API worker processes.")
-    engine: Literal["auto", "sklearn"] = Field(
-        "auto", description="auto: ONNX Runtime when the model passed its parity gate."
+    engine: Literal["auto", "onnx", "tl2cgen", "sklearn"] = Field(
+        "auto",
+        description="auto: the engines the model passed its parity gates with, each batch "
+        "scored by the fastest at its size (ONNX Runtime for a few rows, the forest compiled "
+        "to native code for many); onnx or tl2cgen: that engine alone; sklearn: scikit-learn.",
     )
-    intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime threads per forest call.")
+    intra_op_threads: int = Field(1, ge=1, description="Engine threads per forest call.")
     inline_max_rows: int = Field(
         512,
         ge=0,

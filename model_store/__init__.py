@@ -9,12 +9,14 @@ from model_store.errors import (
 )
 from model_store.pinning import current, decline, history, promote, promotion_of, rollback
 from model_store.store import (
+    LoadedForest,
     StoredModel,
+    engine_names,
     feature_hash,
     get,
     list_models,
     load,
-    load_engine,
+    load_forest,
     load_reference_profile,
     save_model,
     verify,
@@ -34,7 +36,9 @@ __all__ = [
     "history",
     "list_models",
     "load",
-    "load_engine",
+    "LoadedForest",
+    "engine_names",
+    "load_forest",
     "load_reference_profile",
     "promote",
     "promotion_of",

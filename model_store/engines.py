@@ -1,9 +1,11 @@
-"""Inference engines for a stored forest: scikit-learn itself, or a registered engine (ONNX
-Runtime, model_store/onnx_engine.py) behind a parity gate.
+"""Inference engines for a stored forest: scikit-learn itself, or the registered engines (the
+forest compiled to native code, model_store/native_engine.py; ONNX Runtime,
+model_store/onnx_engine.py), each behind a parity gate.
 
 An engine's artifact is made once, at save time, and kept beside the scikit-learn artifact only
-if it reproduces scikit-learn's probabilities on the given rows; otherwise the model is saved
-with the scikit-learn engine alone and the reason is recorded.
+if it reproduces scikit-learn's probabilities on the given rows; an engine that fails its gate
+or cannot be built is left out and the reason is recorded. A model is served by the first of
+its engines that loads, in the registry's order.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model_store.native_engine import NativeEngine
 from model_store.onnx_engine import OnnxEngine
 
 SKLEARN = "sklearn"
+# Between the names of the engines a model keeps, in its `engine` label ("onnx+tl2cgen").
+SEPARATOR = "+"
 
 
 @dataclass(frozen=True)
 class ParityReport:
-    engine: str  # the engine the model is saved with
+    engine: str  # the engine checked
+    passed: bool
     reason: str
     rows: int = 0
     max_abs_diff: float | None = None
@@ -50,14 +56,25 @@ class Engine(Protocol):
 
     def load(self, artifact: bytes, threads: int = 1) -> Forest: ...
 
-    def describe(self) -> dict[str, Any]: ...
 
-
-# The engines a model is saved with, in order of preference: a new engine is its own module and
-# one entry here.
-ENGINES: dict[str, Engine] = {engine.name: engine for engine in (OnnxEngine(),)}
+# The engines a model is saved with, fastest first (ops/bench/engines.py): native code beats
+# ONNX Runtime at every batch size measured, 1 to 1,000 rows; ONNX Runtime is kept as the engine
+# to fall back on where the library cannot be loaded. A new engine is its own module and one
+# entry here.
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (NativeEngine(), OnnxEngine())}
+NATIVE = NativeEngine.name
 ONNX = OnnxEngine.name
-PARITY_TOLERANCE = OnnxEngine.tolerance
+PARITY_TOLERANCE = max(engine.tolerance for engine in ENGINES.values())
+
+
+class SklearnForest:
+    """The stored forest scored by scikit-learn itself (float64 sums, answered in float32)."""
+
+    def __init__(self, estimator: Any):
+        self._estimator = estimator
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        return self._estimator.predict_proba(matrix)[:, 1].astype(np.float32)
 
 
 def artifact_label(engine: Engine) -> str:
@@ -80,7 +97,7 @@ def parity_gate(
         fast = engine.load(artifact).predict_proba(rows)
     except Exception as error:  # noqa: BLE001 - any build failure means: keep scikit-learn
         return None, ParityReport(
-            SKLEARN, f"{engine.name} build failed: {type(error).__name__}: {error}"
+            engine.name, False, f"build failed: {type(error).__name__}: {error}"
         )
     reference = estimator.predict_proba(rows)[:, 1]
     diff = np.abs(fast - reference)
@@ -96,8 +113,22 @@ def parity_gate(
         reason = (
             f"parity failed: max |p_{engine.name} - p_sklearn| {diff.max():.3g} > {tolerance:g}"
         )
-        return None, ParityReport(SKLEARN, reason, **report)
+        return None, ParityReport(engine.name, False, reason, **report)
     if (mismatched & ~near).any():
         reason = f"parity failed: {int((mismatched & ~near).sum())} decisions differ"
-        return None, ParityReport(SKLEARN, reason, **report)
-    return artifact, ParityReport(engine.name, f"parity passed within {tolerance:g}", **report)
+        return None, ParityReport(engine.name, False, reason, **report)
+    return artifact, ParityReport(
+        engine.name, True, f"parity passed within {tolerance:g}", **report
+    )
+
+
+def build_engines(
+    estimator: Any, rows: np.ndarray, threshold: float
+) -> tuple[dict[str, bytes], dict[str, ParityReport]]:
+    """Every registered engine's artifact that passes its gate, and every engine's report."""
+    artifacts, reports = {}, {}
+    for engine in ENGINES.values():
+        artifact, reports[engine.name] = parity_gate(estimator, rows, threshold, engine)
+        if artifact is not None:
+            artifacts[engine.name] = artifact
+    return artifacts, reports

@@ -1,5 +1,5 @@
-"""ONNX Runtime over the forest converted by skl2onnx: the served engine when it passes the
-parity gate (model_store/engines.py)."""
+"""ONNX Runtime over the forest converted by skl2onnx: the engine served when the forest compiled
+to native code cannot be (model_store/engines.py)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,3 @@ class OnnxEngine:
 
     def load(self, artifact: bytes, threads: int = 1) -> OnnxForest:
         return OnnxForest(artifact, threads)
-
-    def describe(self) -> dict[str, Any]:
-        import onnxruntime
-
-        return {"engine": self.name, "runtime": f"onnxruntime {onnxruntime.__version__}"}

@@ -89,26 +89,30 @@ def save_model(
 ) -> StoredModel:
     """Register a fitted model; `metadata` adds to the schema and threshold kept here.
 
-    With `parity_rows` (held-out feature rows), an ONNX graph of the forest is stored beside it
-    when it passes the parity gate on those rows; the report goes into the metadata either way.
+    With `parity_rows` (held-out feature rows), each registered engine's artifact (an ONNX graph,
+    a compiled library) is stored beside the forest when it passes its parity gate on those rows;
+    every engine's report goes into the metadata either way.
     `reference_profile` (a serialised data profile of the training features) travels with the
     model for drift monitoring; like the artifacts, it is hashed into a label.
     """
     payload = serialize(model)
     if parity_rows is None:
-        graph, parity = None, engines.ParityReport(engines.SKLEARN, "no parity rows given")
+        artifacts: dict[str, bytes] = {}
+        parity = {
+            name: engines.ParityReport(name, False, "no parity rows given")
+            for name in engines.ENGINES
+        }
     else:
-        graph, parity = engines.parity_gate(model, parity_rows, threshold)
+        artifacts, parity = engines.build_engines(model, parity_rows, threshold)
     labels = {
         "feature_hash": feature_hash(features),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "gate": "passed" if gate_passed else "failed",
         "framework_version": f"scikit-learn-{sklearn.__version__}",
-        "engine": parity.engine,
+        "engine": engines.SEPARATOR.join(artifacts) or engines.SKLEARN,
     }
-    engine = engines.ENGINES.get(parity.engine)
-    if engine is not None:
-        labels[engines.artifact_label(engine)] = hashlib.sha256(graph).hexdigest()
+    for name, artifact in artifacts.items():
+        labels[engines.artifact_label(engines.ENGINES[name])] = hashlib.sha256(artifact).hexdigest()
     if reference_profile is not None:
         labels["reference_sha256"] = hashlib.sha256(reference_profile).hexdigest()
     full_metadata = _without_none(
@@ -116,7 +120,7 @@ def save_model(
             **metadata,
             "features": features,
             "threshold": float(threshold),
-            "engine_parity": parity.as_metadata(),
+            "engine_parity": {name: report.as_metadata() for name, report in parity.items()},
         }
     )
     with bentoml.models.create(
@@ -129,8 +133,8 @@ def save_model(
         ),
     ) as bento_model:
         (Path(bento_model.path) / ARTIFACT_FILE).write_bytes(payload)
-        if engine is not None:
-            (Path(bento_model.path) / engine.artifact).write_bytes(graph)
+        for name, artifact in artifacts.items():
+            (Path(bento_model.path) / engines.ENGINES[name].artifact).write_bytes(artifact)
         if reference_profile is not None:
             (Path(bento_model.path) / REFERENCE_FILE).write_bytes(reference_profile)
     return get(str(bento_model.tag))
@@ -205,13 +209,45 @@ def load_reference_profile(stored: StoredModel) -> bytes | None:
     return _verified(stored, REFERENCE_FILE, "reference_sha256")
 
 
-def load_engine(stored: StoredModel) -> tuple[engines.Engine, bytes] | None:
-    """The model's engine and its hash-verified artifact, or None when the model has the
-    scikit-learn engine only."""
-    engine = engines.ENGINES.get(stored.labels.get("engine", engines.SKLEARN))
-    if engine is None:
-        return None
-    return engine, _verified(stored, engine.artifact, engines.artifact_label(engine))
+def engine_names(stored: StoredModel) -> list[str]:
+    """The engines the model was saved with, beside scikit-learn (none for `sklearn`)."""
+    label = stored.labels.get("engine", engines.SKLEARN)
+    return [] if label == engines.SKLEARN else label.split(engines.SEPARATOR)
+
+
+@dataclass(frozen=True)
+class LoadedForest:
+    forest: engines.Forest
+    engine: str  # the engine scoring: one of the model's engines, or "sklearn"
+    fallbacks: dict[str, str]  # engine -> why the model is served without it
+
+
+def load_forest(
+    stored: StoredModel, estimator: Any, choice: str = "auto", threads: int = 1
+) -> LoadedForest:
+    """The forest as served: the first of the model's engines that loads (`choice` "auto"), or
+    the one named, from its hash-verified artifact. An engine that cannot be loaded here (a
+    library built for another platform, its runtime missing) is passed over with the reason;
+    scikit-learn scores when none loads. A tampered artifact, used or not, is refused."""
+    verify(stored)
+    if choice == engines.SKLEARN:
+        return LoadedForest(engines.SklearnForest(estimator), engines.SKLEARN, {})
+    names = engine_names(stored)
+    fallbacks = {}
+    if choice != "auto" and choice not in names:
+        kept = engines.SEPARATOR.join(names) or "none"
+        fallbacks[choice] = f"{stored.tag} was saved without it (its engines: {kept})"
+    for name in names if choice == "auto" else [n for n in names if n == choice]:
+        engine = engines.ENGINES.get(name)
+        if engine is None:
+            fallbacks[name] = "not an engine this version knows"
+            continue
+        artifact = _verified(stored, engine.artifact, engines.artifact_label(engine))
+        try:
+            return LoadedForest(engine.load(artifact, threads), name, fallbacks)
+        except Exception as error:  # noqa: BLE001 - any load failure: the next engine
+            fallbacks[name] = f"cannot be loaded: {type(error).__name__}: {error}"
+    return LoadedForest(engines.SklearnForest(estimator), engines.SKLEARN, fallbacks)
 
 
 def list_models() -> list[StoredModel]:

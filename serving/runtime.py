@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -12,10 +13,11 @@ import numpy as np
 import yaml
 
 import model_store
-from model_store import StoredModel, engines
+from model_store import LoadedForest, StoredModel
 from model_store.contract import FeatureSchema
-from model_store.engines import Forest
 from settings import MODEL_NAME, Settings
+
+logger = logging.getLogger("fraud_bento.runtime")
 
 
 class NoModelPinned(RuntimeError):
@@ -73,27 +75,29 @@ def pinned_tag(settings: Settings, service_file: Path) -> str:
 
 @dataclass
 class FraudModel:
-    """A loaded `fraud_rf` model: its schema, threshold, forest and the engine that scores.
+    """A loaded `fraud_rf` model: its schema, threshold, forest and the engines that score.
 
-    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the engine the
-    model was saved with (ONNX Runtime, when it passed its parity gate; model_store/engines.py),
-    unless `engine="sklearn"` asks otherwise.
+    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the engines the
+    model was saved with (those that passed their parity gates; model_store/engines.py), unless
+    `engine` names one, or "sklearn".
     """
 
     stored: StoredModel
     estimator: Any
-    fast: Forest | None = None
-    engine: str = engines.SKLEARN
+    forest: LoadedForest
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
     def load(cls, tag: str, engine: str = "auto", intra_op_threads: int = 1) -> FraudModel:
         stored, estimator = model_store.load(tag)
-        found = model_store.load_engine(stored) if engine != engines.SKLEARN else None
-        if found is None:
-            return cls(stored, estimator)
-        chosen, artifact = found
-        return cls(stored, estimator, chosen.load(artifact, intra_op_threads), chosen.name)
+        forest = model_store.load_forest(stored, estimator, engine, intra_op_threads)
+        for name, reason in forest.fallbacks.items():
+            logger.warning("%s is served without its %s engine: %s", tag, name, reason)
+        return cls(stored, estimator, forest)
+
+    @property
+    def engine(self) -> str:
+        return self.forest.engine
 
     @property
     def tag(self) -> str:
@@ -121,6 +125,4 @@ class FraudModel:
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities (float32) for a validated [N, n_features] matrix."""
-        if self.fast is not None:
-            return self.fast.predict_proba(matrix).astype(np.float32, copy=False)
-        return self.estimator.predict_proba(matrix)[:, 1].astype(np.float32)
+        return self.forest.forest.predict_proba(matrix)

@@ -30,11 +30,7 @@ SCORE_COLUMNS = "fraud_probability float, is_fraud boolean"
 def _scorer(tag: str):
     """The model's probability function and threshold, as the service loads them."""
     stored, estimator = model_store.load(tag)
-    found = model_store.load_engine(stored)
-    if found is None:
-        return (lambda matrix: estimator.predict_proba(matrix)[:, 1]), stored
-    engine, artifact = found
-    return engine.load(artifact, 1).predict_proba, stored
+    return model_store.load_forest(stored, estimator).forest.predict_proba, stored
 
 
 def spark_scores(features, tag: str, id_column: str):

@@ -209,7 +209,7 @@ def _train_and_register(
         "data": dataset.summary.as_dict(),
         "shap_top_features": top_features,
     }
-    with stages.stage("registration (ONNX engine and parity, store)"):
+    with stages.stage("registration (engines built and parity-checked, store)"):
         stored = model_store.save_model(
             model,
             features=[feature.as_dict() for feature in dataset.schema],
@@ -241,8 +241,11 @@ def _train_and_register(
     run_report["stages"] = stages.records
     report.write_json(run_dir / "metrics.json", run_report)
     report.write_summary(run_dir, run_report, images)
+    parity = "; ".join(
+        f"{name} {check['reason']}" for name, check in stored.metadata["engine_parity"].items()
+    )
     print(
         f"registered {stored.tag} (gate {stored.labels['gate']}, engine {stored.labels['engine']}: "
-        f"{stored.metadata['engine_parity']['reason']}); report: {run_dir / 'summary.md'}"
+        f"{parity}); report: {run_dir / 'summary.md'}"
     )
     return TrainingResult(run_dir, stored.tag, gate_passed, metrics)

@@ -1,12 +1,17 @@
-"""The fast engine: ONNX Runtime behind a parity gate, with scikit-learn as the fallback."""
+"""The fast engines (the forest compiled to native code, ONNX Runtime) behind parity gates, the
+first that loads serving, and scikit-learn as the last fallback."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
 import model_store
 from model_store import ModelIntegrityError, engines
+from model_store.native_engine import NativeEngine
 from model_store.onnx_engine import OnnxEngine
 from model_store.store import ARTIFACT_FILE
 from serving.runtime import FraudModel
@@ -30,8 +35,8 @@ def forest_and_rows():
 
 def test_parity_gate_passes_a_forest(forest_and_rows):
     forest, rows = forest_and_rows
-    graph, report = engines.parity_gate(forest, rows, threshold=0.5)
-    assert graph is not None and report.engine == engines.ONNX
+    graph, report = engines.parity_gate(forest, rows, 0.5, engines.ENGINES[engines.ONNX])
+    assert graph is not None and report.engine == engines.ONNX and report.passed
     assert report.rows == len(rows)
     assert report.max_abs_diff <= engines.PARITY_TOLERANCE
     assert report.decision_mismatches == report.mismatches_near_threshold
@@ -41,12 +46,11 @@ def test_parity_gate_passes_a_forest(forest_and_rows):
 
 def test_parity_failure_keeps_scikit_learn(forest_and_rows):
     forest, rows = forest_and_rows
-    _, passed = engines.parity_gate(forest, rows, threshold=0.5)
+    onnx = engines.ENGINES[engines.ONNX]
+    _, passed = engines.parity_gate(forest, rows, 0.5, onnx)
     assert passed.max_abs_diff > 0, "float32 ONNX and float64 sums should differ in the last bits"
-    graph, report = engines.parity_gate(
-        forest, rows, threshold=0.5, tolerance=passed.max_abs_diff / 2
-    )
-    assert graph is None and report.engine == engines.SKLEARN
+    graph, report = engines.parity_gate(forest, rows, 0.5, onnx, tolerance=passed.max_abs_diff / 2)
+    assert graph is None and not report.passed
     assert report.reason.startswith("parity failed: max |p_onnx - p_sklearn|")
 
 
@@ -57,9 +61,10 @@ def test_conversion_failure_keeps_scikit_learn(forest_and_rows):
         def predict_proba(self, matrix):
             return np.tile([0.5, 0.5], (len(matrix), 1))
 
-    graph, report = engines.parity_gate(HandWritten(), rows, threshold=0.5)
-    assert graph is None and report.engine == engines.SKLEARN
-    assert report.reason.startswith("onnx build failed")
+    for engine in engines.ENGINES.values():
+        graph, report = engines.parity_gate(HandWritten(), rows, threshold=0.5, engine=engine)
+        assert graph is None and (report.engine, report.passed) == (engine.name, False)
+        assert report.reason.startswith("build failed")
 
 
 def _save(forest, rows=None) -> model_store.StoredModel:
@@ -73,16 +78,85 @@ def _save(forest, rows=None) -> model_store.StoredModel:
     )
 
 
-def test_saved_with_the_fast_engine_and_both_hashes(forest_and_rows):
+def test_the_native_library_passes_its_gate_with_scikit_learns_sums(forest_and_rows):
+    """Float64 sums like scikit-learn's: its answers are scikit-learn's probabilities rounded to
+    float32, at every batch size."""
+    forest, rows = forest_and_rows
+    library, report = engines.parity_gate(forest, rows, 0.5, engines.ENGINES[engines.NATIVE])
+    assert library is not None and report.passed and report.decision_mismatches == 0
+    native = NativeEngine().load(library)
+    reference = forest.predict_proba(rows)[:, 1].astype(np.float32)
+    np.testing.assert_array_equal(native.predict_proba(rows), reference)
+    row_by_row = np.concatenate([native.predict_proba(rows[i : i + 1]) for i in range(50)])
+    np.testing.assert_array_equal(row_by_row, reference[:50])
+    with pytest.raises(ValueError, match="rows of 18 features expected"):
+        native.predict_proba(rows[:, :5])
+
+
+def test_saved_with_both_engines_and_served_by_the_native_one(forest_and_rows):
     forest, rows = forest_and_rows
     stored = _save(forest, rows)
-    assert stored.labels["engine"] == "onnx"
-    assert len(stored.labels["onnx_sha256"]) == 64
-    assert (stored.path / OnnxEngine.artifact).is_file() and (stored.path / ARTIFACT_FILE).is_file()
-    assert stored.metadata["engine_parity"]["max_abs_diff"] <= 1e-5
-    fast, slow = FraudModel.load(stored.tag), FraudModel.load(stored.tag, engine="sklearn")
-    assert (fast.engine, slow.engine) == ("onnx", "sklearn")
-    np.testing.assert_allclose(fast.predict_proba(rows), slow.predict_proba(rows), atol=1e-5)
+    assert stored.labels["engine"] == "tl2cgen+onnx"
+    assert len(stored.labels["onnx_sha256"]) == len(stored.labels["tl2cgen_sha256"]) == 64
+    for artifact in (OnnxEngine.artifact, NativeEngine.artifact, ARTIFACT_FILE):
+        assert (stored.path / artifact).is_file()
+    for name in ("onnx", "tl2cgen"):
+        assert stored.metadata["engine_parity"][name]["max_abs_diff"] <= 1e-5
+    served, onnx = FraudModel.load(stored.tag), FraudModel.load(stored.tag, engine="onnx")
+    slow = FraudModel.load(stored.tag, engine="sklearn")
+    assert (served.engine, onnx.engine, slow.engine) == ("tl2cgen", "onnx", "sklearn")
+    np.testing.assert_array_equal(served.predict_proba(rows), slow.predict_proba(rows))
+    np.testing.assert_allclose(onnx.predict_proba(rows), slow.predict_proba(rows), atol=1e-5)
+
+
+def test_without_a_compiler_the_model_is_saved_with_onnx_and_the_reason(
+    forest_and_rows, tmp_path, monkeypatch
+):
+    forest, rows = forest_and_rows
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcc on it
+    stored = _save(forest, rows)
+    assert stored.labels["engine"] == "onnx" and "tl2cgen_sha256" not in stored.labels
+    assert not (stored.path / NativeEngine.artifact).exists()
+    report = stored.metadata["engine_parity"]["tl2cgen"]
+    assert report["passed"] is False and report["reason"].startswith("build failed")
+    assert "gcc" in report["reason"]
+    assert FraudModel.load(stored.tag).engine == "onnx"
+
+
+def test_two_libraries_in_one_process_each_score_their_own_forest(forest_and_rows):
+    """A champion and its challenger, loaded one after the other in one worker."""
+    forest, rows = forest_and_rows
+    other = RandomForestClassifier(n_estimators=3, max_depth=2, random_state=1)
+    other.fit(rows[:500], (rows[:500, 0] > np.median(rows[:500, 0])).astype(int))
+    first = NativeEngine().load(NativeEngine().build(forest, rows.shape[1]))
+    second = NativeEngine().load(NativeEngine().build(other, rows.shape[1]))
+    for native, model in ((first, forest), (second, other)):
+        expected = model.predict_proba(rows[:100])[:, 1].astype(np.float32)
+        np.testing.assert_array_equal(native.predict_proba(rows[:100]), expected)
+
+
+def test_a_library_for_another_platform_is_refused_by_the_loader(forest_and_rows):
+    forest, rows = forest_and_rows
+    library = bytearray(NativeEngine().build(forest, rows.shape[1]))
+    library[18:20] = (183).to_bytes(2, "little")  # ELF e_machine: AArch64
+    with pytest.raises(OSError, match="cannot open shared object"):
+        NativeEngine().load(bytes(library))
+
+
+def test_an_engine_that_cannot_be_loaded_is_passed_over_with_the_reason(
+    forest_and_rows, monkeypatch
+):
+    """A host without in-memory files: ONNX Runtime serves, and the reason is kept."""
+    forest, rows = forest_and_rows
+    stored = _save(forest, rows)
+    monkeypatch.delattr(os, "memfd_create")
+    served = FraudModel.load(stored.tag)
+    assert served.engine == "onnx"
+    assert served.forest.fallbacks["tl2cgen"].startswith("cannot be loaded: AttributeError")
+    reference = forest.predict_proba(rows)[:, 1]
+    np.testing.assert_allclose(served.predict_proba(rows), reference, atol=1e-5)
+    asked = FraudModel.load(stored.tag, engine="tl2cgen")
+    assert asked.engine == "sklearn" and "tl2cgen" in asked.forest.fallbacks
 
 
 def test_tampered_onnx_graph_is_refused(forest_and_rows):
@@ -97,18 +171,31 @@ def test_tampered_onnx_graph_is_refused(forest_and_rows):
         FraudModel.load(stored.tag)
 
 
+def test_tampered_native_library_is_refused_not_passed_over(forest_and_rows):
+    forest, rows = forest_and_rows
+    stored = _save(forest, rows)
+    library = bytearray((stored.path / NativeEngine.artifact).read_bytes())
+    library[len(library) // 2] ^= 0x01
+    (stored.path / NativeEngine.artifact).write_bytes(bytes(library))
+    with pytest.raises(ModelIntegrityError, match="model.so"):
+        model_store.verify(stored)
+    with pytest.raises(ModelIntegrityError, match="model.so"):
+        FraudModel.load(stored.tag)
+
+
 def test_without_parity_rows_the_model_keeps_scikit_learn(forest_and_rows):
     forest, _ = forest_and_rows
     stored = _save(forest)
     assert stored.labels["engine"] == "sklearn" and "onnx_sha256" not in stored.labels
     assert not (stored.path / OnnxEngine.artifact).exists()
-    assert stored.metadata["engine_parity"]["reason"] == "no parity rows given"
+    for report in stored.metadata["engine_parity"].values():
+        assert report["reason"] == "no parity rows given"
     assert FraudModel.load(stored.tag).engine == "sklearn"
 
 
-def test_fast_engine_scores_do_not_depend_on_batching(forest_and_rows):
+def test_onnx_scores_do_not_depend_on_batching(forest_and_rows):
     forest, rows = forest_and_rows
-    graph, _ = engines.parity_gate(forest, rows, threshold=0.5)
+    graph, _ = engines.parity_gate(forest, rows, 0.5, engines.ENGINES[engines.ONNX])
     engine = OnnxEngine().load(graph)
     one_call = engine.predict_proba(rows)
     row_by_row = np.concatenate([engine.predict_proba(rows[i : i + 1]) for i in range(50)])

@@ -228,7 +228,8 @@ def test_model_info_health_and_stats(server, served_tag, transactions):
     assert info["feature_hash"] == stored.labels["feature_hash"]
     assert [f["name"] for f in info["features"]] == [f["name"] for f in stored.features]
     assert info["threshold"] == stored.threshold
-    assert info["engine"] == "onnx" and info["engine_parity"]["max_abs_diff"] <= 1e-5
+    assert info["engine"] == "tl2cgen" and info["engine_fallbacks"] == {}
+    assert all(check["max_abs_diff"] <= 1e-5 for check in info["engine_parity"].values())
     assert info["metrics"]["roc_auc"] > 0.5
     assert info["train_window"]["start"] < info["test_window"]["start"]
     assert info["promotion"]["to_tag"] == served_tag
@@ -248,7 +249,7 @@ def test_model_info_health_and_stats(server, served_tag, transactions):
 def test_metrics_expose_ours_and_bentomls(server, transactions, served_tag):
     _predict(server, transactions[:5])
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'fraud_model_info{engine="onnx"' in text and served_tag in text
+    assert 'fraud_model_info{engine="tl2cgen"' in text and served_tag in text
     for name in (
         "fraud_prediction_score_bucket",
         'fraud_decisions_total{decision="genuine"',
