@@ -128,10 +128,11 @@ class ColumnsDecoder:
             )
         if problems:
             raise InvalidInput(problems)
-        matrix = np.array(data, dtype=np.float64)
-        order = [columns.index(name) for name in self._names]
-        with np.errstate(over="ignore"):  # out of float32's range: refused by the matrix check
-            return matrix[:, order].astype(np.float32), ids
+        with np.errstate(over="ignore"):  # out of float32's range: inf, refused by the check
+            matrix = np.array(data, dtype=np.float32)
+        if columns != self._names:
+            matrix = matrix[:, [columns.index(name) for name in self._names]]
+        return matrix, ids
 
 
 def in_columns(error: InvalidInput) -> InvalidInput:

@@ -151,7 +151,9 @@ def values_from_bytes(name: str, datatype: str, raw: bytes | memoryview) -> np.n
 def values_from_json(name: str, datatype: str, data) -> np.ndarray:
     _check_datatype(name, datatype)
     try:
-        return np.asarray(data, dtype=np.float64).ravel()
+        # Straight to the matrix's float32; out of its range: inf, refused by the matrix check.
+        with np.errstate(over="ignore"):
+            return np.asarray(data, dtype=np.float32).ravel()
     except (TypeError, ValueError) as error:
         raise OIPError(f"input '{name}': data must be numbers ({error})") from error
 

@@ -1,15 +1,15 @@
-"""The forest's engines side by side on one core: microseconds a row at 1, 100 and 1,000 rows,
+"""The forest's engines side by side on one core: microseconds a row at 1, 10, 100 and 1,000 rows,
 on the served model and on a deeper forest (200 trees, depth 14, where the forest's share of a
 request grows), with each engine's largest difference from scikit-learn.
 
     python ops/bench/engines.py --out runs/bench-engines
 
-Rows are real test-period rows of make run's table. Engines: scikit-learn itself; ONNX Runtime
-as served (skl2onnx, `zipmap=False`, ai.onnx.ml opset 3's TreeEnsembleClassifier, one thread);
-the same graph converted to ai.onnx.ml opset 5's TreeEnsemble operator; and the forest compiled
-to native code by Treelite and TL2cgen (gcc -O2), called through its own predictor. Each figure
-is the best of 5 repeats of at least 0.3 s of calls, the process pinned to one core.
-"""
+Rows are real test-period rows of make run's table. Engines: scikit-learn itself; the forest
+compiled to native code as served (model_store/native_engine.py: TL2cgen's C, gcc -O3, our
+batch entry point called through ctypes); ONNX Runtime as it serves when the native library
+cannot be loaded (skl2onnx, `zipmap=False`, ai.onnx.ml opset 3's TreeEnsembleClassifier, one
+thread); the same graph converted to ai.onnx.ml opset 5's TreeEnsemble operator. Each figure is
+the best of 5 repeats of at least 0.3 s of calls, the process pinned to one core."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,13 +27,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 import model_store  # noqa: E402
+from model_store.native_engine import NativeEngine  # noqa: E402
 from model_store.onnx_engine import OnnxEngine, OnnxForest  # noqa: E402
 from settings import load_settings  # noqa: E402
 from training.dataset import load_dataset  # noqa: E402
 from training.tune import fit_forest  # noqa: E402
 
 DATA = REPO_ROOT / "data" / "transactions.parquet"
-SIZES = (1, 100, 1000)
+SIZES = (1, 10, 100, 1000)
+NATIVE = "native code (served: TL2cgen's C, our batch entry point)"
 REPEATS, MIN_SECONDS = 5, 0.3
 DEEPER = {"n_estimators": 200, "max_depth": 14, "max_features": "sqrt", "min_samples_leaf": 1}
 
@@ -70,30 +71,14 @@ def onnx_opset5(forest) -> Callable[[np.ndarray], np.ndarray]:
     return OnnxForest(graph.SerializeToString()).predict_proba
 
 
-def tl2cgen_engine(forest, folder: Path) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
-    """The forest compiled to a shared library; returns its predictor and the compile seconds."""
-    import tl2cgen
-    import treelite
-
-    started = time.perf_counter()
-    model = treelite.sklearn.import_model(forest)
-    library = folder / "forest.so"
-    tl2cgen.export_lib(model, toolchain="gcc", libpath=str(library), params={"parallel_comp": 8})
-    compile_s = time.perf_counter() - started
-    predictor = tl2cgen.Predictor(str(library), nthread=1)
-
-    def predict(matrix: np.ndarray) -> np.ndarray:
-        return predictor.predict(tl2cgen.DMatrix(matrix)).reshape(len(matrix), -1)[:, -1]
-
-    return predict, compile_s
-
-
-def compare(name: str, forest, rows: np.ndarray, folder: Path) -> dict:
+def compare(name: str, forest, rows: np.ndarray) -> dict:
     forest.n_jobs = 1
     onnx = OnnxEngine()
     engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "scikit-learn": lambda m: forest.predict_proba(m)[:, 1],
-        "onnxruntime (served: opset 3)": onnx.load(onnx.build(forest, rows.shape[1])).predict_proba,
+        "onnxruntime (fallback: opset 3)": onnx.load(
+            onnx.build(forest, rows.shape[1])
+        ).predict_proba,
     }
     notes = {}
     try:
@@ -101,10 +86,12 @@ def compare(name: str, forest, rows: np.ndarray, folder: Path) -> dict:
     except Exception as error:  # noqa: BLE001 - reported, the comparison goes on
         notes["onnxruntime (opset 5 TreeEnsemble)"] = f"not built: {error!r}"[:200]
     try:
-        engines["tl2cgen (native code)"], compile_s = tl2cgen_engine(forest, folder)
-        notes["tl2cgen (native code)"] = f"compiled in {compile_s:.0f} s"
+        started = time.perf_counter()
+        library = NativeEngine().build(forest, rows.shape[1])
+        notes[NATIVE] = f"built in {time.perf_counter() - started:.0f} s"
+        engines[NATIVE] = NativeEngine().load(library).predict_proba
     except Exception as error:  # noqa: BLE001 - reported, the comparison goes on
-        notes["tl2cgen (native code)"] = f"not built: {error!r}"[:200]
+        notes[NATIVE] = f"not built: {error!r}"[:200]
     reference = engines["scikit-learn"](rows)
     result = {"model": name, "trees": len(forest.estimators_), "engines": {}}
     for engine, predict in engines.items():
@@ -121,18 +108,20 @@ def compare(name: str, forest, rows: np.ndarray, folder: Path) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| model | engine | 1 row µs | 100 rows µs/row | 1,000 rows µs/row | max diff | note |",
-        "|---|---|---|---|---|---|---|",
+        "| model | engine | 1 row µs | 10 rows µs/row | 100 rows µs/row | 1,000 rows µs/row "
+        "| max diff | note |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for engine, figures in result["engines"].items():
             per_row = figures["us_per_row"]
             lines.append(
-                f"| {result['model']} | {engine} | {per_row[1]:.1f} | {per_row[100]:.2f} "
-                f"| {per_row[1000]:.2f} | {figures['max_abs_diff']:.1e} | {figures['note']} |"
+                f"| {result['model']} | {engine} | {per_row[1]:.1f} | {per_row[10]:.2f} "
+                f"| {per_row[100]:.2f} | {per_row[1000]:.2f} | {figures['max_abs_diff']:.1e} "
+                f"| {figures['note']} |"
             )
         for engine, note in result["not_built"].items():
-            lines.append(f"| {result['model']} | {engine} | - | - | - | - | {note} |")
+            lines.append(f"| {result['model']} | {engine} | - | - | - | - | - | {note} |")
     return "\n".join(lines)
 
 
@@ -155,11 +144,10 @@ def main() -> None:
     train = dataset.mask(dataset.split.train)
     deeper = fit_forest(DEEPER, settings.seed, 2, dataset.X[train], dataset.y[train])
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as folder:
-        results = [
-            compare(f"served {tag}", served, rows, Path(folder)),
-            compare("deeper (200 trees, depth 14)", deeper, rows, Path(folder)),
-        ]
+    results = [
+        compare(f"served {tag}", served, rows),
+        compare("deeper (200 trees, depth 14)", deeper, rows),
+    ]
     markdown = table(results)
     print(markdown)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -93,19 +93,24 @@ def test_the_native_library_passes_its_gate_with_scikit_learns_sums(forest_and_r
         native.predict_proba(rows[:, :5])
 
 
-def test_saved_with_both_engines_and_served_by_the_native_one(forest_and_rows):
+def test_saved_with_both_engines_ranked_by_their_measured_cost(forest_and_rows):
     forest, rows = forest_and_rows
     stored = _save(forest, rows)
-    assert stored.labels["engine"] == "tl2cgen+onnx"
+    ranked = stored.labels["engine"].split("+")
+    assert sorted(ranked) == ["onnx", "tl2cgen"]
     assert len(stored.labels["onnx_sha256"]) == len(stored.labels["tl2cgen_sha256"]) == 64
     for artifact in (OnnxEngine.artifact, NativeEngine.artifact, ARTIFACT_FILE):
         assert (stored.path / artifact).is_file()
-    for name in ("onnx", "tl2cgen"):
-        assert stored.metadata["engine_parity"][name]["max_abs_diff"] <= 1e-5
-    served, onnx = FraudModel.load(stored.tag), FraudModel.load(stored.tag, engine="onnx")
+    checks = stored.metadata["engine_parity"]
+    assert all(checks[name]["max_abs_diff"] <= 1e-5 for name in ranked)
+    costs = [checks[name]["us_per_row"] for name in ranked]
+    assert costs == sorted(costs) and costs[0] > 0
+    served = FraudModel.load(stored.tag)
+    native, onnx = (FraudModel.load(stored.tag, engine=name) for name in ("tl2cgen", "onnx"))
     slow = FraudModel.load(stored.tag, engine="sklearn")
-    assert (served.engine, onnx.engine, slow.engine) == ("tl2cgen", "onnx", "sklearn")
-    np.testing.assert_array_equal(served.predict_proba(rows), slow.predict_proba(rows))
+    assert served.engine == ranked[0]
+    assert (native.engine, onnx.engine, slow.engine) == ("tl2cgen", "onnx", "sklearn")
+    np.testing.assert_array_equal(native.predict_proba(rows), slow.predict_proba(rows))
     np.testing.assert_allclose(onnx.predict_proba(rows), slow.predict_proba(rows), atol=1e-5)
 
 
@@ -146,17 +151,18 @@ def test_a_library_for_another_platform_is_refused_by_the_loader(forest_and_rows
 def test_an_engine_that_cannot_be_loaded_is_passed_over_with_the_reason(
     forest_and_rows, monkeypatch
 ):
-    """A host without in-memory files: ONNX Runtime serves, and the reason is kept."""
+    """A host without in-memory files: the native library cannot be loaded, the reason is
+    kept, and the model's other engine serves (scikit-learn when it was the only one asked)."""
     forest, rows = forest_and_rows
     stored = _save(forest, rows)
     monkeypatch.delattr(os, "memfd_create")
+    asked = FraudModel.load(stored.tag, engine="tl2cgen")
+    assert asked.engine == "sklearn"
+    assert asked.forest.fallbacks["tl2cgen"].startswith("cannot be loaded: AttributeError")
     served = FraudModel.load(stored.tag)
     assert served.engine == "onnx"
-    assert served.forest.fallbacks["tl2cgen"].startswith("cannot be loaded: AttributeError")
     reference = forest.predict_proba(rows)[:, 1]
     np.testing.assert_allclose(served.predict_proba(rows), reference, atol=1e-5)
-    asked = FraudModel.load(stored.tag, engine="tl2cgen")
-    assert asked.engine == "sklearn" and "tl2cgen" in asked.forest.fallbacks
 
 
 def test_tampered_onnx_graph_is_refused(forest_and_rows):

@@ -228,7 +228,8 @@ def test_model_info_health_and_stats(server, served_tag, transactions):
     assert info["feature_hash"] == stored.labels["feature_hash"]
     assert [f["name"] for f in info["features"]] == [f["name"] for f in stored.features]
     assert info["threshold"] == stored.threshold
-    assert info["engine"] == "tl2cgen" and info["engine_fallbacks"] == {}
+    assert info["engine"] == stored.labels["engine"].split("+")[0]
+    assert info["engine"] in ("tl2cgen", "onnx") and info["engine_fallbacks"] == {}
     assert all(check["max_abs_diff"] <= 1e-5 for check in info["engine_parity"].values())
     assert info["metrics"]["roc_auc"] > 0.5
     assert info["train_window"]["start"] < info["test_window"]["start"]
@@ -249,7 +250,8 @@ def test_model_info_health_and_stats(server, served_tag, transactions):
 def test_metrics_expose_ours_and_bentomls(server, transactions, served_tag):
     _predict(server, transactions[:5])
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'fraud_model_info{engine="tl2cgen"' in text and served_tag in text
+    engine = model_store.get(served_tag).labels["engine"].split("+")[0]
+    assert f'fraud_model_info{{engine="{engine}"' in text and served_tag in text
     for name in (
         "fraud_prediction_score_bucket",
         'fraud_decisions_total{decision="genuine"',
