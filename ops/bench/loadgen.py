@@ -79,6 +79,7 @@ class HttpLoad:
         bodies: list[bytes],
         headers: list[str] = (),
         request_ids: bool = False,
+        content_type: str = "application/json",
     ):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
@@ -86,7 +87,7 @@ class HttpLoad:
         heads = [
             (
                 f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{extra}"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
             ).encode()
             for body in bodies
         ]
@@ -271,16 +272,26 @@ def main() -> None:
     parser.add_argument(
         "--request-ids", action="store_true", help="a distinct X-Request-ID on every request"
     )
+    parser.add_argument(
+        "--oip-binary",
+        action="store_true",
+        help="BODY_FILE is an OIP JSON header followed by raw tensor bytes",
+    )
     args = parser.parse_args()
     with open(args.body_file, "rb") as handle:
         body = handle.read()
     bodies = body.splitlines() if args.lines else [body]
+    content_type = "application/json"
+    if args.oip_binary:  # the JSON header ends where the first JSON value does
+        _, header_length = json.JSONDecoder().raw_decode(body.decode("latin-1"))
+        args.header.append(f"Inference-Header-Content-Length: {header_length}")
+        content_type = "application/octet-stream"
 
     async def run() -> list:
         load = (
             GrpcLoad(args.url, body)
             if args.grpc
-            else HttpLoad(args.url, bodies, args.header, args.request_ids)
+            else HttpLoad(args.url, bodies, args.header, args.request_ids, content_type)
         )
         if args.rate:
             await open_loop(load, args.rate, args.seconds)

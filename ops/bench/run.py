@@ -119,7 +119,8 @@ class Server:
     command: list[str]
     ready_path: str
     predict_path: str
-    body_kind: str  # "rows", "v2" (MLServer's outputs), "oip" (fraud-bento's), "grpc",
+    body_kind: str  # "rows", "columns" (/predict_columns), "v2" (MLServer's outputs), "oip"
+    # (fraud-bento's, JSON tensors), "oip_binary" (a JSON header, then raw FP32 values), "grpc",
     # "payments" (/score: a body a line, new payments each) or "production" (/predict: a body a
     # line, distinct test-period rows with new ids)
     env: dict[str, str] = field(default_factory=dict)
@@ -358,9 +359,11 @@ def servers(
             made.append(server)
         elif name == "bento":
             made.append(Server(name, bento, "/readyz", "/predict", "rows", dict(bento_env)))
-        elif name == "bento_oip":  # OIP over HTTP, JSON tensors
-            path = "/v2/models/fraud_rf/infer"
-            made.append(Server(name, bento, "/readyz", path, "oip", dict(bento_env)))
+        elif name == "bento_columns":  # the columnar form: one list of values a transaction
+            made.append(Server(name, bento, "/readyz", "/predict_columns", "columns", bento_env))
+        elif name in ("bento_oip", "bento_oip_binary"):  # OIP over HTTP: JSON or raw tensors
+            path, kind = "/v2/models/fraud_rf/infer", name.removeprefix("bento_")
+            made.append(Server(name, bento, "/readyz", path, kind, dict(bento_env)))
         elif name == "bento_grpc":  # OIP over gRPC, raw tensor contents
             made.append(Server(name, bento, "/readyz", "", "grpc", dict(bento_env)))
         elif name == "bento_unmonitored":  # the cost of profiling and the prediction log
@@ -400,9 +403,20 @@ def bodies(scratch: Path, sizes: tuple[int, ...]) -> dict[tuple[str, int], Path]
         infer.inputs.add(name="features", datatype="FP32", shape=[size, len(names)])
         infer.raw_input_contents.append(np.array(matrix, dtype=np.float32).tobytes())
         tensor = {"name": "features", "shape": [size, len(names)], "datatype": "FP32"}
+        raw = np.array(matrix, dtype=np.float32).tobytes()
+        binary_tensor = {**tensor, "parameters": {"binary_data_size": len(raw)}}
+        binary_header = {"inputs": [binary_tensor], "outputs": [{"name": "probability"}]}
         tensor["data"] = matrix
+        columns = {
+            "columns": names,
+            "data": matrix,
+            "transaction_ids": [row["transaction_id"] for row in batch],
+        }
         for kind, payload in (
             ("rows", json.dumps({"transactions": batch}).encode()),
+            ("columns", json.dumps(columns).encode()),
+            # the load generator finds the JSON header's end (Inference-Header-Content-Length)
+            ("oip_binary", json.dumps(binary_header).encode() + raw),
             # the same tensor; each server asked for its probability output
             (
                 "v2",
@@ -489,7 +503,12 @@ def production_bodies(
 
 
 def load(server: Server, body: Path, mode: str, value: float, seconds: float) -> dict:
-    kind = {"grpc": ["--grpc"], "payments": ["--lines"], "production": ["--lines"]}
+    kind = {
+        "grpc": ["--grpc"],
+        "payments": ["--lines"],
+        "production": ["--lines"],
+        "oip_binary": ["--oip-binary"],
+    }
     result = subprocess.run(
         [*LOADGEN_PIN, sys.executable, str(BENCH / "loadgen.py"), server.target, str(body)]
         + [f"--{mode}", str(value), "--seconds", str(seconds)]
@@ -809,8 +828,8 @@ def plot(results: dict, sizes: tuple[int, ...], path: Path) -> None:
 
 DEFAULT_SERVERS = (
     "ceiling,bentoml_constant,bentoml_constant_lean,seed,mlserver,bento,bento_unmonitored,"
-    "bento_shadow,bento_production,bento_oip,bento_grpc,bento_2workers,bento_score,"
-    "bento_score_redis"
+    "bento_shadow,bento_production,bento_columns,bento_oip,bento_oip_binary,bento_grpc,"
+    "bento_2workers,bento_score,bento_score_redis"
 )
 
 
