@@ -46,7 +46,7 @@ bench bench-full: $(VENV)/.installed-dev $(DATA)
 bench-training: $(VENV)/.installed-dev
 	$(BIN)/python ops/bench/training.py --all-rows-tuning 1200000 --out runs/bench-training
 
-# A bounded soak of the pinned model (not part of make test, which runs a 60-second one).
+# A bounded soak of the pinned model (not part of make test, which runs a 36-second one).
 SOAK_SECONDS ?= 600
 soak: $(VENV)/.installed-dev $(DATA)
 	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \

@@ -16,7 +16,6 @@ pytestmark = pytest.mark.slow
 def test_benchmark_smoke(served_tag, tmp_path):
     out = tmp_path / "bench"
     servers = {
-        "ceiling",
         "seed",
         "bento",
         "bento_unmonitored",
@@ -61,7 +60,7 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert overhead.count("| bento_production | 100 | ") == 1
     assert (out / "p99_vs_rate.png").stat().st_size > 1000
     counts = report["monitoring"]  # what monitoring did with each fraud-bento side's rows
-    assert counts["ceiling"] is None and counts["bento"]["scored_rows"] > 0
+    assert counts["seed"] is None and counts["bento"]["scored_rows"] > 0
     work, alternated = overhead.split("Monitoring's work per side")[1].split(
         "Monitoring on vs off:"
     )

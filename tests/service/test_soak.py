@@ -1,5 +1,5 @@
-"""The 60-second soak of `make soak` (10 minutes there): zero errors, stable p99, bounded memory
-and file descriptors, with its report and plot."""
+"""The soak of `make soak` at 36 seconds (10 minutes there): zero errors, stable p99, bounded
+memory and file descriptors, with its report and plot."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from tests.service.conftest import run_ops_script
 pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
-def test_sixty_second_soak(served_tag, tmp_path):
+def test_short_soak(served_tag, tmp_path):
     out = tmp_path / "soak"
     result = run_ops_script(
         "soak.py",
+        # six intervals: memory is compared from the end of the second (measured: +2% after it)
         "--duration",
-        "60",
+        "36",
         "--interval",
-        "10",
+        "6",
         # A fifth of this machine's held rate (4,250 req/s on a pinned core): rarer tail stalls
         # than make soak's 0.3 (docs/security.md), so CI does not flake. A fixed rate skips
         # measuring the capacity, which the benchmark's smoke test covers.
