@@ -223,7 +223,11 @@ class ServingConfig(BaseModel):
         "scored by the fastest at its size (ONNX Runtime for a few rows, the forest compiled "
         "to native code for many); onnx or tl2cgen: that engine alone; sklearn: scikit-learn.",
     )
-    intra_op_threads: int = Field(1, ge=1, description="Engine threads per forest call.")
+    intra_op_threads: int = Field(
+        1,
+        ge=1,
+        description="ONNX Runtime threads per forest call (native code runs in the caller's).",
+    )
     inline_max_rows: int = Field(
         512,
         ge=0,

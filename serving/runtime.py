@@ -77,9 +77,9 @@ def pinned_tag(settings: Settings, service_file: Path) -> str:
 class FraudModel:
     """A loaded `fraud_rf` model: its schema, threshold, forest and the engines that score.
 
-    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the engines the
-    model was saved with (those that passed their parity gates; model_store/engines.py), unless
-    `engine` names one, or "sklearn".
+    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the first of the
+    model's engines that loads, in the order they were ranked at save time (model_store/
+    engines.py), unless `engine` names one, or "sklearn".
     """
 
     stored: StoredModel
