@@ -135,6 +135,9 @@ def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, serv
         stored = model_store.get(served_tag)
         assert info["tag"] == served_tag
         assert info["sha256"] == stored.labels["sha256"]
+        # the engines travel in the image: the model's first one serves, none passed over
+        assert info["engine"] == stored.labels["engine"].split("+")[0]
+        assert info["engine_fallbacks"] == {}
 
         expected = [p["fraud_probability"] for p in predicted.json()["predictions"]]
         assert _grpc_probabilities(grpc_port, example["transactions"]) == pytest.approx(
