@@ -639,7 +639,7 @@ def alternating(
     """Held rates of one design with (`on`) and without (`off`) a cost, in `runs` alternating
     runs per size: both servers up (pinned alike) and warmed by a closed-loop burst, the load on
     one at a time, the order swapped each run, each held rate found by bisection between half
-    and 1.2 times the server's own `anchors[name][size]`. After each run the `on` side is loaded
+    and 1.2 times the pair's `anchors[size]`. After each run the `on` side is loaded
     once more at its held rate, and what its monitoring scored, profiled, logged and dropped in
     that step is read from its /metrics."""
     for server in (off, on):
@@ -654,7 +654,7 @@ def alternating(
             for run in range(runs):
                 held = {}
                 for server in (off, on) if run % 2 == 0 else (on, off):
-                    anchor = anchors[server.name][size]
+                    anchor = anchors[size]
                     body = bodies[(server.body_kind, size)]
                     held[server.name] = bisect_held(server, body, anchor / 2, anchor * 1.2, profile)
                 at_held = {}
@@ -912,12 +912,15 @@ def main() -> None:
         if not {on_name, off_name} <= results.keys():
             continue
         on, off = servers([on_name, off_name], scratch, tag, args.challenger, args.data)
+        # One range for both sides, from the better of their ladders: a side whose ladder met a
+        # bad minute (a fresh run's first server stalled) is not capped by its own figure.
         anchors = {
-            server.name: {
-                size: max(results[server.name][str(size)]["max_sustained_rps"].values())
-                for size in profile.sizes
-            }
-            for server in (on, off)
+            size: max(
+                rate
+                for server in (on, off)
+                for rate in results[server.name][str(size)]["max_sustained_rps"].values()
+            )
+            for size in profile.sizes
         }
         alternated[on_name] = alternating(
             on, off, request_bodies, profile, args.alternating_runs, anchors, scratch
