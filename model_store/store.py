@@ -229,22 +229,25 @@ def load_forest(
     the one named, from its hash-verified artifact. An engine that cannot be loaded here (a
     library built for another platform, its runtime missing) is passed over with the reason;
     scikit-learn scores when none loads. A tampered artifact, used or not, is refused."""
-    verify(stored)
+    names = engine_names(stored)
+    known = {name: engines.ENGINES[name] for name in names if name in engines.ENGINES}
+    # Every artifact is checked once, here, used or not: a tampered file refuses the model.
+    artifacts = {
+        name: _verified(stored, engine.artifact, engines.artifact_label(engine))
+        for name, engine in known.items()
+    }
     if choice == engines.SKLEARN:
         return LoadedForest(engines.SklearnForest(estimator), engines.SKLEARN, {})
-    names = engine_names(stored)
     fallbacks = {}
     if choice != "auto" and choice not in names:
         kept = engines.SEPARATOR.join(names) or "none"
         fallbacks[choice] = f"{stored.tag} was saved without it (its engines: {kept})"
     for name in names if choice == "auto" else [n for n in names if n == choice]:
-        engine = engines.ENGINES.get(name)
-        if engine is None:
+        if name not in known:
             fallbacks[name] = "not an engine this version knows"
             continue
-        artifact = _verified(stored, engine.artifact, engines.artifact_label(engine))
         try:
-            return LoadedForest(engine.load(artifact, threads), name, fallbacks)
+            return LoadedForest(known[name].load(artifacts[name], threads), name, fallbacks)
         except Exception as error:  # noqa: BLE001 - any load failure: the next engine
             fallbacks[name] = f"cannot be loaded: {type(error).__name__}: {error}"
     return LoadedForest(engines.SklearnForest(estimator), engines.SKLEARN, fallbacks)
