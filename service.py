@@ -278,6 +278,7 @@ class FraudDetector:
             config.mode,
             config.canary_share,
             config.max_queued_rows,
+            config.shadow_priority,
             on_scored=scored,
         )
 

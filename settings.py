@@ -282,6 +282,13 @@ class ChallengerConfig(BaseModel):
     max_queued_rows: int = Field(
         20_000, ge=1, description="Rows waiting for the shadow challenger; past it, not shadowed."
     )
+    shadow_priority: Literal["idle", "normal"] = Field(
+        "idle",
+        description="idle: the shadow scores with the CPU the champion leaves (Linux SCHED_IDLE); "
+        "on a busy core it sheds rows, counted in /challenger_info, not champion requests. normal: "
+        "it competes with the champion for the core (every row shadowed while max_queued_rows "
+        "holds, at the champion's expense).",
+    )
 
 
 class MonitoringConfig(BaseModel):

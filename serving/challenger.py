@@ -4,7 +4,8 @@ Shadow mode: the challenger scores the same rows in its own thread after the cha
 a response never waits for it and never fails because of it (an error or a full queue is
 counted, the rows are not shadowed). Requests gather for a few milliseconds, and while it
 scores, and are scored as one batch: one forest call and one thread hand-off per batch, not
-per request.
+per request. By default that thread runs at idle priority (Linux `SCHED_IDLE`): it scores with
+the CPU the champion leaves, so a busy core sheds shadow rows (counted), not champion requests.
 Both models' scores go to the prediction log, so delayed labels give each its realized figures
 on the same transactions.
 
@@ -19,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving import metrics
 from serving.runtime import FraudModel
 
 logger = logging.getLogger("fraud_bento.challenger")
@@ -34,6 +37,16 @@ SHADOW, CANARY = "shadow", "canary"
 # when it finished) per request; gathering took the shadow's CPU per 1-transaction request from
 # +24% to +17.5% of the champion's alone (measured side by side, one core).
 GATHER_S = 0.005
+IDLE, NORMAL = "idle", "normal"
+
+
+def run_at_idle_priority() -> None:
+    """The calling thread runs only when its core would otherwise idle (Linux; elsewhere the
+    thread keeps its priority, and says so once)."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
+    else:
+        logger.warning("no SCHED_IDLE here: the shadow challenger competes with the champion")
 
 
 def canary_share_of(keys: Sequence[str], share: float) -> np.ndarray:
@@ -88,12 +101,19 @@ class Challenger:
     mode: str
     canary_share: float
     max_queued_rows: int
+    shadow_priority: str  # IDLE or NORMAL
     # per request: (scores, decisions, request id, protocol, transaction ids)
     on_scored: Callable[[np.ndarray, np.ndarray, str | None, str, list | None], None]
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
+        # Canary rows (and requests addressed to the challenger) are on the response path at the
+        # champion's priority; the shadow has its own thread, at idle priority unless told.
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="challenger")
+        idle = self.shadow_priority == IDLE
+        self._shadow_engine = ThreadPoolExecutor(
+            1, "challenger-shadow", initializer=run_at_idle_priority if idle else None
+        )
         self._waiting: list[_Shadowed] = []
         self._queued = 0  # rows waiting or being scored
         self._drain: asyncio.Task | None = None
@@ -109,6 +129,7 @@ class Challenger:
         rows = len(matrix)
         if self._queued + rows > self.max_queued_rows:
             self.stats.dropped_rows += rows
+            metrics.CHALLENGER_SHADOW_DROPPED.inc(rows)
             return
         self._queued += rows
         self._waiting.append(
@@ -127,7 +148,7 @@ class Challenger:
                 matrix = np.concatenate([item.matrix for item in batch])
                 try:
                     scores = await loop.run_in_executor(
-                        self._engine, self.model.predict_proba, matrix
+                        self._shadow_engine, self.model.predict_proba, matrix
                     )
                 except Exception as error:  # noqa: BLE001 - counted; answers never depend on it
                     self._failed(error)
@@ -177,3 +198,4 @@ class Challenger:
 
     def shutdown(self) -> None:
         self._engine.shutdown(wait=False)
+        self._shadow_engine.shutdown(wait=False)

@@ -103,6 +103,11 @@ PREDICTION_LOG_DROPPED = _counter(
     "fraud_prediction_log_dropped_rows",
     "Scored rows not written to the prediction log (queue full or store error).",
 )
+CHALLENGER_SHADOW_DROPPED = _counter(
+    "fraud_challenger_shadow_dropped_rows",
+    "Rows the shadow challenger did not score: too many were waiting (it fell behind); the "
+    "rows it scored are fraud_decisions_total under its model_tag.",
+)
 FEEDBACK_LABELS = _counter(
     "fraud_feedback_labels",
     "Labels received on /feedback by outcome: matched, unknown or ambiguous id.",

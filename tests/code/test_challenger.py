@@ -4,12 +4,14 @@ touches the champion's answers, even when it raises or is slow."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
-from serving.challenger import CANARY, SHADOW, Challenger, canary_share_of
+from serving.challenger import CANARY, IDLE, NORMAL, SHADOW, Challenger, canary_share_of
 from serving.runtime import FraudModel
 from serving.scorer import Scorer
 from settings import ServingConfig
@@ -26,6 +28,10 @@ def _rows(count: int) -> np.ndarray:
     return np.random.default_rng(5).uniform(0, 1, (count, len(FEATURES))).astype(np.float32)
 
 
+def _shadow_dropped() -> float:
+    return REGISTRY.get_sample_value("fraud_challenger_shadow_dropped_rows_total") or 0.0
+
+
 def test_canary_share_is_deterministic_and_near_its_share():
     keys = [f"tx-{i}" for i in range(20_000)]
     routed = canary_share_of(keys, 0.1)
@@ -35,12 +41,12 @@ def test_canary_share_is_deterministic_and_near_its_share():
     assert not canary_share_of(keys, 0.0).any() and canary_share_of(keys, 1.0).all()
 
 
-def _scorer(models, mode, share=0.5, **challenger_options):
+def _scorer(models, mode, share=0.5, shadow_priority=IDLE):
     champion, challenger = models
     logged = []
     shadow = Challenger(
-        challenger, champion.threshold, mode, share, 10_000,
-        on_scored=lambda *args: logged.append(args), **challenger_options,
+        challenger, champion.threshold, mode, share, 10_000, shadow_priority,
+        on_scored=lambda *args: logged.append(args),
     )  # fmt: skip
     return Scorer(champion, ServingConfig(), challenger=shadow), logged
 
@@ -153,6 +159,7 @@ def test_shadowed_requests_that_wait_together_are_scored_as_one_batch(models, mo
         await asyncio.sleep(0.3)
         return answers
 
+    dropped_before = _shadow_dropped()
     answers = asyncio.run(run())
     for request_id, matrix in requests.items():  # the champion answered every request
         np.testing.assert_array_equal(
@@ -161,6 +168,7 @@ def test_shadowed_requests_that_wait_together_are_scored_as_one_batch(models, mo
     assert calls == [5, 9]  # one request alone, then the three that waited, in one call
     stats = scorer.challenger.stats
     assert stats.dropped_rows == 9 and stats.scored_rows == 14  # 5 + 9 over the bound of 20
+    assert _shadow_dropped() - dropped_before == 9  # and counted for Prometheus
     shadowed = np.concatenate([requests[f"req-{n}"] for n in range(4)])
     agreeing = (real(shadowed) >= challenger.threshold) == (
         champion.predict_proba(shadowed) >= champion.threshold
@@ -170,3 +178,35 @@ def test_shadowed_requests_that_wait_together_are_scored_as_one_batch(models, mo
     for scores, decisions, request_id, *_ in logged:
         np.testing.assert_array_equal(scores, real(requests[request_id]))
         np.testing.assert_array_equal(decisions, scores >= challenger.threshold)
+
+
+@pytest.mark.parametrize("shadow_priority", [IDLE, NORMAL])
+def test_the_shadow_scores_at_its_priority_and_the_canary_at_the_champions(
+    models, monkeypatch, shadow_priority
+):
+    """Idle: the shadow's thread runs only on CPU the champion leaves (the kernel's SCHED_IDLE
+    policy, read back from the thread that scored); the canary is on the response path and keeps
+    the champion's policy either way."""
+    champion, challenger = models
+    real = challenger.predict_proba
+    policies = []
+
+    def recording(matrix):
+        policies.append(os.sched_getscheduler(0))
+        return real(matrix)
+
+    monkeypatch.setattr(challenger, "predict_proba", recording)
+    shadow, _ = _scorer(models, SHADOW, shadow_priority=shadow_priority)
+
+    async def shadowed():
+        await shadow.decide(_rows(3), "http", "req-5", validated=True)
+        await asyncio.sleep(0.2)
+
+    asyncio.run(shadowed())
+    canary, _ = _scorer(models, CANARY, share=1.0, shadow_priority=shadow_priority)
+    asyncio.run(canary.decide(_rows(2), "http", "req-6", ["a", "b"], True))
+    expected = os.SCHED_IDLE if shadow_priority == IDLE else os.sched_getscheduler(0)
+    assert policies == [expected, os.sched_getscheduler(0)]
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the test's own thread was left alone
+    shadow.challenger.shutdown()
+    canary.challenger.shutdown()
