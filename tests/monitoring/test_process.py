@@ -1,5 +1,6 @@
-"""The worker's monitoring process, for real: scored batches handed over and logged, labels joined
-through it, drops counted when the hand-off is full, and a killed process started again."""
+"""The worker's monitoring process, for real: at idle priority, scored batches handed over and
+logged, labels joined through it, drops counted when the hand-off is full, and a killed process started again.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ def test_batches_are_logged_and_labels_join_them(tmp_path):
         )
         await client.start()
         assert client.status["feedback"] and client.status["has_reference"] is False
+        policies = {  # scoring first: every thread of the process, the ones its imports started too
+            int(thread): os.sched_getscheduler(int(thread))
+            for thread in os.listdir(f"/proc/{client.pid}/task")
+        }
         _record(client, "r1", ["t1", "t2"], [0.9, 0.1])
         _record(client, "r2", ["t3"], [0.8])
         await asyncio.sleep(0.8)  # one hand-off, one write of the log
@@ -80,9 +85,10 @@ def test_batches_are_logged_and_labels_join_them(tmp_path):
         )
         realized = client.realized
         await client.close()
-        return result, realized
+        return result, realized, policies
 
-    result, realized = asyncio.run(run())
+    result, realized, policies = asyncio.run(run())
+    assert len(policies) > 1 and set(policies.values()) == {os.SCHED_IDLE}, policies
     assert (result.received, result.matched, result.unknown) == (3, 2, ["t9"])
     assert realized.labelled == 2 and realized.precision == 0.5  # t1 right, r2 (0.8) wrong
 
