@@ -586,13 +586,15 @@ MONITORING_COUNTERS = {
     "profiling_dropped_rows": "fraud_profiling_dropped_rows",
     "logged_rows": "fraud_prediction_log_rows",
     "prediction_log_dropped_rows": "fraud_prediction_log_dropped_rows",
+    "shadow_dropped_rows": "fraud_challenger_shadow_dropped_rows",
 }
 
 
 def monitoring_counts(server: Server) -> dict | None:
     """Rows scored and rows monitoring dropped on this side, from its /metrics (None for a
-    server without fraud-bento's metrics). Read after a pause: the monitoring process reports
-    its drops to the worker asynchronously."""
+    server without fraud-bento's metrics); with a shadow challenger, the rows it scored
+    (`fraud_decisions_total` under its tag, not in `scored_rows`) and dropped. Read after a
+    pause: the monitoring process reports its drops to the worker asynchronously."""
     from prometheus_client.parser import text_string_to_metric_families
 
     time.sleep(2.0)
@@ -604,15 +606,45 @@ def monitoring_counts(server: Server) -> dict | None:
         "text/plain"
     ):
         return None  # no metrics here (a 404 page, a server answering every path alike)
+    challenger = server.env.get("FRAUD_CHALLENGER_TAG")
     counts = {}
     try:
         for family in text_string_to_metric_families(answer.text):
             for key, metric in MONITORING_COUNTERS.items():
                 if family.name == metric:
-                    counts[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+                    totals = [s for s in family.samples if s.name.endswith("_total")]
+                    shadowed = [s for s in totals if s.labels.get("model_tag") == challenger]
+                    counts[key] = sum(s.value for s in totals if s not in shadowed)
+                    if shadowed:
+                        counts["shadowed_rows"] = sum(s.value for s in shadowed)
     except ValueError:  # plain text that is not Prometheus's exposition
         return None
     return counts if "scored_rows" in counts else None
+
+
+def stolen_seconds() -> float:
+    """The time the hypervisor has taken from the server's core since boot (steal, /proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name == f"cpu{SERVER_CORES}":
+            return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def stalls(log: Path, stolen_s: float) -> dict:
+    """The side's event-loop stalls (its log's `fraud_bento.stalls` lines) and where the kernel
+    saw the loop's thread in them, with the time the hypervisor took from the server's core over
+    the whole side: a side that stalled off the CPU, with steal, met the machine, not itself."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"fraud_bento.stalls"' in line:
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    total = {"count": len(found), "side_stolen_ms": round(stolen_s * 1000)}
+    for key in ("stall_ms", "gc_ms", "on_cpu_ms", "run_queue_ms", "stolen_ms"):
+        total[key] = round(sum(stall.get(key, 0) for stall in found))
+    total["longest_ms"] = round(max((stall["stall_ms"] for stall in found), default=0))
+    return total
 
 
 def bisect_held(server: Server, body: Path, low: float, high: float, profile: Profile) -> float:
@@ -689,8 +721,9 @@ def alternating_table(found: dict, on: str, off: str, what: str) -> str:
         "each run), and what monitoring did in one more step at each run's held rate",
         "",
         "| rows/request | runs | held on (mean ± sd) | held off (mean ± sd) | held rate lost "
-        "| rows scored at held rate | profiled | logged | profiling dropped | log dropped |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rows scored at held rate | profiled | logged | profiling dropped | log dropped "
+        "| shadowed | shadow dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, rounds in found.items():
         on_rates = [r["held"][on] for r in rounds]
@@ -708,7 +741,28 @@ def alternating_table(found: dict, on: str, off: str, what: str) -> str:
             f"| {size} | {len(rounds)} | {spread(on_rates)} | {spread(off_rates)} "
             f"| {_lost(statistics.mean(on_rates), statistics.mean(off_rates))} "
             f"| {total('scored_rows')} | {total('profiled_rows')} | {total('logged_rows')} "
-            f"| {total('profiling_dropped_rows')} | {total('prediction_log_dropped_rows')} |"
+            f"| {total('profiling_dropped_rows')} | {total('prediction_log_dropped_rows')} "
+            f"| {total('shadowed_rows')} | {total('shadow_dropped_rows')} |"
+        )
+    return "\n".join(lines)
+
+
+def stalls_table(found: dict) -> str:
+    if not found:
+        return ""
+    lines = [
+        "\nEvent-loop stalls per side (each over 20 ms), where the kernel saw the loop's thread in "
+        "them, and the time the hypervisor took from the server's core over the side",
+        "",
+        "| server | stalls | total ms | longest ms | in GC | on CPU | run queue | stolen "
+        "| stolen over the side ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, total in found.items():
+        lines.append(
+            f"| {name} | {total['count']} | {total['stall_ms']:,} | {total['longest_ms']} "
+            f"| {total['gc_ms']:,} | {total['on_cpu_ms']:,} | {total['run_queue_ms']:,} "
+            f"| {total['stolen_ms']:,} | {total['side_stolen_ms']:,} |"
         )
     return "\n".join(lines)
 
@@ -718,11 +772,12 @@ def monitoring_table(monitoring: dict) -> str:
     if not rows:
         return ""
     lines = [
-        "\nMonitoring's work per side (whole run): a side that drops rows is not free",
+        "\nMonitoring's work per side (whole run), and a shadow challenger's: a side that drops "
+        "rows is not free",
         "",
         "| server | rows scored | profiled (sampled) | profiling dropped | logged "
-        "| prediction log dropped |",
-        "|---|---|---|---|---|---|",
+        "| prediction log dropped | shadowed | shadow dropped |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, counts in rows:
         lines.append(
@@ -734,6 +789,8 @@ def monitoring_table(monitoring: dict) -> str:
                     "profiling_dropped_rows",
                     "logged_rows",
                     "prediction_log_dropped_rows",
+                    "shadowed_rows",
+                    "shadow_dropped_rows",
                 )
             )
             + "|"
@@ -891,8 +948,11 @@ def main() -> None:
     print(json.dumps(machine), flush=True)
     results: dict = {}
     monitoring: dict = {}
+    stalled: dict = {}
     for server in servers(names, scratch, tag, args.challenger, args.data):
-        server.start(scratch / f"{server.name}.log")
+        log = scratch / f"{server.name}.log"
+        stolen_before = stolen_seconds()
+        server.start(log)
         try:
             results[server.name] = {}
             for size in profile.sizes:
@@ -907,6 +967,7 @@ def main() -> None:
             monitoring[server.name] = monitoring_counts(server)
         finally:
             server.stop()
+            stalled[server.name] = stalls(log, stolen_seconds() - stolen_before)
     alternated: dict = {}
     for on_name, off_name, _ in ALTERNATING if args.alternating_runs else ():
         if not {on_name, off_name} <= results.keys():
@@ -931,6 +992,7 @@ def main() -> None:
         "machine": machine,
         "results": results,
         "monitoring": monitoring,
+        "stalls": stalled,
         "alternating": alternated,
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
@@ -952,6 +1014,7 @@ def main() -> None:
             "Production-like traffic (API key, X-Request-ID, distinct rows, PostgreSQL log)",
         )
         + monitoring_table(monitoring)
+        + stalls_table(stalled)
         + "".join(
             alternating_table(alternated[on], on, off, what)
             for on, off, what in ALTERNATING

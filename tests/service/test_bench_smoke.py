@@ -65,6 +65,13 @@ def test_benchmark_smoke(served_tag, tmp_path):
         "Monitoring on vs off:"
     )
     assert "| bento_production |" in work
+    # every side's event-loop stalls, attributed, and the machine's steal over it
+    assert set(report["stalls"]) == servers
+    for found in report["stalls"].values():
+        assert found["count"] >= 0 and found["side_stolen_ms"] >= 0
+        assert found["longest_ms"] <= found["stall_ms"]
+    stall_table = work.split("Event-loop stalls per side")[1]
+    assert all(f"| {name} | " in stall_table for name in servers)
     # one alternating run per size and pair (bento_shadow is not among these servers), and what
     # monitoring did at the monitored side's held rate
     assert set(report["alternating"]) == {"bento", "bento_production"}
