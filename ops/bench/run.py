@@ -85,7 +85,7 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile(1.0, 1.0, 4, bisections=0, max_steps=2, held_bisections=1),
+    "smoke": Profile(1.0, 1.0, 4, bisections=0, max_steps=1, held_bisections=1),
     "quick": Profile(5.0, 3.0, 32),
     "full": Profile(10.0, 8.0, 64),
 }
@@ -613,7 +613,9 @@ def monitoring_counts(server: Server) -> dict | None:
             for key, metric in MONITORING_COUNTERS.items():
                 if family.name == metric:
                     totals = [s for s in family.samples if s.name.endswith("_total")]
-                    shadowed = [s for s in totals if s.labels.get("model_tag") == challenger]
+                    shadowed = [
+                        s for s in totals if challenger and s.labels.get("model_tag") == challenger
+                    ]
                     counts[key] = sum(s.value for s in totals if s not in shadowed)
                     if shadowed:
                         counts["shadowed_rows"] = sum(s.value for s in shadowed)

@@ -61,6 +61,8 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert (out / "p99_vs_rate.png").stat().st_size > 1000
     counts = report["monitoring"]  # what monitoring did with each fraud-bento side's rows
     assert counts["seed"] is None and counts["bento"]["scored_rows"] > 0
+    assert counts["bento"]["profiled_rows"] > 0 and counts["bento"]["logged_rows"] > 0
+    assert "shadowed_rows" not in counts["bento"]  # no challenger: nothing counted as shadowed
     work, alternated = overhead.split("Monitoring's work per side")[1].split(
         "Monitoring on vs off:"
     )
