@@ -1,6 +1,6 @@
 """The worker's monitoring process, for real: at idle priority, scored batches handed over and
-logged, labels joined through it, drops counted when the hand-off is full, and a killed process started again.
-"""
+logged, labels joined through it, drops counted when the hand-off is full, and a killed process
+started again."""
 
 from __future__ import annotations
 
