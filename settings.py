@@ -285,8 +285,9 @@ class ChallengerConfig(BaseModel):
     shadow_priority: Literal["idle", "normal"] = Field(
         "idle",
         description="idle: the shadow scores with the CPU the champion leaves (Linux SCHED_IDLE); "
-        "on a busy core it sheds rows, counted in /challenger_info, not champion requests. normal: "
-        "it competes with the champion for the core (every row shadowed while max_queued_rows "
+        "on a busy core it sheds rows (counted in /challenger and "
+        "fraud_challenger_shadow_dropped_rows), not champion requests. normal: it competes with "
+        "the champion for the core (every row shadowed while max_queued_rows "
         "holds, at the champion's expense).",
     )
 

@@ -182,7 +182,7 @@ def _messages(sock: socket.socket):
         yield channel.to_process.decode(body)
 
 
-def run_at_idle_priority() -> None:
+def all_threads_at_idle_priority() -> None:
     """Every thread of this process at idle priority: the policy is per thread, and the imports
     above already started some (an allocator's background thread) that would keep theirs."""
     for thread in os.listdir("/proc/self/task"):
@@ -198,7 +198,7 @@ def main() -> None:
     # Scoring first: on a shared core, a profiling or logging burst of this process at normal
     # priority took the CPU from the worker for 20-30 ms at a time (measured: event-loop stalls).
     # SCHED_IDLE runs it only when the core would otherwise idle; behind, it drops and counts.
-    run_at_idle_priority()
+    all_threads_at_idle_priority()
     sock = socket.socket(fileno=int(sys.argv[1]))
     messages = _messages(sock)
     first = next(messages, None)
