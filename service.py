@@ -262,12 +262,10 @@ class FraudDetector:
             CHALLENGER_TAG, SETTINGS.serving.engine, SETTINGS.serving.intra_op_threads
         )
 
-        def scored(scores, decisions, request_id, protocol, transaction_ids) -> None:
+        def scored(scores, decisions, requests) -> None:
             traffic.TALLY.add_scores(CHALLENGER_TAG, scores, int(decisions.sum()))
             if SETTINGS.monitoring.enabled:  # logged, not profiled: the features are served ones
-                self.monitor.record(
-                    None, scores, decisions, request_id, CHALLENGER_TAG, protocol, transaction_ids
-                )
+                self.monitor.record_logged_only(scores, decisions, CHALLENGER_TAG, requests)
 
         metrics.record_roles(
             MODEL_TAG, CHALLENGER_TAG, config.canary_share if config.mode == "canary" else 0.0

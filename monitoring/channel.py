@@ -164,6 +164,15 @@ class ScoredBatch:
         self.transaction_ids += ids if ids is not None else [None] * len(scores)
         self.rows += len(scores)
 
+    def add_unprofiled(self, scores, decisions, spans: list[RequestSpan], ids: list) -> None:
+        """Several requests' scores at once, none of them profiled (`spans` in the rows' order,
+        `ids` one a row)."""
+        self.scores.append(scores)
+        self.decisions.append(decisions)
+        self.requests += spans
+        self.transaction_ids += ids
+        self.rows += len(scores)
+
     def to_message(self) -> bytes:
         return frame(
             Scored(

@@ -117,7 +117,7 @@ class MonitorClient:
         in the log's sample). `hand_off_now`: write it to the monitoring process's socket at
         once, not at the next periodic hand-off (the kernel keeps what was written even if this
         worker dies)."""
-        if request_id is not None and zlib.crc32(request_id.encode()) >= self._log_below:
+        if request_id is not None and not self._in_log_sample(request_id):
             request_id, hand_off_now = None, False  # profiled only
         rows = len(scores)
         if not self.connected or self._pending.rows + rows > self._max_rows:
@@ -128,6 +128,28 @@ class MonitorClient:
         )
         if hand_off_now:
             self._send_pending()
+
+    def record_logged_only(self, scores, decisions, model_tag: str, requests) -> None:
+        """Queue the scores of several requests in one call, for the prediction log only (a
+        challenger's scores of rows the champion served, profiled and logged): `requests` are
+        (request_id, endpoint, transaction_ids, rows) in the order of the rows."""
+        rows = len(scores)
+        if not self.connected or self._pending.rows + rows > self._max_rows:
+            self._dropped(rows)
+            return
+        now, spans, ids = time.time(), [], []
+        for request_id, endpoint, transaction_ids, count in requests:
+            logged = request_id is not None and self._in_log_sample(request_id)
+            spans.append(
+                channel.RequestSpan(
+                    request_id if logged else None, count, model_tag, endpoint, now, False
+                )
+            )
+            ids += transaction_ids if transaction_ids is not None else [None] * count
+        self._pending.add_unprofiled(scores, decisions, spans, ids)
+
+    def _in_log_sample(self, request_id: str) -> bool:
+        return zlib.crc32(request_id.encode()) < self._log_below
 
     async def submit_labels(self, labels: list[Label]) -> FeedbackResult:
         if not self.connected or self.status.get("feedback", "unavailable") == "unavailable":

@@ -3,9 +3,10 @@
 Shadow mode: the challenger scores the same rows in its own thread after the champion answered;
 a response never waits for it and never fails because of it (an error or a full queue is
 counted, the rows are not shadowed). Requests gather for a few milliseconds, and while it
-scores, and are scored as one batch: one forest call and one thread hand-off per batch, not
-per request. By default that thread runs at idle priority (Linux `SCHED_IDLE`): it scores with
-the CPU the champion leaves, so a busy core sheds shadow rows (counted), not champion requests.
+scores, and are scored as one batch: one forest call, one thread hand-off and one hand-on of
+the scores (`on_scored`) per batch, not per request. By default that thread runs at idle
+priority (Linux `SCHED_IDLE`): it scores with the CPU the champion leaves, so a busy core sheds
+shadow rows (counted), not champion requests.
 Both models' scores go to the prediction log, so delayed labels give each its realized figures
 on the same transactions.
 
@@ -24,6 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,15 +85,13 @@ class ShadowStats:
         }
 
 
-@dataclass(frozen=True)
-class _Shadowed:
-    """One request's rows for the challenger, with the champion's scores of them."""
+class ScoredRequest(NamedTuple):
+    """One request among the rows the challenger scored in one call, in their order."""
 
-    matrix: np.ndarray
-    champion_scores: np.ndarray
     request_id: str | None
     protocol: str
     transaction_ids: list | None
+    rows: int
 
 
 @dataclass
@@ -102,8 +102,8 @@ class Challenger:
     canary_share: float
     max_queued_rows: int
     shadow_priority: str  # IDLE or NORMAL
-    # per request: (scores, decisions, request id, protocol, transaction ids)
-    on_scored: Callable[[np.ndarray, np.ndarray, str | None, str, list | None], None]
+    # per call: the scores and decisions of every row, and the requests they came in
+    on_scored: Callable[[np.ndarray, np.ndarray, list[ScoredRequest]], None]
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
@@ -114,14 +114,21 @@ class Challenger:
         self._shadow_engine = ThreadPoolExecutor(
             1, "challenger-shadow", initializer=run_at_idle_priority if idle else None
         )
-        self._waiting: list[_Shadowed] = []
+        # What waits to be shadowed, request by request (plain lists: per request, the event
+        # loop only appends; everything else is done once per batch)
+        self._matrices: list[np.ndarray] = []
+        self._champion_scores: list[np.ndarray] = []
+        self._requests: list[ScoredRequest] = []
         self._queued = 0  # rows waiting or being scored
         self._drain: asyncio.Task | None = None
 
-    def routed(self, keys: Sequence[str]) -> np.ndarray:
-        """Rows the challenger decides: its canary share (none in shadow mode)."""
-        share = self.canary_share if self.mode == CANARY else 0.0
-        return canary_share_of(keys, share)
+    def routed(self, transaction_ids: Sequence[str | None] | None, request_id: str, rows: int):
+        """Rows the challenger decides: its canary share, keyed by transaction id (else the
+        request id); None in shadow mode."""
+        if self.mode != CANARY:
+            return None
+        keys = [tx or request_id for tx in transaction_ids or [None] * rows]
+        return canary_share_of(keys, self.canary_share)
 
     def shadow(self, matrix, champion_scores, request_id, protocol, transaction_ids) -> None:
         """Queue the rows to be scored off the response path, with whatever else waits (dropped
@@ -132,9 +139,9 @@ class Challenger:
             metrics.CHALLENGER_SHADOW_DROPPED.inc(rows)
             return
         self._queued += rows
-        self._waiting.append(
-            _Shadowed(matrix, champion_scores, request_id, protocol, transaction_ids)
-        )
+        self._matrices.append(matrix)
+        self._champion_scores.append(champion_scores)
+        self._requests.append(ScoredRequest(request_id, protocol, transaction_ids, rows))
         if self._drain is None:
             self._drain = asyncio.get_running_loop().create_task(self._score_waiting())
 
@@ -142,10 +149,12 @@ class Challenger:
         """Score what gathered in one call, then what came meanwhile, until nothing waits."""
         loop = asyncio.get_running_loop()
         try:
-            while self._waiting:
+            while self._requests:
                 await asyncio.sleep(GATHER_S)
-                batch, self._waiting = self._waiting, []
-                matrix = np.concatenate([item.matrix for item in batch])
+                matrix, champion_scores = self._matrices, self._champion_scores
+                requests = self._requests
+                self._matrices, self._champion_scores, self._requests = [], [], []
+                matrix = np.concatenate(matrix)
                 try:
                     scores = await loop.run_in_executor(
                         self._shadow_engine, self.model.predict_proba, matrix
@@ -155,7 +164,7 @@ class Challenger:
                     continue
                 finally:
                     self._queued -= len(matrix)
-                self._record(batch, scores)
+                self._record(requests, np.concatenate(champion_scores), scores)
         finally:
             self._drain = None
 
@@ -168,33 +177,24 @@ class Challenger:
         except Exception as error:  # noqa: BLE001 - counted; the champion decides instead
             self._failed(error)
             return None
-        request = _Shadowed(matrix, champion_scores, request_id, protocol, transaction_ids)
-        self._record([request], scores)
+        request = ScoredRequest(request_id, protocol, transaction_ids, len(matrix))
+        self._record([request], champion_scores, scores)
         return scores
 
     def _failed(self, error: BaseException | None) -> None:
         self.stats.errors += 1
         logger.error("challenger %s failed: %r", self.model.tag, error)
 
-    def _record(self, requests: list[_Shadowed], scores: np.ndarray) -> None:
-        """Compare with the champion over the whole call, then hand each request's scores on."""
-        champion_scores = np.concatenate([item.champion_scores for item in requests])
+    def _record(
+        self, requests: list[ScoredRequest], champion_scores: np.ndarray, scores: np.ndarray
+    ) -> None:
+        """Compare with the champion over the whole call, then hand its scores on at once."""
         decisions = scores >= self.model.threshold
         self.stats.scored_rows += len(scores)
         champion_decisions = champion_scores >= self.champion_threshold
         self.stats.agreeing_rows += int((decisions == champion_decisions).sum())
         self.stats.score_gap_sum += float(np.abs(scores - champion_scores).sum())
-        start = 0
-        for item in requests:
-            end = start + len(item.matrix)
-            self.on_scored(
-                scores[start:end],
-                decisions[start:end],
-                item.request_id,
-                item.protocol,
-                item.transaction_ids,
-            )
-            start = end
+        self.on_scored(scores, decisions, requests)
 
     def shutdown(self) -> None:
         self._engine.shutdown(wait=False)

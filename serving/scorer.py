@@ -169,10 +169,11 @@ class Scorer:
         challenger = self.challenger
         if challenger is None:
             return Decided.by(self.model, scores)
-        addressed = version is not None and version == challenger.model.version
-        keys = [tx or request_id for tx in transaction_ids or [None] * len(scores)]
-        routed = np.ones(len(scores), bool) if addressed else challenger.routed(keys)
-        if not routed.any():
+        if version is not None and version == challenger.model.version:
+            routed = np.ones(len(scores), bool)
+        else:
+            routed = challenger.routed(transaction_ids, request_id, len(scores))
+        if routed is None or not routed.any():
             challenger.shadow(matrix, scores, request_id, protocol, transaction_ids)
             return Decided.by(self.model, scores)
         theirs = await challenger.score(matrix, scores, request_id, protocol, transaction_ids)

@@ -174,9 +174,13 @@ def test_shadowed_requests_that_wait_together_are_scored_as_one_batch(models, mo
         champion.predict_proba(shadowed) >= champion.threshold
     )
     assert stats.agreeing_rows == agreeing.sum()  # compared over each call's rows
-    assert [entry[2] for entry in logged] == ["req-0", "req-1", "req-2", "req-3"]
-    for scores, decisions, request_id, *_ in logged:
-        np.testing.assert_array_equal(scores, real(requests[request_id]))
+    # handed on once a call, each request's rows in their place
+    assert [[r.request_id for r in call[2]] for call in logged] == [["req-0"], [*requests][1:4]]
+    for scores, decisions, called in logged:
+        assert [r.rows for r in called] == [len(requests[r.request_id]) for r in called]
+        np.testing.assert_array_equal(
+            scores, real(np.concatenate([requests[r.request_id] for r in called]))
+        )
         np.testing.assert_array_equal(decisions, scores >= challenger.threshold)
 
 

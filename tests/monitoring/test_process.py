@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -198,16 +199,27 @@ def test_a_challengers_scores_are_logged_and_only_served_rows_profiled(tmp_path)
         )
         await client.start()
         _record(client, "r1", ["t1", "t2", "t3"], [0.9, 0.1, 0.2])
-        shadow = np.array([0.8, 0.3, 0.1], dtype=np.float32)  # no feature rows: served above
-        client.record(
-            None, shadow, shadow >= 0.5, "r1", "fraud_rf:other", "http", ["t1", "t2", "t3"]
-        )
         _record(client, "r2", ["t4"], [0.7])
+        # the challenger's scores of both requests in one call, no feature rows: served above
+        shadow = np.array([0.8, 0.3, 0.1, 0.6], dtype=np.float32)
+        requests = [("r1", "http", ["t1", "t2", "t3"], 3), ("r2", "oip_http", None, 1)]
+        client.record_logged_only(shadow, shadow >= 0.5, "fraud_rf:other", requests)
         await _until(lambda: counts.rows.get("fraud_profiled_rows", 0) >= 4)
-        await _until(lambda: counts.rows.get("fraud_prediction_log_rows", 0) >= 7)
+        await _until(lambda: counts.rows.get("fraud_prediction_log_rows", 0) >= 8)
         await asyncio.sleep(1.2)  # nothing more comes
         await client.close()
 
     asyncio.run(run())
     assert counts.rows["fraud_profiled_rows"] == 4  # the champion's rows of both requests
-    assert counts.rows["fraud_prediction_log_rows"] == 7
+    assert counts.rows["fraud_prediction_log_rows"] == 8
+    with sqlite3.connect(tmp_path / "feedback.db") as log:
+        challengers = log.execute(
+            "SELECT request_id, position, transaction_id, score, decision, endpoint"
+            " FROM predictions WHERE model_tag = 'fraud_rf:other' ORDER BY request_id, position"
+        ).fetchall()
+    assert challengers == [
+        ("r1", 0, "t1", pytest.approx(0.8), 1, "http"),
+        ("r1", 1, "t2", pytest.approx(0.3), 0, "http"),
+        ("r1", 2, "t3", pytest.approx(0.1), 0, "http"),
+        ("r2", 0, None, pytest.approx(0.6), 1, "oip_http"),
+    ]
