@@ -151,10 +151,11 @@ class Challenger:
         try:
             while self._requests:
                 await asyncio.sleep(GATHER_S)
-                matrix, champion_scores = self._matrices, self._champion_scores
-                requests = self._requests
+                matrices, champion_scores, requests = (
+                    self._matrices, self._champion_scores, self._requests
+                )  # fmt: skip
                 self._matrices, self._champion_scores, self._requests = [], [], []
-                matrix = np.concatenate(matrix)
+                matrix = np.concatenate(matrices)
                 try:
                     scores = await loop.run_in_executor(
                         self._shadow_engine, self.model.predict_proba, matrix
