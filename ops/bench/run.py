@@ -181,20 +181,31 @@ class Server:
         raise TimeoutError(f"{self.name} was not ready in time:\n{log.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        """Stop every process of the server: BentoML's workers and the monitoring process run in
+        process groups of their own and may outlive the serve command by seconds (a backlog
+        written on the way out), on the core the next side is measured on."""
         if self.process is not None and self.process.poll() is None:
+            tree = self.tree()
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            _, alive = psutil.wait_procs(tree, timeout=30)
+            for process in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            psutil.wait_procs(alive, timeout=10)
+            self.process.wait()
         if self.cleanup is not None:
             self.cleanup()
 
+    def tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def sum_over_tree(self, read) -> float:
         total = 0.0
-        root = psutil.Process(self.process.pid)
-        for member in [root, *root.children(recursive=True)]:
+        for member in self.tree():
             with contextlib.suppress(psutil.NoSuchProcess):
                 total += read(member)
         return total
@@ -675,6 +686,23 @@ def bisect_held(server: Server, body: Path, low: float, high: float, profile: Pr
     return held
 
 
+SETTLED_CORE_SHARE = 0.05  # an idle fraud-bento server's tree uses ~1% of a core
+
+
+def settle(servers: tuple[Server, ...], timeout_s: float = 60.0) -> float:
+    """Wait until the servers have worked off what an earlier step left them (a monitoring
+    process writing its backlog, a challenger's queue): their process trees together below
+    `SETTLED_CORE_SHARE` of a core over half a second. Both sides of a pair share the core, so
+    without it one side's leftovers are measured as the other's cost. Seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = sum(server.cpu_seconds() for server in servers)
+        time.sleep(0.5)
+        if sum(server.cpu_seconds() for server in servers) - before < SETTLED_CORE_SHARE * 0.5:
+            break
+    return time.monotonic() - started
+
+
 def _counted(server: Server) -> dict:
     return monitoring_counts(server) or {}
 
@@ -684,7 +712,8 @@ def alternating(
 ) -> dict:
     """Held rates of one design with (`on`) and without (`off`) a cost, in `runs` alternating
     runs per size: both servers up (pinned alike) and warmed by a closed-loop burst, the load on
-    one at a time, the order swapped each run, each held rate found by bisection between half
+    one at a time and only once both are idle, the order swapped each run, each held rate found
+    by bisection between half
     and 1.2 times the pair's `anchors[size]`. After each run the `on` side is loaded
     once more at its held rate, and what its monitoring scored, profiled, logged and dropped in
     that step is read from its /metrics."""
@@ -699,19 +728,29 @@ def alternating(
             rounds = []
             for run in range(runs):
                 held = {}
+                settled = []
                 for server in (off, on) if run % 2 == 0 else (on, off):
+                    settled.append(settle((off, on)))
                     anchor = anchors[size]
                     body = bodies[(server.body_kind, size)]
                     held[server.name] = bisect_held(server, body, anchor / 2, anchor * 1.2, profile)
                 at_held = {}
                 if held[on.name]:
+                    settled.append(settle((off, on)))
                     before = _counted(on)
                     body = bodies[(on.body_kind, size)]
                     load(on, body, "rate", held[on.name], profile.step_seconds)
                     after = _counted(on)
                     at_held = {key: after.get(key, 0) - before.get(key, 0) for key in after}
-                rounds.append({"held": held, "monitoring_at_held_rate": at_held})
-                print(f"{on.name} / {off.name} size {size} run {run + 1}: {held}", flush=True)
+                rounds.append(
+                    {"held": held, "monitoring_at_held_rate": at_held, "settled_s": settled}
+                )
+                waits = ", ".join(f"{seconds:.1f}" for seconds in settled)
+                print(
+                    f"{on.name} / {off.name} size {size} run {run + 1}: {held}"
+                    f" (settled before each step in {waits} s)",
+                    flush=True,
+                )
             found[str(size)] = rounds
     finally:
         for server in (on, off):
