@@ -713,10 +713,9 @@ def alternating(
     """Held rates of one design with (`on`) and without (`off`) a cost, in `runs` alternating
     runs per size: both servers up (pinned alike) and warmed by a closed-loop burst, the load on
     one at a time and only once both are idle, the order swapped each run, each held rate found
-    by bisection between half
-    and 1.2 times the pair's `anchors[size]`. After each run the `on` side is loaded
-    once more at its held rate, and what its monitoring scored, profiled, logged and dropped in
-    that step is read from its /metrics."""
+    by bisection between half and 1.2 times the pair's `anchors[size]`. After each run the `on`
+    side is loaded once more at its held rate, and what its monitoring scored, profiled, logged
+    and dropped in that step is read from its /metrics."""
     for server in (off, on):
         server.start(logs / f"{server.name}-alternating.log")
     found: dict = {}
