@@ -119,9 +119,7 @@ class MonitorClient:
         worker dies)."""
         if request_id is not None and not self._in_log_sample(request_id):
             request_id, hand_off_now = None, False  # profiled only
-        rows = len(scores)
-        if not self.connected or self._pending.rows + rows > self._max_rows:
-            self._dropped(rows)
+        if not self._room_for(len(scores)):
             return
         self._pending.add(
             matrix, scores, decisions, request_id, model_tag, endpoint, time.time(), transaction_ids
@@ -133,9 +131,7 @@ class MonitorClient:
         """Queue the scores of several requests in one call, for the prediction log only (a
         challenger's scores of rows the champion served, profiled and logged): `requests` are
         (request_id, endpoint, transaction_ids, rows) in the order of the rows."""
-        rows = len(scores)
-        if not self.connected or self._pending.rows + rows > self._max_rows:
-            self._dropped(rows)
+        if not self._room_for(len(scores)):
             return
         now, spans, ids = time.time(), [], []
         for request_id, endpoint, transaction_ids, count in requests:
@@ -147,6 +143,14 @@ class MonitorClient:
             )
             ids += transaction_ids if transaction_ids is not None else [None] * count
         self._pending.add_unprofiled(scores, decisions, spans, ids)
+
+    def _room_for(self, rows: int) -> bool:
+        """Whether the rows fit in what waits for the monitoring process; if not, they are
+        dropped and counted."""
+        if not self.connected or self._pending.rows + rows > self._max_rows:
+            self._dropped(rows)
+            return False
+        return True
 
     def _in_log_sample(self, request_id: str) -> bool:
         return zlib.crc32(request_id.encode()) < self._log_below
