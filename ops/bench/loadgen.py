@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import resource
+import secrets
 import time
 from collections import deque
 from urllib.parse import urlsplit
@@ -97,6 +98,9 @@ class HttpLoad:
         self._parts = [(head, b"\r\n" + body) for head, body in zip(heads, bodies, strict=True)]
         self.requests = [head + rest for head, rest in self._parts]
         self._sent = 0
+        # Unique across the run's load generators too: the prediction log keeps a retried
+        # request (same id) once, so ids reused by the next step would log nothing new.
+        self._id_prefix = b"loadgen-%s-" % secrets.token_hex(4).encode()
         self.results: list[tuple[float, float, bool]] = []  # (scheduled, latency, ok)
         self._idle: deque[_Connection] = deque()
         self._waiting: deque[float] = deque()
@@ -120,7 +124,7 @@ class HttpLoad:
         self._sent += 1
         if self._request_ids:
             head, rest = self._parts[self._sent % len(self._parts)]
-            return b"%sX-Request-ID: loadgen-%d\r\n%s" % (head, self._sent, rest)
+            return b"%sX-Request-ID: %s%d\r\n%s" % (head, self._id_prefix, self._sent, rest)
         return self.requests[self._sent % len(self.requests)]
 
     def _use(self, connection: _Connection) -> None:
