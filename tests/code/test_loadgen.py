@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
-from tests.conftest import REPO_ROOT
-
-
-def load_generator():
-    spec = importlib.util.spec_from_file_location("loadgen", REPO_ROOT / "ops/bench/loadgen.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ops.bench import loadgen
 
 
 def request_ids(load, count: int) -> list[bytes]:
@@ -20,7 +12,6 @@ def request_ids(load, count: int) -> list[bytes]:
 
 
 def test_request_ids_are_new_across_steps_so_the_log_takes_every_row_as_new():
-    loadgen = load_generator()
     bodies = [b'{"transactions": []}', b'{"transactions": [{}]}']
 
     def step():
