@@ -4,20 +4,38 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast lint format clean bench bench-full bench-training system-deps image security soak stalls \
+.PHONY: run test test-fast test-latest lock lint format clean bench bench-full bench-training system-deps image security soak stalls \
 	docs
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24"
+UV := $(BIN)/uv
+# uv's exports of the lock: the Bento's requirements, and uv itself for the bootstrap below.
+EXPORT := $(UV) export --quiet --frozen --no-emit-project
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Every install is uv.lock's versions and hashes: nothing is resolved here. uv comes first, with
+# pip from requirements/uv.txt (hashes required); `uv sync --locked` fails when pyproject.toml
+# and the lock disagree, and removes what the lock does not list.
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/uv.txt
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --quiet --locked --extra train
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --quiet --locked --extra train --extra dev
 	touch $@ $(VENV)/.installed
+
+# Refresh the lock on purpose: the newest releases inside pyproject's ranges, then the exports.
+lock: | $(UV)
+	$(UV) lock --upgrade
+	$(EXPORT) --no-default-groups -o requirements/serving.txt
+	$(EXPORT) --only-group tools -o requirements/uv.txt
+
+# The newest releases inside the ranges, in a throwaway venv, against the fast suite; prints what
+# moved from the lock. Not part of make test: it tries upgrades before `make lock` takes them.
+test-latest: | $(UV)
+	$(BIN)/python ops/test_latest.py --venv runs/latest-venv
 
 $(DATA): | $(VENV)/.installed
 	$(BIN)/python -m training simulate --out $(DATA)

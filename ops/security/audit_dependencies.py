@@ -1,7 +1,8 @@
-"""Known vulnerabilities in the installed dependencies, with pip-audit.
+"""Known vulnerabilities in the locked dependencies, with pip-audit.
 
 pip-audit runs from its own virtual environment (its platformdirs>=4 cannot be installed beside
-whylogs 1.6.4), on `pip freeze` of the project's environment. Advisories listed in
+whylogs 1.6.4), on every package uv.lock pins (all extras and groups: what `make run`, `make test`
+and the Bento install). Advisories listed in
 ops/security/pip-audit-ignore.txt (id, then why) are accepted; any other fails the run. When no
 vulnerability service answers (no package could be looked up), it says so and does not pretend
 the audit passed or failed.
@@ -31,14 +32,13 @@ def audit_venv(folder: Path) -> Path:
 
 def main() -> int:
     tool = audit_venv(REPO_ROOT / "runs" / "audit-venv")
-    frozen = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
     requirements = REPO_ROOT / "runs" / "audit-requirements.txt"
-    requirements.write_text(frozen)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "uv"), "export", "--quiet", "--frozen", "--all-extras"]
+        + ["--all-groups", "--no-emit-project", "--no-hashes", "-o", str(requirements)],
+        cwd=REPO_ROOT,
+        check=True,
+    )
     ignored = [
         line.split()[0]
         for line in IGNORE_FILE.read_text().splitlines()
