@@ -15,6 +15,7 @@ from model_store import (
     PromotionError,
     UntrustedArtifactError,
 )
+from model_store.__main__ import main as model_store_cli
 from model_store.store import ARTIFACT_FILE, LEGACY_PICKLE, REFERENCE_FILE
 from settings import ColumnsConfig
 from tests.conftest import run_module
@@ -76,7 +77,15 @@ def test_feature_hash_depends_on_order_and_dtype():
     assert model_store.feature_hash([dict(f) for f in FEATURES]) == base
 
 
-def test_tampered_artifact_is_refused_by_verify_and_load():
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`python -m model_store ARGS` in this process (one test runs the entry point itself)."""
+    capsys.readouterr()
+    code = model_store_cli(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tampered_artifact_is_refused_by_verify_and_load(capsys):
     stored = _save(seed=5)
     _flip_a_byte(stored)
     with pytest.raises(ModelIntegrityError) as raised:
@@ -86,9 +95,9 @@ def test_tampered_artifact_is_refused_by_verify_and_load():
     assert raised.value.actual != raised.value.expected and len(raised.value.actual) == 64
     with pytest.raises(ModelIntegrityError):
         model_store.load(stored.tag)
-    result = run_module("model_store", "verify", stored.tag)
-    assert result.returncode == 1
-    assert "failed its integrity check" in result.stderr
+    code, _, err = cli(capsys, "verify", stored.tag)
+    assert code == 1
+    assert "failed its integrity check" in err
 
 
 def test_tampered_reference_profile_fails_verification():
@@ -113,17 +122,17 @@ def test_tampered_reference_profile_fails_verification():
 
 def test_cli_verify_accepts_an_intact_model():
     stored = _save(seed=6)
-    result = run_module("model_store", "verify", stored.tag)
+    result = run_module("model_store", "verify", stored.tag)  # the entry point, in a process
     assert result.returncode == 0, result.stderr
     assert stored.labels["sha256"] in result.stdout
 
 
-def test_cli_verify_of_an_unknown_tag_says_where_it_looked():
-    result = run_module("model_store", "verify", "fraud_rf:notinthestore2")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "fraud_rf:notinthestore2 is not in the model store of" in result.stderr
-    assert "python -m model_store list" in result.stderr
-    assert "bentoml models pull" not in result.stderr  # BentoML's hint: no remote store here
+def test_cli_verify_of_an_unknown_tag_says_where_it_looked(capsys):
+    code, _, err = cli(capsys, "verify", "fraud_rf:notinthestore2")
+    assert code != 0
+    assert "fraud_rf:notinthestore2 is not in the model store of" in err
+    assert "python -m model_store list" in err
+    assert "bentoml models pull" not in err  # BentoML's hint: no remote store here
 
 
 @pytest.mark.parametrize("tag", ["fraud_rf", "fraud_rf:latest"])
@@ -203,26 +212,25 @@ def test_rollback_refuses_a_pin_edited_behind_the_log(promotion_files):
         model_store.rollback(**promotion_files)
 
 
-def test_cli_promote_list_current_rollback(promotion_files):
+def test_cli_promote_list_current_rollback(promotion_files, capsys):
     a, b = _save(seed=20), _save(seed=21)
     files = ["--pin-file", str(promotion_files["pin_file"])]
     files += ["--log-file", str(promotion_files["log_file"])]
     for stored in (a, b):
-        result = run_module("model_store", *files, "promote", stored.tag)
-        assert result.returncode == 0, result.stderr
-    listing = run_module("model_store", *files, "list")
-    assert listing.returncode == 0, listing.stderr
-    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+        code, _, err = cli(capsys, *files, "promote", stored.tag)
+        assert code == 0, err
+    code, listing, err = cli(capsys, *files, "list")
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert rows[b.tag].endswith("pinned") and rows[a.tag].endswith("before")
     assert "0.9700" in rows[a.tag]
-    assert run_module("model_store", *files, "rollback").returncode == 0
-    current = run_module("model_store", *files, "current")
-    assert current.stdout.strip() == a.tag
+    assert cli(capsys, *files, "rollback")[0] == 0
+    assert cli(capsys, *files, "current")[1].strip() == a.tag
     failed = _save(gate_passed=False, seed=22)
-    refused = run_module("model_store", *files, "promote", failed.tag)
-    assert refused.returncode == 1 and "failed its evaluation gate" in refused.stderr
-    forced = run_module("model_store", *files, "promote", failed.tag, "--force")
-    assert forced.returncode == 0 and "WARNING" in forced.stderr
+    code, _, err = cli(capsys, *files, "promote", failed.tag)
+    assert code == 1 and "failed its evaluation gate" in err
+    code, _, err = cli(capsys, *files, "promote", failed.tag, "--force")
+    assert code == 0 and "WARNING" in err
 
 
 class Sneaky:
