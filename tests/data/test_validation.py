@@ -109,6 +109,7 @@ def test_cleaning_drops_and_counts_row_problems(good):
 
 
 def test_cli_exits_with_the_column_named(good, tmp_path):
+    """The one data error taken through `python -m training` in its own process."""
     bad = good.copy()
     bad.loc[4, COLUMNS.amount] = -1.0
     path = write_table(bad, tmp_path / "bad.csv")
