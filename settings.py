@@ -368,7 +368,11 @@ class PaymentsConfig(BaseModel):
         "fraud-bento:", description="Prefix of the state's Redis keys (one per deployment)."
     )
     redis_timeout_s: float = Field(
-        0.5, gt=0, description="A Redis call slower than this fails: /score answers 503."
+        0.5,
+        gt=0,
+        description="A Redis call slower than this fails: /score answers 503. A call scores at "
+        "most 100 payments: 25 ms of Redis CPU on the tests' table, 134 ms at most with this "
+        "2-core machine busy; raise it where cards keep much longer histories.",
     )
     state_path: Path | None = Field(
         None,

@@ -21,7 +21,7 @@ from serving.payment_state import (
     StateUnavailable,
     table_payments,
 )
-from serving.payment_state_redis import RedisState
+from serving.payment_state_redis import PAYMENTS_PER_CALL, RedisState
 from settings import ColumnsConfig
 from tests.conftest import SMALL_TABLE
 from training.data import read_table
@@ -96,6 +96,31 @@ def test_replayed_payments_get_trainings_features(table, open_state):
     # the windows were not trivially empty
     assert (expected["terminal_risk_30d"] > 0).sum() > 100
     assert (expected["customer_terminal_new_30d"] == 0).sum() > 100
+
+
+def test_a_large_request_in_any_order_gets_the_features_of_payments_one_at_a_time(
+    table, redis_server
+):
+    """Redis scores a request in calls of PAYMENTS_PER_CALL payments: 250 payments shuffled in
+    one request get the features they get one at a time in time order."""
+    cut = table[COLUMNS.timestamp].min() + pd.Timedelta(days=80)
+    earlier, later = table[table[COLUMNS.timestamp] < cut], table[table[COLUMNS.timestamp] >= cut]
+    payments, _ = table_payments(later.head(250), COLUMNS)
+    assert len(payments) > 2 * PAYMENTS_PER_CALL
+    one_request, one_at_a_time = (
+        RedisState(redis_server.url, prefix, DELAY_DAYS, timeout_s=5)
+        for prefix in ("in-one-request:", "one-at-a-time:")
+    )
+    for state in (one_request, one_at_a_time):
+        state.backfill(*table_payments(earlier, COLUMNS))
+    shuffled = np.random.default_rng(5).permutation(len(payments))
+    together = features_from(one_request.score_and_record([payments[i] for i in shuffled]))
+    alone = [features_from(one_at_a_time.score_and_record([p])) for p in payments]
+    for name in feature_names(COLUMNS):
+        np.testing.assert_array_equal(
+            together[name], [alone[i][name][0] for i in shuffled], err_msg=name
+        )
+    assert np.count_nonzero(together["customer_nb_tx_7d"]) > 100  # the windows held history
 
 
 def _payment(tx: str, days: float, customer="c", terminal="t", amount=10.0) -> Payment:
