@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast test-latest lock lint format clean bench bench-full bench-training system-deps image security soak stalls \
+.PHONY: run test test-fast test-latest lock bytecode lint format clean bench bench-full bench-training system-deps image security soak stalls \
 	docs
 
 UV := $(BIN)/uv
@@ -13,17 +13,20 @@ EXPORT := $(UV) export --quiet --frozen --no-emit-project
 
 # Every install is uv.lock's versions and hashes: nothing is resolved here. uv comes first, with
 # pip from requirements/uv.txt (hashes required); `uv sync --locked` fails when pyproject.toml
-# and the lock disagree, and removes what the lock does not list.
+# and the lock disagree, and removes what the lock does not list. Packages are compiled to
+# bytecode as they are installed (pip's default, not uv's): where PYTHONDONTWRITEBYTECODE is set,
+# every process would otherwise compile what it imports (`import service`: 7.6 s against 3.0 s).
+SYNC := $(UV) sync --quiet --locked --compile-bytecode
 $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/uv.txt
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --quiet --locked --extra train
+	$(SYNC) --extra train
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --quiet --locked --extra train --extra dev
+	$(SYNC) --extra train --extra dev
 	touch $@ $(VENV)/.installed
 
 # Refresh the lock on purpose: the newest releases inside pyproject's ranges, then the exports.
@@ -126,7 +129,13 @@ TREE_STATE = { git status --porcelain --untracked-files=all; git diff; } 2>/dev/
 # Two test processes, one per core, a test file each at a time; then, alone, the tests that
 # measure on pinned cores.
 PYTEST_PARALLEL = $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
-test: lint security system-deps
+# The project's own modules compiled too (into the ignored __pycache__ folders): the tests start
+# a hundred processes that import them.
+bytecode: $(VENV)/.installed-dev
+	$(BIN)/python -m compileall -q settings.py service.py serving model_store monitoring training \
+		ops tests >/dev/null
+
+test: lint security system-deps bytecode
 	@before=$$($(TREE_STATE)); \
 	$(PYTEST_PARALLEL) -m "not exclusive" && $(BIN)/pytest -m exclusive || exit 1; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
@@ -134,7 +143,7 @@ test: lint security system-deps
 		git status --short --untracked-files=all; exit 1; \
 	fi
 
-test-fast: lint
+test-fast: lint bytecode
 	$(PYTEST_PARALLEL) -m "not slow"
 
 clean:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     requirements = venv / "requirements.txt"
     requirements.write_text(newest)
     python = str(venv / "bin" / "python")
-    install = [UV, "pip", "install", "--quiet", "--python", python]
+    install = [UV, "pip", "install", "--quiet", "--compile-bytecode", "--python", python]
     subprocess.run([*install, "-r", str(requirements)], cwd=REPO_ROOT, check=True)
     subprocess.run([*install, "--no-deps", "-e", "."], cwd=REPO_ROOT, check=True)
     suite = [python, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-m", "not slow"]

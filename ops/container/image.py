@@ -81,6 +81,9 @@ def podman_env(state: Path) -> dict[str, str]:
     )
     return {
         **os.environ,
+        # every step's layer is kept and reused while its inputs are the same: the Bento's
+        # requirements are the lock's export, so the packages' layer is rebuilt only with the lock
+        "BUILDAH_LAYERS": "true",
         "CONTAINERS_CONF": str(config / "containers.conf"),
         "CONTAINERS_STORAGE_CONF": str(config / "storage.conf"),
         "TMPDIR": str(state / "tmp"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import bentoml
 import httpx
 import numpy as np
 import pandas as pd
@@ -121,12 +123,22 @@ def stop_server(server: Server, grace: float = 20) -> int:
 
 @pytest.fixture(scope="session")
 def served_tag(tmp_path_factory) -> str:
-    """A small model, trained and promoted to the test pin file."""
-    runs = tmp_path_factory.mktemp("runs")
-    result = train_small(runs, 2, "--promote")
-    assert result.returncode == 0, result.stderr[-3000:]
-    tag = model_store.current(load_settings().store.pin_file)
-    assert tag
+    """A small model, trained once a test run and promoted to this test process's pin file. The
+    first test process to ask trains it and exports it; the other imports the export into its
+    own store (each process has its own BentoML home)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # this run's, not older
+    exported = shared / "served-model.bentomodel"
+    store = load_settings().store
+    with (shared / "served-model.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not exported.exists():
+            result = train_small(tmp_path_factory.mktemp("runs"), 2, "--promote")
+            assert result.returncode == 0, result.stderr[-3000:]
+            bentoml.models.export_model(model_store.current(store.pin_file), str(exported))
+            return model_store.current(store.pin_file)
+    tag = str(bentoml.models.import_model(str(exported)).tag)
+    model_store.promote(tag, pin_file=store.pin_file, log_file=store.promotion_log)
     return tag
 
 

@@ -12,11 +12,14 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -44,10 +47,16 @@ def _backend_available() -> bool:
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("container")
+def state():
+    """The backend's storage, kept between test runs (outside the repository): the base image and
+    the layer of the locked packages are built once and reused until the lock changes. Only the
+    containers and the layers no image uses any more are removed at the end."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fraud-bento"
+    folder = folder / "container-tests"
+    folder.mkdir(parents=True, exist_ok=True)
     yield folder
-    _podman(folder, "system", "reset", "--force", check=False)
+    _podman(folder, "rm", "--all", "--force", check=False)
+    _podman(folder, "image", "prune", "--force", check=False)
 
 
 def _podman(state, *args: str, check: bool = True, timeout: float = 120):
@@ -88,9 +97,9 @@ def image(served_tag, state) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, served_tag):
+def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, served_tag, tmp_path):
     http_port, grpc_port = free_port(), free_port()
-    keys = state / "api-keys"
+    keys = tmp_path / "api-keys"
     keys.write_text(f"{API_KEY}\n")
     keys.chmod(0o444)
     name = f"fraud-bento-test-{uuid.uuid4().hex[:8]}"
@@ -151,6 +160,28 @@ def test_the_image_serves_http_and_grpc_and_drains_on_sigterm(image, state, serv
         assert outcomes["exit_code"] == 0 and outcomes["stop_s"] < GRACE_S, outcomes
     finally:
         _podman(state, "rm", "--force", name, check=False)
+
+
+def test_the_image_installs_exactly_the_locked_versions(image, state):
+    """requirements/serving.txt, the lock's export, is what the image holds: every package at its
+    pinned version, and nothing else but the installer's own."""
+    listing = (
+        "import json, platform, importlib.metadata as m; print(json.dumps([platform.python_version"
+        "(), {d.metadata['Name']: d.version for d in m.distributions()}]))"
+    )
+    ran = _podman(state, "run", "--rm", "--entrypoint", "python", image, "-c", listing)
+    python, packages = json.loads(ran.stdout.splitlines()[-1])
+    installed = {canonicalize_name(name): version for name, version in packages.items()}
+    image_python = {"python_full_version": python, "python_version": python.rsplit(".", 1)[0]}
+    pinned = {}
+    for line in (REPO_ROOT / "requirements" / "serving.txt").read_text().splitlines():
+        if line[:1].isalnum():
+            requirement = Requirement(line.rstrip(" \\"))
+            if requirement.marker is None or requirement.marker.evaluate(image_python):
+                (specifier,) = requirement.specifier
+                pinned[canonicalize_name(requirement.name)] = specifier.version
+    assert {name: installed.get(name) for name in pinned} == pinned
+    assert set(installed) - set(pinned) <= {"pip", "setuptools", "wheel"}
 
 
 def _grpc_probabilities(port: int, transactions: list[dict]) -> list[float]:
