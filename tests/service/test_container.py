@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -48,11 +49,10 @@ def _backend_available() -> bool:
 
 @pytest.fixture(scope="module")
 def state():
-    """The backend's storage, kept between test runs (outside the repository): the base image and
+    """The backend's storage, kept between test runs (in the temporary folder): the base image and
     the layer of the locked packages are built once and reused until the lock changes. Only the
     containers and the layers no image uses any more are removed at the end."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fraud-bento"
-    folder = folder / "container-tests"
+    folder = Path(tempfile.gettempdir()) / "fraud-bento-container-tests"  # BentoML refuses dot-dirs
     folder.mkdir(parents=True, exist_ok=True)
     yield folder
     _podman(folder, "rm", "--all", "--force", check=False)
