@@ -135,9 +135,13 @@ bytecode: $(VENV)/.installed-dev
 	$(BIN)/python -m compileall -q settings.py service.py serving model_store monitoring training \
 		ops tests >/dev/null
 
+# The two pytest runs share one folder (FRAUD_TESTS_SHARED): the small served model is trained
+# once for both.
 test: lint security system-deps bytecode
 	@before=$$($(TREE_STATE)); \
-	$(PYTEST_PARALLEL) -m "not exclusive" && $(BIN)/pytest -m exclusive || exit 1; \
+	export FRAUD_TESTS_SHARED=$$(mktemp -d); \
+	$(PYTEST_PARALLEL) -m "not exclusive" && $(BIN)/pytest -m exclusive; passed=$$?; \
+	rm -rf "$$FRAUD_TESTS_SHARED"; [ $$passed = 0 ] || exit 1; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
 		echo "make test changed tracked files or left files git does not ignore:"; \
 		git status --short --untracked-files=all; exit 1; \

@@ -124,10 +124,14 @@ def stop_server(server: Server, grace: float = 20) -> int:
 @pytest.fixture(scope="session")
 def served_tag(tmp_path_factory) -> str:
     """A small model, trained once a test run and promoted to this test process's pin file. The
-    first test process to ask trains it and exports it; the other imports the export into its
-    own store (each process has its own BentoML home)."""
+    first test process to ask trains it and exports it; the others import the export into their
+    own store (each process has its own BentoML home). The export is kept in FRAUD_TESTS_SHARED
+    (make test's two pytest runs), else in this run's temporary folder."""
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # this run's, not older
+    shared = Path(
+        os.environ.get("FRAUD_TESTS_SHARED")
+        or (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base)  # this run's, no older
+    )
     exported = shared / "served-model.bentomodel"
     store = load_settings().store
     with (shared / "served-model.lock").open("w") as lock:
