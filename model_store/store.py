@@ -14,13 +14,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
-import sklearn
-import skops.io
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 
@@ -108,7 +107,7 @@ def save_model(
         "feature_hash": feature_hash(features),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "gate": "passed" if gate_passed else "failed",
-        "framework_version": f"scikit-learn-{sklearn.__version__}",
+        "framework_version": f"scikit-learn-{version('scikit-learn')}",
         "engine": engines.SEPARATOR.join(artifacts) or engines.SKLEARN,
     }
     for name, artifact in artifacts.items():
@@ -129,7 +128,7 @@ def save_model(
         metadata=full_metadata,
         module=__name__,
         context=bentoml.models.ModelContext(
-            framework_name="sklearn", framework_versions={"scikit-learn": sklearn.__version__}
+            framework_name="sklearn", framework_versions={"scikit-learn": version("scikit-learn")}
         ),
     ) as bento_model:
         (Path(bento_model.path) / ARTIFACT_FILE).write_bytes(payload)
@@ -141,6 +140,8 @@ def save_model(
 
 
 def serialize(model: Any) -> bytes:
+    import skops.io  # here, not at the top: see load
+
     return skops.io.dumps(model)
 
 
@@ -196,6 +197,10 @@ def load(tag: str) -> tuple[StoredModel, Any]:
             f"model {stored.tag} is a pickle (saved before skops artifacts); retrain it"
         )
     payload = _verified(stored, ARTIFACT_FILE, "sha256")
+    # skops (and scikit-learn with it) imported where a model is read or written: 2.5 s of the
+    # store's import here, which the promotion CLI and `bentoml serve`'s supervisor never need
+    import skops.io
+
     untrusted = [t for t in skops.io.get_untrusted_types(data=payload) if t not in TRUSTED_TYPES]
     if untrusted:
         raise UntrustedArtifactError(f"model {stored.tag} holds untrusted types {untrusted}")

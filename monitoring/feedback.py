@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from monitoring.budget import RowBudget
 from monitoring.prediction_log import LogUnavailable, PredictionLog
@@ -105,6 +104,10 @@ def realized_performance(
     true_positives = int((labels & decisions).sum())
     flagged, frauds = int(decisions.sum()), int(labels.sum())
     has_both_classes = 0 < frauds < len(labels)
+    # imported here: scikit-learn is a second of every importer's start (the service's
+    # supervisor, the monitoring process), and only this figure needs it
+    from sklearn.metrics import average_precision_score
+
     return RealizedPerformance(
         model_tag=model_tag,
         window_days=window_days,
