@@ -18,7 +18,7 @@ import pytest
 
 from monitoring import channel
 from monitoring.channel import ProcessConfig
-from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
+from monitoring.client import HAND_OFF_EVERY_S, Listeners, MonitorClient, MonitoringUnavailable
 from monitoring.feedback import Label
 
 pytestmark = pytest.mark.slow
@@ -175,7 +175,10 @@ def test_a_sampled_log_keeps_a_share_of_requests_the_same_on_retries_and_profile
         for _attempt in range(2):  # every request retried once, same id and transactions
             for index in range(200):
                 _record(client, f"r{index}", [f"t{index}-0", f"t{index}-1"], [0.9, 0.1])
-            await asyncio.sleep(1.0)  # handed over and written
+            # The hand-off task has run once this sleep ends (timers fire in deadline order),
+            # and a labels call is answered after the rows handed over before it are written.
+            await asyncio.sleep(2 * HAND_OFF_EVERY_S)
+            await client.submit_labels([])
             written.append(counts.rows.get("fraud_prediction_log_rows", 0))
         await _until(lambda: counts.rows.get("fraud_profiled_rows", 0) == 800)
         labels = [Label(True, transaction_id=f"t{index}-0") for index in range(200)]
