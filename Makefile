@@ -126,9 +126,10 @@ security: $(VENV)/.installed-dev
 # A test run must leave the work tree as it found it: generated files go to temp or ignored
 # folders. The tree's state (status, untracked files, diff) is compared before and after.
 TREE_STATE = { git status --porcelain --untracked-files=all; git diff; } 2>/dev/null | sha256sum
-# Two test processes, one per core, a test file each at a time; then, alone, the tests that
-# measure on pinned cores.
-PYTEST_PARALLEL = $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+# Three test processes on the two cores, a test file each at a time (most tests wait on servers
+# and subprocesses: two processes kept the cores 78% busy); then, alone, the tests that measure on
+# pinned cores.
+PYTEST_PARALLEL = $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 # The project's own modules compiled too (into the ignored __pycache__ folders): the tests start
 # a hundred processes that import them.
 bytecode: $(VENV)/.installed-dev

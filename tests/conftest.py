@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,45 @@ def train_small(runs_dir: Path, trials: int, *extra: str, env: dict[str, str] | 
         env=env,
         timeout=300,
     )
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder `name`, filled by `make(folder)` once a test run: by the first test process to
+    ask, while the others wait for it. It lives in FRAUD_TESTS_SHARED (set by make test for both
+    its pytest runs), else in this run's temporary folder (never an older run's)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = Path(
+        os.environ.get("FRAUD_TESTS_SHARED")
+        or (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base)
+    )
+    folder = shared / name
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "made").exists():
+            folder.mkdir(exist_ok=True)
+            make(folder)
+            (folder / "made").touch()
+    return folder
+
+
+def export_model(tag: str, folder: Path) -> None:
+    """Keep a model for the other test processes (each has its own BentoML store)."""
+    import bentoml
+
+    bentoml.models.export_model(tag, str(folder / "model.bentomodel"))
+    (folder / "tag").write_text(tag)
+
+
+def imported_model(folder: Path) -> str:
+    """The model `export_model` kept, in this process's store (where it may be already)."""
+    import bentoml
+
+    tag = (folder / "tag").read_text()
+    try:
+        bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        bentoml.models.import_model(str(folder / "model.bentomodel"))
+    return tag
 
 
 @pytest.fixture
@@ -131,49 +172,49 @@ class RegimeChange:
 @pytest.fixture(scope="session")
 def regime_change(tmp_path_factory) -> RegimeChange:
     """Where the retraining test and the model-replacement drill start: the tables before and
-    after a regime change and a champion trained before it (their files are dealt to the same
-    test process, `LONGEST_FIRST` below, so it is made once)."""
-    import model_store
+    after a regime change and a champion trained before it, made once a test run."""
 
-    folder = tmp_path_factory.mktemp("regime_change")
-    before, after = folder / "before.parquet", folder / "after.parquet"
-    for table, days in ((before, "115"), (after, "175")):
-        made = run_module(
-            "training", "simulate", "--out", str(table), "--days", days, *REGIME_CHANGE
-        )
-        assert made.returncode == 0, made.stderr[-3000:]
-    env = {
-        "FRAUD_STORE__PIN_FILE": str(folder / "model.lock"),
-        "FRAUD_STORE__PROMOTION_LOG": str(folder / "promotions.jsonl"),
-        "FRAUD_RUNS_DIR": str(folder / "runs"),
-        "FRAUD_TUNING__TRIALS": "2",
-    }
-    trained = run_module(
-        "training", "train", "--data", str(before), "--promote", env=env, timeout=600
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    return RegimeChange(before, after, model_store.current(folder / "model.lock"))
+    def make(folder: Path) -> None:
+        for days in ("115", "175"):
+            made = run_module(
+                "training", "simulate", "--out", str(folder / f"{days}.parquet"),
+                "--days", days, *REGIME_CHANGE,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr[-3000:]
+        env = {
+            "FRAUD_STORE__PIN_FILE": str(folder / "model.lock"),
+            "FRAUD_STORE__PROMOTION_LOG": str(folder / "promotions.jsonl"),
+            "FRAUD_RUNS_DIR": str(folder / "runs"),
+            "FRAUD_TUNING__TRIALS": "2",
+        }
+        trained = run_module(
+            "training", "train", "--data", str(folder / "115.parquet"), "--promote",
+            env=env, timeout=600,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        export_model((folder / "model.lock").read_text().strip(), folder)
+
+    folder = made_once(tmp_path_factory, "regime-change", make)
+    return RegimeChange(folder / "115.parquet", folder / "175.parquet", imported_model(folder))
 
 
-# The longest test files, in the order they are handed out (about how long each takes with two
-# test processes). pytest-xdist deals one file to each of the two processes, then a second one
-# to each, then the next to whichever is free: so the longest go first and both processes finish
-# together, and the drill and the retraining test, which share the `regime_change` fixture, are
-# dealt first and third, to the same process, which makes the fixture once.
+# The longest test files, in the order they are handed out (about how long each takes with three
+# test processes). pytest-xdist deals one file to each process, then the next to whichever is free:
+# so the longest go first and the processes finish together.
 LONGEST_FIRST = [
-    "tests/service/test_drill.py",  # 190 s
-    "tests/service/test_container.py",  # 80 s, 250 s while the image's layers are not kept yet
-    "tests/model/test_retrain.py",  # 95 s, the fixture made
-    "tests/service/test_payments_servers.py",  # 200 s
-    "tests/service/test_bench_smoke.py",  # 195 s
+    "tests/service/test_drill.py",  # 270 s, the regime change made
+    "tests/service/test_container.py",  # 80 s, 280 s while the image's layers are not kept yet
+    "tests/service/test_payments_servers.py",  # 155 s
+    "tests/service/test_bench_smoke.py",  # 210 s
+    "tests/model/test_retrain.py",  # 135 s, after the drill has made the regime change
     "tests/model/test_training.py",  # 160 s
-    "tests/service/test_fleet.py",  # 105 s
-    "tests/service/test_faults.py",  # 90 s
+    "tests/service/test_fleet.py",  # 90 s
+    "tests/service/test_faults.py",  # 65 s
     "tests/service/test_challenger_service.py",  # 60 s
-    "tests/service/test_oip_clients.py",  # 25 s, 100 s on a fresh clone (its venv)
-    "tests/service/test_drift_service.py",  # 45 s
+    "tests/service/test_fuzz.py",  # 45 s
+    "tests/monitoring/test_process.py",  # 45 s
     "tests/service/test_feature_table.py",  # 35 s
-    "tests/service/test_prometheus.py",  # 30 s
+    "tests/service/test_oip_clients.py",  # 35 s, 100 s on a fresh clone (its venv)
 ]
 
 

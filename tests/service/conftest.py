@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import bentoml
 import httpx
 import numpy as np
 import pandas as pd
@@ -24,7 +22,14 @@ import model_store
 from model_store.engines import PARITY_TOLERANCE
 from serving.runtime import FraudModel
 from settings import ColumnsConfig, load_settings
-from tests.conftest import REPO_ROOT, SMALL_TABLE, train_small
+from tests.conftest import (
+    REPO_ROOT,
+    SMALL_TABLE,
+    export_model,
+    imported_model,
+    made_once,
+    train_small,
+)
 from training.data import read_table
 from training.features import build_features, feature_names, request_rows
 
@@ -123,26 +128,17 @@ def stop_server(server: Server, grace: float = 20) -> int:
 
 @pytest.fixture(scope="session")
 def served_tag(tmp_path_factory) -> str:
-    """A small model, trained once a test run and promoted to this test process's pin file. The
-    first test process to ask trains it and exports it; the others import the export into their
-    own store (each process has its own BentoML home). The export is kept in FRAUD_TESTS_SHARED
-    (make test's two pytest runs), else in this run's temporary folder."""
-    base = tmp_path_factory.getbasetemp()
-    shared = Path(
-        os.environ.get("FRAUD_TESTS_SHARED")
-        or (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base)  # this run's, no older
-    )
-    exported = shared / "served-model.bentomodel"
+    """A small model, trained once a test run and promoted to this test process's pin file."""
+
+    def make(folder: Path) -> None:
+        result = train_small(folder / "runs", 2, "--promote")
+        assert result.returncode == 0, result.stderr[-3000:]
+        export_model(model_store.current(store.pin_file), folder)
+
     store = load_settings().store
-    with (shared / "served-model.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not exported.exists():
-            result = train_small(tmp_path_factory.mktemp("runs"), 2, "--promote")
-            assert result.returncode == 0, result.stderr[-3000:]
-            bentoml.models.export_model(model_store.current(store.pin_file), str(exported))
-            return model_store.current(store.pin_file)
-    tag = str(bentoml.models.import_model(str(exported)).tag)
-    model_store.promote(tag, pin_file=store.pin_file, log_file=store.promotion_log)
+    tag = imported_model(made_once(tmp_path_factory, "served-model", make))
+    if model_store.current(store.pin_file) != tag:
+        model_store.promote(tag, pin_file=store.pin_file, log_file=store.promotion_log)
     return tag
 
 
