@@ -120,7 +120,7 @@ image: $(VENV)/.installed system-deps $(DATA)
 BANDIT_PATHS := serving model_store monitoring training service.py settings.py ops
 security: $(VENV)/.installed-dev
 	$(BIN)/bandit -q -r $(BANDIT_PATHS) -b ops/security/bandit-baseline.json
-	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --
+	git ls-files -z | xargs -0 -n 100 -P 2 $(BIN)/detect-secrets-hook --
 	$(BIN)/python ops/security/audit_dependencies.py
 
 # A test run must leave the work tree as it found it: generated files go to temp or ignored
