@@ -21,6 +21,11 @@ UV = str(Path(sys.executable).parent / "uv")
 DESELECT = "tests/code/test_packaging.py::test_the_test_environment_is_the_lock"
 
 
+def locked_versions() -> dict[str, str]:
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    return {p["name"]: p["version"] for p in lock["package"] if "version" in p}
+
+
 def pins(requirements: str) -> dict[str, str]:
     entries = (line.split(";")[0].strip() for line in requirements.splitlines())
     return dict(entry.split("==", 1) for entry in entries if "==" in entry)
@@ -39,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
     ).stdout
     latest = pins(newest)
-    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
-    locked = {p["name"]: p["version"] for p in lock["package"] if "version" in p}
+    locked = locked_versions()
     moved = {name: version for name, version in latest.items() if locked.get(name) != version}
     print(f"test-latest: {len(moved)} of {len(latest)} packages differ from uv.lock")
     for name, version in sorted(moved.items()):

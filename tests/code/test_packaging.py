@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
+from ops.test_latest import locked_versions
 from tests.conftest import REPO_ROOT
 
 UV = str(Path(sys.executable).parent / "uv")
@@ -26,11 +27,6 @@ def uv(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [UV, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def locked_versions() -> dict[str, str]:
-    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
-    return {p["name"]: p["version"] for p in lock["package"] if "version" in p}
 
 
 def test_the_lock_agrees_with_pyprojects_ranges():
