@@ -25,9 +25,9 @@ from pydantic import Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
 import model_store
+from monitoring import SCORE_COLUMN
 from monitoring.channel import ProcessConfig
 from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
-from monitoring.drift import SCORE_COLUMN
 from monitoring.feedback import Label
 from serving import (
     api_document,

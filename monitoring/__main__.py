@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 import model_store
+from monitoring import SCORE_COLUMN
 from monitoring import whylogs_adapter as profiles
-from monitoring.drift import DRIFT, SCORE_COLUMN, Thresholds, compare
+from monitoring.drift import DRIFT, Thresholds, compare
 from settings import load_settings
 
 

@@ -17,7 +17,6 @@ from scipy import stats
 from monitoring import whylogs_adapter as profiles
 
 NO_DRIFT, POSSIBLE_DRIFT, DRIFT = "NO_DRIFT", "POSSIBLE_DRIFT", "DRIFT"
-SCORE_COLUMN = "fraud_probability"  # the model's output, profiled beside its inputs
 QUANTILES = np.linspace(0.0, 1.0, 201)
 
 

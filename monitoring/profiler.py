@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from monitoring import SCORE_COLUMN
 from monitoring import whylogs_adapter as profiles
 from monitoring.budget import RowBudget
-from monitoring.drift import DRIFT, SCORE_COLUMN, FeatureDrift, Thresholds, compare
+from monitoring.drift import DRIFT, FeatureDrift, Thresholds, compare
 
 logger = logging.getLogger("fraud_bento.monitoring")
 

@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 import model_store
 from model_store.payments import WINDOWS_DAYS
+from monitoring import SCORE_COLUMN
 from monitoring import whylogs_adapter as profiles
-from monitoring.drift import SCORE_COLUMN
 from settings import MODEL_NAME, Settings
 from training import evaluate, report
 from training.dataset import Dataset, load_dataset

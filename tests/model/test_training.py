@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 import model_store
+from monitoring import SCORE_COLUMN
 from monitoring import whylogs_adapter as profiles
-from monitoring.drift import SCORE_COLUMN
 from settings import ColumnsConfig, Settings
 from tests.conftest import REPO_ROOT, SMALL_TABLE, fresh_database, train_small
 from training.dataset import load_dataset

@@ -10,9 +10,9 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 import model_store
+from monitoring import SCORE_COLUMN
 from monitoring import whylogs_adapter as profiles
 from monitoring.__main__ import main
-from monitoring.drift import SCORE_COLUMN
 from settings import ColumnsConfig, SimulatorConfig, load_settings
 from training.features import build_features, feature_names, feature_schema
 from training.simulate import simulate

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from monitoring import SCORE_COLUMN
 from monitoring import whylogs_adapter as profiles
-from monitoring.drift import SCORE_COLUMN, Thresholds
+from monitoring.drift import Thresholds
 from monitoring.profiler import BURST_S, RequestProfiler
 
 FEATURES = ["amount", "count"]

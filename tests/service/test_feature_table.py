@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from monitoring.drift import SCORE_COLUMN
+from monitoring import SCORE_COLUMN
 from serving.runtime import FraudModel
 from settings import load_settings
 from tests.conftest import run_module
