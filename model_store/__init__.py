@@ -18,6 +18,7 @@ from model_store.store import (
     load,
     load_forest,
     load_reference_profile,
+    read_estimator,
     save_model,
     verify,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "history",
     "list_models",
     "load",
+    "read_estimator",
     "LoadedForest",
     "engine_names",
     "load_forest",

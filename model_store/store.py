@@ -192,6 +192,11 @@ def verify(stored: StoredModel) -> str:
 def load(tag: str) -> tuple[StoredModel, Any]:
     """The stored record and the model, after its hash check, from trusted types only."""
     stored = get(tag)
+    return stored, read_estimator(stored)
+
+
+def read_estimator(stored: StoredModel) -> Any:
+    """The stored scikit-learn model, after its hash check, from trusted types only."""
     if (stored.path / LEGACY_PICKLE).is_file() and not (stored.path / ARTIFACT_FILE).is_file():
         raise UntrustedArtifactError(
             f"model {stored.tag} is a pickle (saved before skops artifacts); retrain it"
@@ -204,7 +209,7 @@ def load(tag: str) -> tuple[StoredModel, Any]:
     untrusted = [t for t in skops.io.get_untrusted_types(data=payload) if t not in TRUSTED_TYPES]
     if untrusted:
         raise UntrustedArtifactError(f"model {stored.tag} holds untrusted types {untrusted}")
-    return stored, skops.io.loads(payload, trusted=TRUSTED_TYPES)
+    return skops.io.loads(payload, trusted=TRUSTED_TYPES)
 
 
 def load_reference_profile(stored: StoredModel) -> bytes | None:
@@ -228,21 +233,27 @@ class LoadedForest:
 
 
 def load_forest(
-    stored: StoredModel, estimator: Any, choice: str = "auto", threads: int = 1
+    stored: StoredModel, choice: str = "auto", threads: int = 1, estimator: Any = None
 ) -> LoadedForest:
     """The forest as served: the first of the model's engines that loads (`choice` "auto"), or
     the one named, from its hash-verified artifact. An engine that cannot be loaded here (a
     library built for another platform, its runtime missing) is passed over with the reason;
-    scikit-learn scores when none loads. A tampered artifact, used or not, is refused."""
+    scikit-learn scores when none loads: `estimator`, or the stored one, read only then. A
+    tampered artifact, used or not, is refused."""
     names = engine_names(stored)
     known = {name: engines.ENGINES[name] for name in names if name in engines.ENGINES}
-    # Every artifact is checked once, here, used or not: a tampered file refuses the model.
+    # Every artifact is checked here, used or not: a tampered file refuses the model.
+    _verified(stored, ARTIFACT_FILE, "sha256")
     artifacts = {
         name: _verified(stored, engine.artifact, engines.artifact_label(engine))
         for name, engine in known.items()
     }
+
+    def sklearn() -> engines.SklearnForest:
+        return engines.SklearnForest(read_estimator(stored) if estimator is None else estimator)
+
     if choice == engines.SKLEARN:
-        return LoadedForest(engines.SklearnForest(estimator), engines.SKLEARN, {})
+        return LoadedForest(sklearn(), engines.SKLEARN, {})
     fallbacks = {}
     if choice != "auto" and choice not in names:
         kept = engines.SEPARATOR.join(names) or "none"
@@ -255,7 +266,7 @@ def load_forest(
             return LoadedForest(known[name].load(artifacts[name], threads), name, fallbacks)
         except Exception as error:  # noqa: BLE001 - any load failure: the next engine
             fallbacks[name] = f"cannot be loaded: {type(error).__name__}: {error}"
-    return LoadedForest(engines.SklearnForest(estimator), engines.SKLEARN, fallbacks)
+    return LoadedForest(sklearn(), engines.SKLEARN, fallbacks)
 
 
 def list_models() -> list[StoredModel]:

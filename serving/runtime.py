@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -75,25 +76,36 @@ def pinned_tag(settings: Settings, service_file: Path) -> str:
 
 @dataclass
 class FraudModel:
-    """A loaded `fraud_rf` model: its schema, threshold, forest and the engines that score.
+    """A loaded `fraud_rf` model: its schema, threshold and the engine that scores.
 
-    The scikit-learn forest is always loaded (SHAP explains it); scoring uses the first of the
-    model's engines that loads, in the order they were ranked at save time (model_store/
-    engines.py), unless `engine` names one, or "sklearn".
+    Scoring uses the first of the model's engines that loads, in the order they were ranked at
+    save time (model_store/engines.py), unless `engine` names one, or "sklearn". The
+    scikit-learn forest is read from its artifact only when it scores or when `estimator` is
+    first asked for (SHAP explains it): reading it imports scikit-learn and skops, 3 s of a
+    worker's start that a compiled engine does without.
     """
 
     stored: StoredModel
-    estimator: Any
     forest: LoadedForest
     loaded_at: float = field(default_factory=time.time)
+    _estimator: Any = field(default=None, init=False, repr=False)
+    _reading: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def load(cls, tag: str, engine: str = "auto", intra_op_threads: int = 1) -> FraudModel:
-        stored, estimator = model_store.load(tag)
-        forest = model_store.load_forest(stored, estimator, engine, intra_op_threads)
+        stored = model_store.get(tag)
+        forest = model_store.load_forest(stored, engine, intra_op_threads)
         for name, reason in forest.fallbacks.items():
             logger.warning("%s is served without its %s engine: %s", tag, name, reason)
-        return cls(stored, estimator, forest)
+        return cls(stored, forest)
+
+    @property
+    def estimator(self) -> Any:
+        """The scikit-learn forest, read (hash and trusted types checked) on first use."""
+        with self._reading:
+            if self._estimator is None:
+                self._estimator = model_store.read_estimator(self.stored)
+            return self._estimator
 
     @property
     def engine(self) -> str:

@@ -29,8 +29,8 @@ SCORE_COLUMNS = "fraud_probability float, is_fraud boolean"
 
 def _scorer(tag: str):
     """The model's probability function and threshold, as the service loads them."""
-    stored, estimator = model_store.load(tag)
-    return model_store.load_forest(stored, estimator).forest.predict_proba, stored
+    stored = model_store.get(tag)
+    return model_store.load_forest(stored).forest.predict_proba, stored
 
 
 def spark_scores(features, tag: str, id_column: str):
