@@ -80,7 +80,9 @@ def test_batches_are_logged_and_labels_join_them(tmp_path):
         }
         _record(client, "r1", ["t1", "t2"], [0.9, 0.1])
         _record(client, "r2", ["t3"], [0.8])
-        await asyncio.sleep(0.8)  # one hand-off, one write of the log
+        # once handed over (the hand-off task has run when this sleep ends), the rows are
+        # written before a labels call is answered
+        await asyncio.sleep(2 * HAND_OFF_EVERY_S)
         result = await client.submit_labels(
             [Label(True, transaction_id="t1"), Label(False, request_id="r2"), Label(True, "t9")]
         )
@@ -132,7 +134,7 @@ def test_a_killed_process_is_replaced_and_scoring_calls_never_fail(tmp_path):
             await client.submit_labels([Label(True, transaction_id="x")])
         await _until(lambda: client.connected and client.status)
         _record(client, "after", ["y"], [0.7])
-        await asyncio.sleep(0.8)
+        await asyncio.sleep(2 * HAND_OFF_EVERY_S)  # handed over: written before the labels call
         result = await client.submit_labels([Label(True, transaction_id="y")])
         await client.close()
         return first, client.pid, client.restarts, result
