@@ -185,7 +185,7 @@ def regime_change(tmp_path_factory) -> RegimeChange:
             "FRAUD_STORE__PIN_FILE": str(folder / "model.lock"),
             "FRAUD_STORE__PROMOTION_LOG": str(folder / "promotions.jsonl"),
             "FRAUD_RUNS_DIR": str(folder / "runs"),
-            "FRAUD_TUNING__TRIALS": "2",
+            "FRAUD_TUNING__TRIALS": "1",
         }
         trained = run_module(
             "training", "train", "--data", str(folder / "115.parquet"), "--promote",

@@ -86,7 +86,7 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile(1.0, 1.0, 4, bisections=0, max_steps=1, held_bisections=1),
+    "smoke": Profile(0.5, 0.5, 4, bisections=0, max_steps=1, held_bisections=1),
     "quick": Profile(5.0, 3.0, 32),
     "full": Profile(10.0, 8.0, 64),
 }

@@ -26,7 +26,7 @@ def test_retrain_compares_on_the_latest_window_and_promotes_on_evidence(regime_c
         "FRAUD_STORE__PIN_FILE": str(tmp_path / "model.lock"),
         "FRAUD_STORE__PROMOTION_LOG": str(tmp_path / "promotions.jsonl"),
         "FRAUD_RUNS_DIR": str(tmp_path / "runs"),
-        "FRAUD_TUNING__TRIALS": "2",
+        "FRAUD_TUNING__TRIALS": "1",
         "FRAUD_PROMOTION__BOOTSTRAP_SAMPLES": "200",
     }
     before, after, champion = regime_change.before, regime_change.after, regime_change.champion

@@ -73,7 +73,7 @@ def test_retrain_shadow_canary_promote_rebuild_roll_back(regime_change, tmp_path
         "FRAUD_STORE__CHALLENGER_PIN_FILE": str(tmp_path / "challenger.lock"),
         "FRAUD_STORE__PROMOTION_LOG": str(tmp_path / "promotions.jsonl"),
         "FRAUD_RUNS_DIR": str(tmp_path / "runs"),
-        "FRAUD_TUNING__TRIALS": "2",
+        "FRAUD_TUNING__TRIALS": "1",
         "FRAUD_PROMOTION__BOOTSTRAP_SAMPLES": "200",
         "FRAUD_MONITORING__REALIZED_REFRESH_S": "1",
     }
