@@ -1,11 +1,10 @@
 """Known vulnerabilities in the locked dependencies, with pip-audit.
 
-pip-audit runs from its own virtual environment (its platformdirs>=4 cannot be installed beside
-whylogs 1.6.4), on every package uv.lock pins (all extras and groups: what `make run`, `make test`
-and the Bento install). Advisories listed in
-ops/security/pip-audit-ignore.txt (id, then why) are accepted; any other fails the run. When no
-vulnerability service answers (no package could be looked up), it says so and does not pretend
-the audit passed or failed.
+pip-audit runs from its own virtual environment (ops/tool_venvs.py), on every package uv.lock
+pins (all extras and groups: what `make run`, `make test` and the Bento install). Advisories
+listed in ops/security/pip-audit-ignore.txt (id, then why) are accepted; any other fails the
+run. When no vulnerability service answers (no package could be looked up), it says so and does
+not pretend the audit passed or failed.
 """
 
 from __future__ import annotations
@@ -14,29 +13,17 @@ import json
 import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PIP_AUDIT = "pip-audit==2.10.1"
+sys.path.insert(0, str(REPO_ROOT))
+from ops.tool_venvs import UV, tool_python  # noqa: E402
+
 IGNORE_FILE = Path(__file__).with_name("pip-audit-ignore.txt")
-UV = Path(sys.executable).parent / "uv"
-
-
-def audit_venv(folder: Path) -> Path:
-    tool = folder / "bin" / "pip-audit"
-    if not tool.exists():
-        venv.create(folder)
-        subprocess.run(  # uv: seconds where pip took ten
-            [str(UV), "pip", "install", "--quiet", "--python", str(folder / "bin" / "python")]
-            + [PIP_AUDIT],
-            check=True,
-        )
-    return tool
 
 
 def main() -> int:
-    tool = audit_venv(REPO_ROOT / "runs" / "audit-venv")
+    tool = tool_python("pip-audit", REPO_ROOT / "runs" / "audit-venv").with_name("pip-audit")
     requirements = REPO_ROOT / "runs" / "audit-requirements.txt"
     subprocess.run(
         [str(UV), "export", "--quiet", "--frozen", "--all-extras"]

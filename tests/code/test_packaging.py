@@ -56,6 +56,18 @@ def test_the_bentos_requirements_pin_every_package_with_hashes():
     assert not names & {"optuna", "duckdb", "treelite", "tl2cgen", "uv", "pytest"}
 
 
+@pytest.mark.parametrize("tool", sorted(p.stem for p in REPO_ROOT.glob("requirements/*.in")))
+def test_each_tool_venv_is_pinned_with_hashes(tool):
+    """The tools with venvs of their own (ops/tool_venvs.py) install compiled requirements."""
+    wanted = (REPO_ROOT / "requirements" / f"{tool}.in").read_text().split()
+    text = (REPO_ROOT / "requirements" / f"{tool}.txt").read_text()
+    entries = [line for line in text.splitlines() if line[:1].isalnum()]
+    assert entries and all(re.fullmatch(r"[\w.-]+==[\w.+!-]+ \\", line) for line in entries)
+    assert text.count("--hash=sha256:") >= len(entries)
+    missing = [pin for pin in wanted if f"{pin} \\" not in entries]
+    assert not missing, f"{missing} not in requirements/{tool}.txt: run `make lock`"
+
+
 def test_the_test_environment_is_the_lock():
     locked = locked_versions()
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}

@@ -7,37 +7,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from ops.tool_venvs import tool_python
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
-# The tested releases; the venv is rebuilt when this list changes.
-CLIENT_PACKAGES = ["kserve==0.16.0", "mlserver==1.7.1"]
-CLIENT_VENV = REPO_ROOT / ".venv" / "oip-clients"
 HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="session")
 def client_python() -> Path:
-    python = CLIENT_VENV / "bin" / "python"
-    marker = CLIENT_VENV / "installed.txt"
-    wanted = "\n".join(CLIENT_PACKAGES)
-    if not marker.is_file() or marker.read_text() != wanted:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(CLIENT_VENV)], check=True)
-        subprocess.run(  # uv (a dependency of ours): 5 s where pip took 55
-            [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", str(python)]
-            + CLIENT_PACKAGES,
-            check=True,
-            timeout=900,
-        )
-        marker.write_text(wanted)
-    return python
+    """KServe's SDK and MLServer at the releases requirements/oip-clients.txt pins."""
+    return tool_python("oip-clients", REPO_ROOT / ".venv" / "oip-clients")
 
 
 def _run(python: Path, script: str, *args: str) -> dict:
