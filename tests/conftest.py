@@ -215,6 +215,11 @@ LONGEST_FIRST = [
     "tests/monitoring/test_process.py",  # 45 s
     "tests/service/test_feature_table.py",  # 35 s
     "tests/service/test_oip_clients.py",  # 35 s, 100 s on a fresh clone (its venv)
+    # The fast suite's longest: the first makes the served model, while the other processes run
+    # files that need no model (test_pipeline, which needs it too, is dealt near the end).
+    "tests/service/test_payments.py",  # 35 s
+    "tests/code/test_payment_state.py",  # 40 s
+    "tests/model/test_tuning_samples.py",  # 20 s
 ]
 
 
