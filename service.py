@@ -3,7 +3,7 @@
 The model is the pinned tag (`ops/model.lock`, or FRAUD_MODEL_TAG for one run), referenced as a
 class attribute so the Bento carries exactly that model; so is a challenger when one is pinned
 (`ops/challenger.lock`, or FRAUD_CHALLENGER_TAG), shadowing the champion or deciding a canary
-share (serving/challenger.py). Request types are built from the model's
+share (serving/scoring/challenger.py). Request types are built from the model's
 own feature schema. HTTP /predict, the Open Inference Protocol over HTTP (/v2) and over gRPC all
 share one Scorer per worker: validation, adaptive batching, metrics.
 """
@@ -29,26 +29,10 @@ from monitoring import SCORE_COLUMN
 from monitoring.channel import ProcessConfig
 from monitoring.client import Listeners, MonitorClient, MonitoringUnavailable
 from monitoring.feedback import Label
-from serving import (
-    api_document,
-    codec,
-    contract,
-    fast_path,
-    grpc_server,
-    http_app,
-    kserve_v1,
-    logs,
-    metrics,
-    schema,
-    security,
-    traffic,
-)
-from serving.batching import Overloaded
-from serving.challenger import Challenger
-from serving.errors import ServingError
-from serving.explain import Explainer
-from serving.loop_watch import LoopWatch
-from serving.payment_scoring import (
+from serving.contract import contract, schema
+from serving.contract.errors import ServingError
+from serving.http import api_document, fast_path, http_app, security
+from serving.payments.payment_scoring import (
     PaymentScoring,
     PaymentValue,
     example_payment,
@@ -56,9 +40,15 @@ from serving.payment_scoring import (
     payment_columns,
     payment_model,
 )
-from serving.payment_state import PaymentStore, StateUnavailable
-from serving.runtime import FraudModel, challenger_tag, pinned_tag
-from serving.scorer import Scored, Scorer
+from serving.payments.payment_state import PaymentStore, StateUnavailable
+from serving.protocols import codec, grpc_server, kserve_v1
+from serving.scoring.batching import Overloaded
+from serving.scoring.challenger import Challenger
+from serving.scoring.explain import Explainer
+from serving.scoring.runtime import FraudModel, challenger_tag, pinned_tag
+from serving.scoring.scorer import Scored, Scorer
+from serving.telemetry import logs, metrics, traffic
+from serving.telemetry.loop_watch import LoopWatch
 from settings import load_settings
 
 SETTINGS = load_settings()
@@ -195,7 +185,7 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
 )
 class FraudDetector:
     model = bentoml.models.BentoModel(MODEL_TAG)
-    if CHALLENGER_TAG is not None:  # after `model` in BentoML's list (serving/runtime.py)
+    if CHALLENGER_TAG is not None:  # after `model` in BentoML's list (serving/scoring/runtime.py)
         model_challenger = bentoml.models.BentoModel(CHALLENGER_TAG)
     workers = SETTINGS.serving.workers
 

@@ -3,8 +3,8 @@ follows from those aggregates.
 
 Two engines compute the aggregates: training over a whole table (training/features.py, window
 functions in SQL on DuckDB or Spark) and the service one payment at a time from online state
-(serving/payment_state.py). Both hand them to `features_from`, so every formula below is written
-once; the window semantics they share are stated here and proven equal by the parity test
+(serving/payments/payment_state.py). Both hand them to `features_from`, so every formula below
+is written once; the window semantics they share are stated here and proven equal by the parity test
 (tests/service/test_payments.py):
 - a window of `days` at time t holds the key's payments in [t - days, t): strictly earlier, so
   payments at the same instant do not see each other;

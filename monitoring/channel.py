@@ -7,7 +7,7 @@ it by name. Scored batches carry their arrays as raw float32 bytes (one copy, no
 
 A counter the monitoring process keeps (rows it had to drop, say) travels as `Counted` with the
 metric's name; the worker adds it to the Prometheus counter registered under that name
-(serving/metrics.py), so a new one takes its owner's `Counted` and one registration.
+(serving/telemetry/metrics.py), so a new one takes its owner's `Counted` and one registration.
 """
 
 from __future__ import annotations

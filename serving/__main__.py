@@ -19,9 +19,9 @@ import pandas as pd
 
 import model_store
 from model_store.payments import DAY_SECONDS, state_horizon_days
-from serving.payment_scoring import open_store, payment_columns
-from serving.payment_state import EmbeddedState, table_payments
-from serving.runtime import pinned_tag
+from serving.payments.payment_scoring import open_store, payment_columns
+from serving.payments.payment_state import EmbeddedState, table_payments
+from serving.scoring.runtime import pinned_tag
 from settings import load_settings
 
 

@@ -45,8 +45,8 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def _scorer(tag: str):
-    from serving.runtime import FraudModel
-    from serving.scorer import Scorer
+    from serving.scoring.runtime import FraudModel
+    from serving.scoring.scorer import Scorer
     from settings import load_settings
 
     settings = load_settings()
@@ -55,10 +55,10 @@ def _scorer(tag: str):
 
 
 async def _decide(scorer, request):
-    """ModelInfer's work, as the served endpoint does it (serving/grpc_server.py)."""
-    from serving import oip
-    from serving.grpc_server import infer_response, request_inputs
-    from serving.scorer import request_id_or_new
+    """ModelInfer's work, as the served endpoint does it (serving/protocols/grpc_server.py)."""
+    from serving.protocols import oip
+    from serving.protocols.grpc_server import infer_response, request_inputs
+    from serving.scoring.scorer import request_id_or_new
 
     matrix = oip.feature_matrix(scorer.model, request_inputs(request))
     outputs = oip.requested_outputs([output.name for output in request.outputs])
@@ -94,9 +94,9 @@ async def serve_aio(scorer, port: int) -> None:
 
 
 async def serve_sync_pool(scorer, port: int) -> None:
-    """grpcio's sync server as it serves (serving/grpc_server.py): its pool threads parse and
-    answer, the scoring runs on this event loop (the batcher's), each call handed over."""
-    from serving import grpc_server
+    """grpcio's sync server as it serves (serving/protocols/grpc_server.py): its pool threads
+    parse and answer, the scoring runs on this event loop (the batcher's), each call handed over."""
+    from serving.protocols import grpc_server
 
     server = await grpc_server.start(scorer, "127.0.0.1", port, 64 * 1024 * 1024)
     await asyncio.Event().wait()  # the server stops when it is collected: held until killed
@@ -195,7 +195,7 @@ def main() -> None:
         scorer = _scorer(tag)
         asyncio.run(SERVE[kind](scorer, port))
         return
-    from serving.runtime import pinned_tag
+    from serving.scoring.runtime import pinned_tag
     from settings import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

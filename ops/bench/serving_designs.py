@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import REPO_ROOT, Server  # noqa: E402  (ops/bench/run.py: the benchmark's servers)
 
-from serving.runtime import pinned_tag  # noqa: E402
+from serving.scoring.runtime import pinned_tag  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 DESIGNS_DIR = REPO_ROOT / "ops" / "bench" / "designs"

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 import model_store
-from serving.runtime import FraudModel
+from serving.scoring.runtime import FraudModel
 from settings import ColumnsConfig
 from training.features import feature_schema
 

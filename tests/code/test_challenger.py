@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from serving.challenger import CANARY, IDLE, NORMAL, SHADOW, Challenger, canary_share_of
-from serving.runtime import FraudModel
-from serving.scorer import Scorer
+from serving.scoring.challenger import CANARY, IDLE, NORMAL, SHADOW, Challenger, canary_share_of
+from serving.scoring.runtime import FraudModel
+from serving.scoring.scorer import Scorer
 from settings import ServingConfig
 from tests.code.models import FEATURES, small_model
 

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
-from serving import codec, contract, metrics, schema
-from serving.errors import InvalidBody, InvalidInput
-from serving.scorer import Decided
+from serving.contract import contract, schema
+from serving.contract.errors import InvalidBody, InvalidInput
+from serving.protocols import codec
+from serving.scoring.scorer import Decided
+from serving.telemetry import metrics
 from settings import ColumnsConfig
 from tests.conftest import changed
 from training.features import feature_schema

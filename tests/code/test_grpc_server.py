@@ -17,9 +17,9 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serving import grpc_server
-from serving.runtime import FraudModel
-from serving.scorer import Scorer
+from serving.protocols import grpc_server
+from serving.scoring.runtime import FraudModel
+from serving.scoring.scorer import Scorer
 from settings import ServingConfig
 from tests.code.models import small_model
 

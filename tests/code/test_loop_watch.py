@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serving.loop_watch import LoopWatch, SchedClock
+from serving.telemetry.loop_watch import LoopWatch, SchedClock
 
 
 def _stall(block) -> logging.LogRecord:

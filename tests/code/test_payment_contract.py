@@ -14,8 +14,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
-from serving.errors import InvalidBody
-from serving.payment_scoring import PaymentBatch, PaymentsDecoder, payment_model, payment_struct
+from serving.contract.errors import InvalidBody
+from serving.payments.payment_scoring import (
+    PaymentBatch,
+    PaymentsDecoder,
+    payment_model,
+    payment_struct,
+)
 from settings import ColumnsConfig
 from training.features import feature_schema
 

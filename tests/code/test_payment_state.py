@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from model_store.payments import features_from
-from serving import payment_state
-from serving.payment_state import (
+from serving.payments import payment_state
+from serving.payments.payment_state import (
     DAY_NS,
     EmbeddedState,
     Payment,
@@ -21,7 +21,7 @@ from serving.payment_state import (
     StateUnavailable,
     table_payments,
 )
-from serving.payment_state_redis import PAYMENTS_PER_CALL, RedisState
+from serving.payments.payment_state_redis import PAYMENTS_PER_CALL, RedisState
 from settings import ColumnsConfig
 from tests.conftest import SMALL_TABLE
 from training.data import read_table
@@ -181,8 +181,8 @@ def test_score_says_why_it_does_not_apply(tmp_path):
     from sklearn.ensemble import RandomForestClassifier
 
     import model_store
-    from serving.errors import Conflict
-    from serving.payment_scoring import (
+    from serving.contract.errors import Conflict
+    from serving.payments.payment_scoring import (
         NOT_A_PAYMENT_MODEL,
         STORE_OFF,
         PaymentScoring,

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from serving import contract, oip
-from serving.batching import AdaptiveBatcher, Overloaded
-from serving.errors import InvalidInput
-from serving.runtime import FraudModel
+from serving.contract import contract
+from serving.contract.errors import InvalidInput
+from serving.protocols import oip
+from serving.scoring.batching import AdaptiveBatcher, Overloaded
+from serving.scoring.runtime import FraudModel
 from settings import ColumnsConfig
 from tests.code.models import small_model
 from training.features import feature_schema

@@ -14,7 +14,7 @@ from model_store import ModelIntegrityError, engines
 from model_store.native_engine import NativeEngine
 from model_store.onnx_engine import OnnxEngine
 from model_store.store import ARTIFACT_FILE
-from serving.runtime import FraudModel
+from serving.scoring.runtime import FraudModel
 from settings import ColumnsConfig, Settings
 from tests.conftest import SMALL_TABLE
 from training.dataset import load_dataset

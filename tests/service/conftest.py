@@ -20,7 +20,7 @@ import pytest
 
 import model_store
 from model_store.engines import PARITY_TOLERANCE
-from serving.runtime import FraudModel
+from serving.scoring.runtime import FraudModel
 from settings import ColumnsConfig, load_settings
 from tests.conftest import (
     REPO_ROOT,

@@ -39,7 +39,12 @@ def test_bento_carries_the_pinned_model_and_only_the_service_code(built_tag, ser
     assert models == [served_tag]
     source = Path(bento.path_of("src"))
     files = {path.relative_to(source).as_posix() for path in source.rglob("*.py")}
-    for needed in ("service.py", "settings.py", "serving/batching.py", "model_store/store.py"):
+    for needed in (
+        "service.py",
+        "settings.py",
+        "serving/scoring/batching.py",
+        "model_store/store.py",
+    ):
         assert needed in files, needed
     assert {"monitoring/profiler.py", "monitoring/whylogs_adapter.py"} <= files
     assert not any(f.startswith(("tests/", "training/", ".venv/")) for f in files)

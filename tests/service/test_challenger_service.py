@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 import model_store
-from serving.challenger import canary_share_of
-from serving.runtime import FraudModel
+from serving.scoring.challenger import canary_share_of
+from serving.scoring.runtime import FraudModel
 from tests.conftest import REPO_ROOT, run_module, train_small
 from tests.service.conftest import BENTOML, start_server, stop_server
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from monitoring import SCORE_COLUMN
-from serving.runtime import FraudModel
+from serving.scoring.runtime import FraudModel
 from settings import load_settings
 from tests.conftest import run_module
 from tests.feature_table import CONFIG, FEATURES, feature_table

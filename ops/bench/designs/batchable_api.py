@@ -5,8 +5,8 @@ from __future__ import annotations
 import bentoml
 from common import FEATURE_NAMES, MAX_BATCH_SIZE, MAX_LATENCY_MS, MODEL_TAG, Transaction
 
-from serving import schema
-from serving.runtime import FraudModel
+from serving.contract import schema
+from serving.scoring.runtime import FraudModel
 
 
 @bentoml.service(name="batchable_api")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import model_store
-from serving import contract
-from serving.runtime import pinned_tag
+from serving.contract import contract
+from serving.scoring.runtime import pinned_tag
 from settings import load_settings
 
 MODEL_TAG = pinned_tag(load_settings(), Path(__file__))

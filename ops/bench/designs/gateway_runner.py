@@ -6,8 +6,8 @@ import bentoml
 import numpy as np
 from common import FEATURE_NAMES, MAX_BATCH_SIZE, MAX_LATENCY_MS, MODEL_TAG, Transaction
 
-from serving import schema
-from serving.runtime import FraudModel
+from serving.contract import schema
+from serving.scoring.runtime import FraudModel
 
 
 @bentoml.service(name="runner")

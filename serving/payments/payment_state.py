@@ -12,7 +12,7 @@ so a key with a million payments costs microseconds, not a scan.
 Two stores keep it behind one interface (`PaymentStore`): the embedded one here, in memory and
 written through to a SQLite file so that a restart of the worker or the server resumes with
 every answered payment (one process owns the file: more than one worker is refused at
-start-up); and Redis (serving/payment_state_redis.py), shared by every worker and replica.
+start-up); and Redis (serving/payments/payment_state_redis.py), shared by every worker and replica.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from model_store.payments import (
     WindowAggregates,
     state_horizon_days,
 )
-from serving.errors import Unavailable
+from serving.contract.errors import Unavailable
 
 logger = logging.getLogger("fraud_bento.payment_state")
 DAY_NS = 86_400 * 10**9

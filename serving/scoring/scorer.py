@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import metrics, stats, traffic
-from serving.batching import AdaptiveBatcher, Overloaded
-from serving.challenger import Challenger
-from serving.contract import MatrixCheck
-from serving.errors import InvalidInput
-from serving.runtime import FraudModel
+from serving.contract.contract import MatrixCheck
+from serving.contract.errors import InvalidInput
+from serving.scoring.batching import AdaptiveBatcher, Overloaded
+from serving.scoring.challenger import Challenger
+from serving.scoring.runtime import FraudModel
+from serving.telemetry import metrics, stats, traffic
 from settings import ServingConfig
 
 logger = logging.getLogger("fraud_bento.requests")

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from model_store.contract import Feature, FeatureSchema
-from serving.errors import InvalidInput, Violation
+from serving.contract.errors import InvalidInput, Violation
 
 TRANSACTION_ID_MAX_LENGTH = 128
 TRANSACTION_ID = "transaction_id"
@@ -103,6 +103,15 @@ def transaction_struct(schema: FeatureSchema) -> type[msgspec.Struct]:
     # gc=False: rows hold only scalars; untracked, they are cheaper to make and never feed a
     # garbage collection (100-row bodies make 100 of them a request).
     return msgspec.defstruct("Transaction", fields, forbid_unknown_fields=True, gc=False)
+
+
+def example_row(schema: FeatureSchema) -> dict:
+    """A valid transaction: each feature at its smallest accepted value, or 1 when unbounded."""
+    row: dict = {"transaction_id": "tx-1"}
+    for feature in schema:
+        value = feature.minimum if feature.minimum is not None else 1
+        row[feature.name] = int(value) if feature.integral else float(value)
+    return row
 
 
 def rows_bounds(max_rows: int) -> dict[str, int]:

@@ -16,9 +16,9 @@ names, added up per batch; a client that went away is counted as 499, not as an 
 on the whole request, body included (`serving.request_timeout_s`: 408 while the body is still
 arriving, 504 after), OpenTelemetry spans and BentoML's access log line when
 `serving.trace_scoring` / `serving.access_log` turn them on, then the security checks. A body the
-lean decoders refuse is answered here with every problem named (serving/codec.py). The typed
-`@bentoml.api` endpoints stay the documented API (OpenAPI, BentoML's generated clients call them by
-name and land here). `FRAUD_SERVING__FAST_PATH=false` sends scoring down the stack.
+lean decoders refuse is answered here with every problem named (serving/protocols/codec.py). The
+typed `@bentoml.api` endpoints stay the documented API (OpenAPI, BentoML's generated clients call
+them by name and land here). `FRAUD_SERVING__FAST_PATH=false` sends scoring down the stack.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import codec, kserve_v1, oip_json, traffic
-from serving.errors import InvalidInput, ServingError
-from serving.payment_scoring import PaymentScoring
-from serving.scorer import Scorer, chosen_by_client, request_id_or_new
+from serving.contract.errors import InvalidInput, ServingError
+from serving.payments.payment_scoring import PaymentScoring
+from serving.protocols import codec, kserve_v1, oip_json
+from serving.scoring.scorer import Scorer, chosen_by_client, request_id_or_new
+from serving.telemetry import traffic
 
 logger = logging.getLogger("fraud_bento.fast_path")
 PREDICT = "/predict"

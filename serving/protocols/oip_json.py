@@ -1,6 +1,6 @@
 """The Open Inference Protocol's HTTP/JSON binding: an inference request body in, the status and
 response body out, decoded and encoded with msgspec. Served by the lean scoring path and by the
-documented FastAPI route alike (serving/fast_path.py, serving/http_app.py)."""
+documented FastAPI route alike (serving/http/fast_path.py, serving/http/http_app.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 from msgspec import Meta
 
-from serving import oip, traffic
-from serving.codec import encode
-from serving.errors import ServingError
-from serving.scorer import Scorer, chosen_by_client, request_id_or_new
+from serving.contract.errors import ServingError
+from serving.protocols import oip
+from serving.protocols.codec import encode
+from serving.scoring.scorer import Scorer, chosen_by_client
+from serving.telemetry import traffic
 
 
 class InferInputTensor(msgspec.Struct):
@@ -118,10 +119,8 @@ def _encode_response(
     return Reply(200, b"".join([header, *binary]), len(header))
 
 
-def _request_id(given: str | None, fallback: tuple[str, bool] | None) -> tuple[str, bool]:
-    if chosen_by_client(given) or fallback is None:
-        return request_id_or_new(given), chosen_by_client(given)
-    return fallback
+def _request_id(given: str | None, fallback: tuple[str, bool]) -> tuple[str, bool]:
+    return (given, True) if chosen_by_client(given) else fallback
 
 
 async def infer(
@@ -129,8 +128,8 @@ async def infer(
     name: str,
     version: str | None,
     body: bytes,
-    header_length: str | None = None,
-    request_id: tuple[str, bool] | None = None,
+    header_length: str | None,
+    request_id: tuple[str, bool],
 ) -> Reply:
     """The answer to one inference request (JSON, or with the binary data extension when
     `header_length`, the Inference-Header-Content-Length header, is given). The request's id is

@@ -4,8 +4,8 @@ whether the model is ready.
 
 An instance is either a list of the model's features in its order (as tensors are sent) or an
 object of features by name with an optional `transaction_id` (as /predict's rows are). Both are
-held to the request contract (serving/contract.py): lists by the matrix check, objects by the
-same msgspec struct and, for a full 400, the same documented pydantic model as /predict.
+held to the request contract (serving/contract/contract.py): lists by the matrix check, objects
+by the same msgspec struct and, for a full 400, the same documented pydantic model as /predict.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from model_store.contract import FeatureSchema
-from serving import codec, contract
-from serving.errors import InvalidInput, NotFound, Violation
-from serving.scorer import Decided
+from serving.contract import contract
+from serving.contract.errors import InvalidInput, NotFound, Violation
+from serving.protocols import codec
+from serving.scoring.scorer import Decided
 
 PREFIX = "/v1/models/"
 PREDICT_VERB = ":predict"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving import metrics, traffic
+from serving.telemetry import metrics, traffic
 from settings import SecurityConfig
 
 KEYS_ENV = "FRAUD_API_KEYS"

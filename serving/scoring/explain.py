@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from serving.runtime import FraudModel
+from serving.scoring.runtime import FraudModel
 
 
 class Explainer:

@@ -10,9 +10,9 @@ from collections import Counter
 
 import numpy as np
 
-from serving import metrics
-from serving.metrics import observe_many
-from serving.stats import STATS
+from serving.telemetry import metrics
+from serving.telemetry.metrics import observe_many
+from serving.telemetry.stats import STATS
 
 
 class _BentoHttpMetrics:

@@ -1,4 +1,5 @@
-"""HTTP response types and the /feedback request (the scoring requests: serving/contract.py)."""
+"""HTTP response types and the /feedback request (the scoring requests:
+serving/contract/contract.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.contract import TRANSACTION_ID_MAX_LENGTH
+from serving.contract.contract import TRANSACTION_ID_MAX_LENGTH
 
 
 def to_matrix(transactions: list[BaseModel], names: list[str]) -> np.ndarray:

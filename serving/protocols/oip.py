@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe v2) model: metadata, input decoding, output selection.
 
-Shared by the HTTP/JSON binding (serving/http_app.py) and the gRPC binding (serving/grpc_server.py);
-each binding only converts between its wire format and these numpy-level types.
+Shared by the HTTP/JSON binding (serving/http/http_app.py) and the gRPC binding
+(serving/protocols/grpc_server.py); each binding only converts between its wire format and these
+numpy-level types.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.errors import InvalidInput, ServingError
-from serving.runtime import FraudModel
+from serving.contract.errors import InvalidInput, ServingError
+from serving.scoring.runtime import FraudModel
 
 PROTOCOL_VERSION = "2"
 SERVER_NAME = "fraud-bento"

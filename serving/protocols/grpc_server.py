@@ -22,9 +22,10 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serving import oip, traffic
-from serving.errors import ServingError
-from serving.scorer import Scorer, chosen_by_client, request_id_or_new
+from serving.contract.errors import ServingError
+from serving.protocols import oip
+from serving.scoring.scorer import Scorer, chosen_by_client, request_id_or_new
+from serving.telemetry import traffic
 
 logger = logging.getLogger("fraud_bento.grpc")
 TYPED_CONTENTS = {

@@ -1,8 +1,8 @@
 """Lean JSON codecs of the scoring path: request bodies straight into feature matrices, and
 responses straight into bytes, with msgspec (no per-row pydantic objects, one C pass each way).
 
-Both decoders take their rules from the request contract (serving/contract.py). A body the fast
-decoder refuses is validated once more by the documented pydantic model, right here, so its 400
+Both decoders take their rules from the request contract (serving/contract/contract.py). A body the
+fast decoder refuses is validated once more by the documented pydantic model, right here, so its 400
 names every problem by location (the rare path pays for the detail, the common one does not).
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from model_store.contract import FeatureSchema
-from serving import contract
-from serving.errors import InvalidBody, InvalidInput, Violation
-from serving.scorer import Decided
+from serving.contract import contract
+from serving.contract.errors import InvalidBody, InvalidInput, Violation
+from serving.scoring.scorer import Decided
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -82,7 +82,8 @@ class ColumnsDecoder:
     """`{"columns": [names], "data": [[values], ...], "transaction_ids": [...]}` -> matrix, ids.
 
     Columns may come in any order but must name every model feature once; the values are then
-    checked by the contract's matrix check (serving/contract.py), which names row and field.
+    checked by the contract's matrix check (serving/contract/contract.py), which names row and
+    field.
     """
 
     def __init__(self, feature_names: list[str], max_rows: int):
@@ -150,7 +151,7 @@ def in_columns(error: InvalidInput) -> InvalidInput:
 
 
 class _Prediction(msgspec.Struct, gc=False):
-    """One entry of `serving.schema.PredictResponse.predictions` (cheaper than a dict)."""
+    """One entry of `serving.contract.schema.PredictResponse.predictions` (cheaper than a dict)."""
 
     transaction_id: str | None
     fraud_probability: float
@@ -172,8 +173,8 @@ def encode_predictions(
     decided: Decided,
     features: list[dict[str, float | int]] | None = None,
 ) -> bytes:
-    """The /predict response (`serving.schema.PredictResponse`) as JSON bytes; with `features`,
-    each prediction also carries its row's features."""
+    """The /predict response (`serving.contract.schema.PredictResponse`) as JSON bytes; with
+    `features`, each prediction also carries its row's features."""
     scores = decided.probabilities.tolist()
     ids = transaction_ids or [None] * len(scores)
     columns = [

@@ -26,11 +26,13 @@ from pydantic import (
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.payments import WindowAggregates, features_from
 from model_store.store import StoredModel
-from serving import api_document, codec, contract, traffic
-from serving.errors import Conflict, InvalidBody, InvalidInput, Unavailable, Violation
-from serving.payment_state import EmbeddedState, Payment, PaymentStore
-from serving.payment_state_redis import RedisState
-from serving.scorer import Scorer
+from serving.contract import contract
+from serving.contract.errors import Conflict, InvalidBody, InvalidInput, Unavailable, Violation
+from serving.payments.payment_state import EmbeddedState, Payment, PaymentStore
+from serving.payments.payment_state_redis import RedisState
+from serving.protocols import codec
+from serving.scoring.scorer import Scorer
+from serving.telemetry import traffic
 from settings import ColumnsConfig, Settings
 
 PROTOCOL = "score"
@@ -276,7 +278,7 @@ def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
         columns.terminal_id: "terminal-1",
         columns.amount: 42.5,
     }
-    features = api_document.example_row(schema)
+    features = contract.example_row(schema)
     return payment | {name: features[name] for name in columns.extra_features}
 
 

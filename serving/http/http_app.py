@@ -15,10 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
-from serving import kserve_v1, oip, oip_json
-from serving.errors import ServingError
-from serving.fast_path import REQUEST_ID
-from serving.stats import STATS
+from serving.contract.errors import ServingError
+from serving.http.fast_path import REQUEST_ID
+from serving.protocols import kserve_v1, oip, oip_json
+from serving.telemetry.stats import STATS
 
 # FastAPI's own /docs would show only these routes, with Swagger UI from a CDN: /docs below
 # shows BentoML's whole document (/docs.json) with the Swagger UI files BentoML serves.
@@ -180,13 +180,14 @@ def model_ready(name: str, version: str | None = None):
 @app.post("/v2/models/{name}/infer", response_model=InferResponse)
 @app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
 async def infer(name: str, request: Request, version: str | None = None):
-    """An inference request (also answered by the lean scoring path, serving/fast_path.py)."""
+    """An inference request (also answered by the lean scoring path, serving/http/fast_path.py)."""
     reply = await oip_json.infer(
         _service().scorer,
         name,
         version,
         await request.body(),
         request.headers.get(oip_json.HEADER_LENGTH),
+        request.scope[REQUEST_ID],  # the id the front door settled and sends back
     )
     if reply.json_length is None:
         return Response(reply.body, status_code=reply.status, media_type="application/json")
@@ -209,7 +210,7 @@ def v1_model_ready(name: str) -> dict:
 async def v1_predict(name: str, request: Request) -> Response:
     """KServe's V1 protocol: `{"instances": [...]}`, each a list of the model's features in its
     order or an object of features by name; answers `{"predictions": [...]}` (also answered by
-    the lean scoring path, serving/fast_path.py)."""
+    the lean scoring path, serving/http/fast_path.py)."""
     payload = await _service().endpoints.predict_v1(
         name, await request.body(), *request.scope[REQUEST_ID]
     )

@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from serving import metrics
-from serving.runtime import FraudModel
+from serving.scoring.runtime import FraudModel
+from serving.telemetry import metrics
 
 logger = logging.getLogger("fraud_bento.challenger")
 SHADOW, CANARY = "shadow", "canary"

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 
-from serving import metrics
+from serving.telemetry import metrics
 
 logger = logging.getLogger("fraud_bento.stalls")
 TICK_S = 0.01

@@ -1,7 +1,7 @@
 """The online feature state in Redis, shared by every worker and replica.
 
-The same state as the embedded store (serving/payment_state.py), as Redis sorted sets scored by
-time in microseconds (exact in a double; request times carry microseconds):
+The same state as the embedded store (serving/payments/payment_state.py), as Redis sorted sets
+scored by time in microseconds (exact in a double; request times carry microseconds):
 - `c:{card}` the card's payments, member `{id}|{amount}`;
 - `p:{len(card)}:{card}{terminal}` the card's payments at the terminal;
 - `t:{terminal}` the terminal's payments, `f:{terminal}` those labelled fraud;
@@ -20,7 +20,7 @@ import numpy as np
 import redis
 
 from model_store.payments import HISTORY_DAYS, WINDOWS_DAYS, WindowAggregates, state_horizon_days
-from serving.payment_state import Payment, StateUnavailable, aggregates_from_rows
+from serving.payments.payment_state import Payment, StateUnavailable, aggregates_from_rows
 
 _MICROSECONDS_PER_DAY = 86_400_000_000
 # A script's time grows with its payments, and Redis runs nothing else meanwhile. Measured on the

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable
 
 from model_store.contract import FeatureSchema
+from serving.contract import contract
 
 DOCUMENT_PATH = "/docs.json"
 TITLE = "fraud-bento"
@@ -63,18 +64,9 @@ def _group(path: str) -> str:
     return best
 
 
-def example_row(schema: FeatureSchema) -> dict:
-    """A valid transaction: each feature at its smallest accepted value, or 1 when unbounded."""
-    row: dict = {"transaction_id": "tx-1"}
-    for feature in schema:
-        value = feature.minimum if feature.minimum is not None else 1
-        row[feature.name] = int(value) if feature.integral else float(value)
-    return row
-
-
 def examples(schema: FeatureSchema, payment: dict | None) -> dict[str, dict]:
     """A request body for each scoring route (`payment`: one for /score, when it applies)."""
-    row = example_row(schema)
+    row = contract.example_row(schema)
     values = [row[name] for name in schema.names]
     return {
         **(

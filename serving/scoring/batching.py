@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from serving.errors import Unavailable
+from serving.contract.errors import Unavailable
 
 
 class Overloaded(Unavailable, ServiceUnavailable):
