@@ -32,14 +32,13 @@ from monitoring.feedback import Label
 from serving.contract import contract, schema
 from serving.contract.errors import ServingError
 from serving.http import api_document, fast_path, http_app, security
-from serving.payments.payment_scoring import (
-    PaymentScoring,
+from serving.payments.payment_requests import (
     PaymentValue,
     example_payment,
-    open_store,
     payment_columns,
     payment_model,
 )
+from serving.payments.payment_scoring import PaymentScoring, open_store
 from serving.payments.payment_state import PaymentStore, StateUnavailable
 from serving.protocols import codec, grpc_server, kserve_v1
 from serving.scoring.batching import Overloaded

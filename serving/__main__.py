@@ -19,8 +19,10 @@ import pandas as pd
 
 import model_store
 from model_store.payments import DAY_SECONDS, state_horizon_days
-from serving.payments.payment_scoring import open_store, payment_columns
-from serving.payments.payment_state import EmbeddedState, table_payments
+from serving.payments.embedded_state import EmbeddedState
+from serving.payments.payment_requests import payment_columns
+from serving.payments.payment_scoring import open_store
+from serving.payments.payment_state import table_payments
 from serving.scoring.runtime import pinned_tag
 from settings import load_settings
 

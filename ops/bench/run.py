@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import model_store  # noqa: E402
 from ops.postgres import Cluster  # noqa: E402
 from ops.redis_server import RedisServer  # noqa: E402
-from serving.payments.payment_scoring import payment_columns  # noqa: E402
+from serving.payments.payment_requests import payment_columns  # noqa: E402
 from serving.scoring.runtime import pinned_tag  # noqa: E402
 from settings import load_settings  # noqa: E402
 

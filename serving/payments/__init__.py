@@ -1,3 +1,4 @@
-"""/score's raw payments: their request types and the scoring of a payment from the online
-state (payment_scoring), and that state, embedded (payment_state) or on Redis
-(payment_state_redis). Above protocols and scoring."""
+"""/score's raw payments: their request types (payment_requests), the scoring of a payment from
+the online state (payment_scoring), and that state: what it keeps and its interface
+(payment_state), embedded in memory and SQLite (embedded_state) or on Redis (redis_state).
+Above protocols and scoring."""

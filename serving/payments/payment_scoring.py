@@ -6,52 +6,30 @@ through the same scorer as /predict."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from operator import attrgetter
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-import msgspec
 import numpy as np
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    create_model,
 )
 
-from model_store.contract import FLOAT32_MAX, FeatureSchema
+from model_store.contract import FeatureSchema
 from model_store.payments import WindowAggregates, features_from
-from model_store.store import StoredModel
-from serving.contract import contract
-from serving.contract.errors import Conflict, InvalidBody, InvalidInput, Unavailable, Violation
-from serving.payments.payment_state import EmbeddedState, Payment, PaymentStore
-from serving.payments.payment_state_redis import RedisState
+from serving.contract.errors import Conflict, InvalidInput, Unavailable
+from serving.payments.embedded_state import EmbeddedState
+from serving.payments.payment_requests import (
+    PROTOCOL,
+    PaymentBatch,
+    PaymentsDecoder,
+    time_violation,
+)
+from serving.payments.payment_state import Payment, PaymentStore
+from serving.payments.redis_state import RedisState
 from serving.protocols import codec
 from serving.scoring.scorer import Scorer
 from serving.telemetry import traffic
 from settings import ColumnsConfig, Settings
-
-PROTOCOL = "score"
-EPOCH, NAIVE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def _integer_as_text(value: Any) -> Any:
-    """Tables often number their ids: 42 and "42" name the same key."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-PaymentValue = str | int | float | bool | None  # a JSON scalar: the row form decides
-Key = Annotated[
-    str,
-    BeforeValidator(_integer_as_text),
-    Field(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH),
-]
-
 
 NOT_A_PAYMENT_MODEL = (
     "this model does not score raw payments: it was trained without payment features "
@@ -60,226 +38,12 @@ NOT_A_PAYMENT_MODEL = (
 STORE_OFF = "scoring raw payments is turned off here (payments.store = 'off'); use /predict"
 
 
-def payment_columns(stored: StoredModel) -> ColumnsConfig | None:
-    """The column mapping the model was trained with, when it scores payments."""
-    columns = stored.metadata.get("columns")
-    if columns is None:
-        return None
-    mapping = ColumnsConfig(**columns)
-    return mapping if mapping.payment_features else None
-
-
-def payment_model(
-    columns: ColumnsConfig, schema: FeatureSchema, on_invalid: Callable[[set[str]], None]
-) -> type[BaseModel]:
-    """One payment as pydantic, in the table's own column names: id, time (ISO 8601, or Unix
-    seconds; without an offset it is read as UTC, like the training table), customer, terminal,
-    a finite amount >= 0, and the model's extra features with their own rules."""
-    extras = contract.transaction_model(
-        FeatureSchema(tuple(f for f in schema if f.name in columns.extra_features)), on_invalid
-    )
-    fields: dict[str, Any] = {
-        columns.transaction_id: (Key, Field(description="The payment's unique id.")),
-        columns.timestamp: (datetime, Field(description="When it happened (ISO 8601).")),
-        columns.customer_id: (Key, Field(description="The customer (card).")),
-        columns.terminal_id: (Key, Field(description="The terminal (merchant).")),
-        columns.amount: (
-            float,
-            Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False, strict=True, description="Amount."),
-        ),
-    }
-    for name in columns.extra_features:
-        fields[name] = extras.model_fields[name].annotation, extras.model_fields[name]
-    return create_model(
-        "Payment",
-        __config__=ConfigDict(extra="forbid"),
-        __validators__=contract.counting(on_invalid),
-        **fields,
-    )
-
-
-# The lean decoder's names for a payment's fields (the wire names are the table's columns).
-PAYMENT_FIELDS = ("transaction_id", "time", "customer", "terminal", "amount")
-
-
-def payment_struct(columns: ColumnsConfig, schema: FeatureSchema) -> type[msgspec.Struct]:
-    """The same payment as a msgspec struct, for the lean decoder. It reads the common forms
-    (ids as text or integers, times as RFC 3339 text); a body it refuses goes to the documented
-    model, which scores what only it reads (a time as Unix seconds) and names every problem."""
-    key = (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH)]
-        | int
-    )
-    amount = Annotated[float, msgspec.Meta(ge=0, le=FLOAT32_MAX)]
-    features = {feature.name: feature for feature in schema}
-    extras = [f"extra_{i}" for i in range(len(columns.extra_features))]
-    fields: list[tuple] = [
-        *zip(PAYMENT_FIELDS, (key, datetime, key, key, amount), strict=True),
-        *(
-            (field, contract.struct_type(features[name]))
-            for field, name in zip(extras, columns.extra_features, strict=True)
-        ),
-    ]
-    wire = (columns.transaction_id, columns.timestamp, columns.customer_id, columns.terminal_id)
-    rename = dict(zip(PAYMENT_FIELDS, (*wire, columns.amount), strict=True))
-    rename |= dict(zip(extras, columns.extra_features, strict=True))
-    return msgspec.defstruct("Payment", fields, rename=rename, forbid_unknown_fields=True, gc=False)
-
-
-class PaymentBatch(msgspec.Struct, gc=False):
-    """Decoded payments: what the state needs of each, and the extra features' values."""
-
-    payments: list[Payment]
-    extras: np.ndarray  # [payments, extra features], float64
-
-
-def _batch(rows: list, fields: attrgetter, extras: attrgetter | None) -> PaymentBatch:
-    payments = []
-    for row in rows:
-        transaction_id, moment, customer, terminal, amount = fields(row)
-        payments.append(
-            Payment(str(transaction_id), _nanoseconds(moment), str(customer), str(terminal), amount)
-        )
-    values = [extras(row) for row in rows] if extras is not None else []
-    return PaymentBatch(payments, np.array(values, dtype=float).reshape(len(rows), -1))
-
-
-def _read(lean: msgspec.json.Decoder, documented: type[BaseModel], body: bytes) -> tuple:
-    """The body as the lean decoder reads it or, where it refuses, as the documented model does
-    (which reads what only it reads, or names every problem); and whether the lean one read it."""
-    try:
-        return lean.decode(body), True
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        try:
-            return documented.model_validate_json(body), False
-        except ValidationError as error:
-            raise InvalidBody(error) from None
-
-
-class PaymentsDecoder:
-    """/score's bodies into payments: the row form with msgspec (falling back on the documented
-    model, see `payment_struct`), the columnar form held to the row form's rules."""
-
-    def __init__(
-        self,
-        columns: ColumnsConfig,
-        schema: FeatureSchema,
-        row_model: type[BaseModel],
-        max_rows: int,
-    ):
-        bounds = contract.rows_bounds(max_rows)
-        self._rows_body = msgspec.json.Decoder(
-            msgspec.defstruct(
-                "ScoreBody",
-                [
-                    (
-                        "payments",
-                        Annotated[list[payment_struct(columns, schema)], msgspec.Meta(**bounds)],
-                    ),
-                    ("include_features", bool, False),
-                ],
-            )
-        )
-        self.documented_rows = create_model(
-            "ScoreRequest",
-            payments=(Annotated[list[row_model], Field(**bounds)], ...),
-            include_features=(bool, False),
-        )
-        self._columns_body = msgspec.json.Decoder(
-            msgspec.defstruct(
-                "ScoreColumnsBody",
-                [
-                    ("columns", list[str]),
-                    ("data", Annotated[list[list[PaymentValue]], msgspec.Meta(**bounds)]),
-                    ("include_features", bool, False),
-                ],
-            )
-        )
-        self._documented_columns = create_model(
-            "ScoreColumnsRequest",
-            columns=(list[str], ...),
-            data=(Annotated[list[list[PaymentValue]], Field(**bounds)], ...),
-            include_features=(bool, False),
-        )
-        self._typed_rows = TypeAdapter(list[row_model])
-        self._column_names = (
-            columns.transaction_id,
-            columns.timestamp,
-            columns.customer_id,
-            columns.terminal_id,
-            columns.amount,
-        )
-        self._typed_fields = attrgetter(*self._column_names)
-        self._typed_extras = attrgetter(*columns.extra_features) if columns.extra_features else None
-        extras = [f"extra_{i}" for i in range(len(columns.extra_features))]
-        self._lean_fields = attrgetter(*PAYMENT_FIELDS)
-        self._lean_extras = attrgetter(*extras) if extras else None
-
-    def typed(self, rows: list[BaseModel]) -> PaymentBatch:
-        """Rows of the documented model (BentoML's typed endpoint, or the fallback)."""
-        return _batch(rows, self._typed_fields, self._typed_extras)
-
-    def rows(self, body: bytes) -> tuple[PaymentBatch, bool]:
-        """A row-form body: its payments and whether the answer carries their features."""
-        parsed, lean = _read(self._rows_body, self.documented_rows, body)
-        if lean:
-            return (
-                _batch(parsed.payments, self._lean_fields, self._lean_extras),
-                parsed.include_features,
-            )
-        return self.typed(parsed.payments), parsed.include_features
-
-    def columns_body(self, body: bytes) -> tuple[list[str], list[list[Any]], bool]:
-        parsed, _ = _read(self._columns_body, self._documented_columns, body)
-        return parsed.columns, parsed.data, parsed.include_features
-
-    def columns(self, columns: list[str], data: list[list[Any]]) -> PaymentBatch:
-        """The columnar form: each payment made a row and held to the row form's rules, every
-        problem located in the columnar body."""
-        problems = [
-            Violation("columns", None, f"'{name}' is named twice", location=("columns",))
-            for name in sorted({name for name in columns if columns.count(name) > 1})
-        ]
-        problems += [
-            Violation(
-                "data", row, f"has {len(values)} values for {len(columns)} columns", ("data", row)
-            )
-            for row, values in enumerate(data)
-            if len(values) != len(columns)
-        ]
-        if problems:
-            traffic.record_rejection(PROTOCOL, {v.field for v in problems})
-            raise InvalidInput(problems)
-        try:  # the row model counts its own refusals
-            rows = self._typed_rows.validate_python(
-                [dict(zip(columns, values, strict=True)) for values in data]
-            )
-        except ValidationError as error:
-            raise InvalidInput(
-                list(dict.fromkeys(_in_columns(d) for d in error.errors()))
-            ) from None
-        return self.typed(rows)
-
-
 def open_store(settings: Settings, delay_days: int) -> PaymentStore:
     """The state store the settings choose (payments.store, not 'off')."""
     if settings.payments.store == "redis":
         config = settings.payments
         return RedisState(config.redis_url, config.redis_prefix, delay_days, config.redis_timeout_s)
     return EmbeddedState(settings.payment_state_path(), delay_days)
-
-
-def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
-    """A valid payment in the model's columns (extra features at their smallest value)."""
-    payment = {
-        columns.transaction_id: "pay-1",
-        columns.timestamp: "2026-07-01T12:30:00Z",
-        columns.customer_id: "card-1",
-        columns.terminal_id: "terminal-1",
-        columns.amount: 42.5,
-    }
-    features = contract.example_row(schema)
-    return payment | {name: features[name] for name in columns.extra_features}
 
 
 class PaymentScoring:
@@ -361,7 +125,7 @@ class PaymentScoring:
     def _check_clock(self, payments: list[Payment]) -> None:
         latest = int(self.clock() * 1e9) + self.max_clock_skew_ns
         ahead = [
-            _time_violation(
+            time_violation(
                 self.columns.timestamp,
                 position,
                 "is ahead of the server's clock by more than payments.max_clock_skew_s",
@@ -377,7 +141,7 @@ class PaymentScoring:
         the payments and read their windows."""
         oldest = self.state.oldest_accepted_ns()
         too_old = [
-            _time_violation(
+            time_violation(
                 self.columns.timestamp,
                 position,
                 "is older than the online state's horizon (the longest window plus the label "
@@ -421,24 +185,3 @@ class PaymentScoring:
             for values in matrix.tolist()
         ]
         return codec.encode_predictions(request_id, ids, decided, rows)
-
-
-def _in_columns(detail: dict) -> Violation:
-    """A row-form problem located in the columnar body: the column when it is not one of the
-    form's (or is missing), else the payment's value."""
-    row, field = detail["loc"][0], str(detail["loc"][1]) if len(detail["loc"]) > 1 else "row"
-    if detail["type"] in ("extra_forbidden", "missing"):
-        what = "is not a payment field" if detail["type"] == "extra_forbidden" else "is missing"
-        return Violation(field, None, f"column '{field}' {what}", location=("columns",))
-    return Violation(field, row, detail["msg"], location=("data", row, field))
-
-
-def _time_violation(column: str, position: int, reason: str) -> Violation:
-    """A payment's time refused, located in the body as the typed model locates its errors."""
-    return Violation(column, position, reason, location=("payments", position, column))
-
-
-def _nanoseconds(moment: datetime) -> int:
-    """Since the epoch; a time without an offset is UTC, like the training table's."""
-    delta = moment - (EPOCH if moment.tzinfo is not None else NAIVE_EPOCH)
-    return (delta // MICROSECOND) * 1_000

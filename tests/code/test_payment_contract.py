@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from serving.contract.errors import InvalidBody
-from serving.payments.payment_scoring import (
+from serving.payments.payment_requests import (
     PaymentBatch,
     PaymentsDecoder,
     payment_model,

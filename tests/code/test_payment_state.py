@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 
 from model_store.payments import features_from
-from serving.payments import payment_state
+from serving.payments import embedded_state
+from serving.payments.embedded_state import EmbeddedState
 from serving.payments.payment_state import (
     DAY_NS,
-    EmbeddedState,
     Payment,
     PaymentStore,
     StateUnavailable,
     table_payments,
 )
-from serving.payments.payment_state_redis import PAYMENTS_PER_CALL, RedisState
+from serving.payments.redis_state import PAYMENTS_PER_CALL, RedisState
 from settings import ColumnsConfig
 from tests.conftest import SMALL_TABLE
 from training.data import read_table
@@ -156,7 +156,7 @@ def test_labels_count_after_the_delay_and_corrections_undo_them(open_state):
 
 
 def test_history_past_the_horizon_is_forgotten(tmp_path, monkeypatch):
-    monkeypatch.setattr(payment_state, "MAINTAIN_EVERY_S", 0.05)
+    monkeypatch.setattr(embedded_state, "MAINTAIN_EVERY_S", 0.05)
     state = EmbeddedState(tmp_path / "state.db", DELAY_DAYS)
     state.score_and_record([_payment("old", 0)])
     state.score_and_record([_payment("new", 40, customer="other", terminal="other")])
@@ -182,12 +182,8 @@ def test_score_says_why_it_does_not_apply(tmp_path):
 
     import model_store
     from serving.contract.errors import Conflict
-    from serving.payments.payment_scoring import (
-        NOT_A_PAYMENT_MODEL,
-        STORE_OFF,
-        PaymentScoring,
-        payment_columns,
-    )
+    from serving.payments.payment_requests import payment_columns
+    from serving.payments.payment_scoring import NOT_A_PAYMENT_MODEL, STORE_OFF, PaymentScoring
     from training.features import feature_schema
 
     features = [feature.as_dict() for feature in feature_schema(COLUMNS)]

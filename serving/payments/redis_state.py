@@ -1,6 +1,6 @@
 """The online feature state in Redis, shared by every worker and replica.
 
-The same state as the embedded store (serving/payments/payment_state.py), as Redis sorted sets
+The same state as the embedded store (serving/payments/embedded_state.py), as Redis sorted sets
 scored by time in microseconds (exact in a double; request times carry microseconds):
 - `c:{card}` the card's payments, member `{id}|{amount}`;
 - `p:{len(card)}:{card}{terminal}` the card's payments at the terminal;
