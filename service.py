@@ -169,7 +169,10 @@ def _monitor_client(stored: model_store.StoredModel) -> MonitorClient:
     )
 
 
-@bentoml.asgi_app(http_app.app, path="/")
+HTTP_APP = http_app.make_app()  # its worker attached in FraudDetector.__init__
+
+
+@bentoml.asgi_app(HTTP_APP, path="/")
 @bentoml.service(
     name="fraud_detector",
     workers=SETTINGS.serving.workers,
@@ -218,6 +221,7 @@ class FraudDetector:
         self.explainer = Explainer(self.runtime)
         self.loop_watch = LoopWatch(SETTINGS.serving.stall_log_ms)
         self.grpc_server = None
+        http_app.attach(HTTP_APP, self)
         logger.info(
             "serving %s (sha256 %s verified)", MODEL_TAG, self.runtime.stored.labels["sha256"]
         )
@@ -515,7 +519,7 @@ FraudDetector.add_asgi_middleware(
 )
 FraudDetector.add_asgi_middleware(
     fast_path.FrontDoor.install,
-    endpoints=lambda: bentoml.get_current_service().endpoints,
+    endpoints=lambda: HTTP_APP.state.worker.endpoints,
     lean=SETTINGS.serving.fast_path,
     timeout_s=SETTINGS.serving.request_timeout_s,
     layers=_scoring_layers(),

@@ -1,28 +1,31 @@
 """GET endpoints and the Open Inference Protocol over HTTP, mounted into the Bento.
 
-Handlers reach the running service with `bentoml.get_current_service()`; the scoring itself goes
-through the same Scorer (validation, batching, metrics) as /predict and gRPC.
+`make_app()` builds the app when service.py is imported (BentoML mounts it then); the worker
+attaches itself once it exists (`attach`), and each handler is given it (`Worker`: what the
+routes read of it). The scoring itself goes through the same Scorer (validation, batching,
+metrics) as /predict and gRPC.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
-import bentoml
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from serving.contract.errors import ServingError
-from serving.http.fast_path import REQUEST_ID
+from serving.http.fast_path import REQUEST_ID, ScoringEndpoints
+from serving.payments.payment_scoring import PaymentScoring
 from serving.protocols import kserve_v1, oip, oip_json
+from serving.scoring.runtime import FraudModel
+from serving.scoring.scorer import Scorer
+from serving.telemetry.loop_watch import LoopWatch
 from serving.telemetry.stats import STATS
 
-# FastAPI's own /docs would show only these routes, with Swagger UI from a CDN: /docs below
-# shows BentoML's whole document (/docs.json) with the Swagger UI files BentoML serves.
-app = FastAPI(title="fraud-bento", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+ROUTES = APIRouter()
 DOCS_PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -55,25 +58,57 @@ class InferResponse(BaseModel):
     outputs: list[InferOutputTensor]
 
 
-def _service():
-    return bentoml.get_current_service()
+class Worker(Protocol):
+    """What these routes read of the API worker (service.py's FraudDetector)."""
+
+    runtime: FraudModel
+    scorer: Scorer
+    endpoints: ScoringEndpoints
+    payments: PaymentScoring
+    monitor: Any  # monitoring.client.MonitorClient: the worker's monitoring process
+    loop_watch: LoopWatch
+    grpc_server: Any
+    workers: int
+
+    def model_info(self) -> dict: ...
+
+    def challenger_info(self) -> dict: ...
 
 
-@app.exception_handler(ServingError)
+def attach(app: FastAPI, worker: Worker) -> None:
+    app.state.worker = worker
+
+
+def _attached(request: Request) -> Worker:
+    return request.app.state.worker
+
+
+Service = Annotated[Worker, Depends(_attached)]
+
+
 def _refused(request: Request, error: ServingError) -> JSONResponse:
     """The one mapping of serving errors to answers on these routes."""
     return JSONResponse(error.payload(), status_code=error.status, headers=error.headers)
 
 
-@app.get("/docs", include_in_schema=False)
+def make_app() -> FastAPI:
+    """The app of these routes, its worker attached later (`attach`). FastAPI's own /docs would
+    show only these routes, with Swagger UI from a CDN: /docs here shows BentoML's whole
+    document (/docs.json) with the Swagger UI files BentoML serves."""
+    app = FastAPI(title="fraud-bento", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(ServingError, _refused)
+    app.include_router(ROUTES)
+    return app
+
+
+@ROUTES.get("/docs", include_in_schema=False)
 def docs() -> HTMLResponse:
     """Swagger UI over the whole API (/docs.json), every file from this server."""
     return HTMLResponse(DOCS_PAGE)
 
 
-@app.get("/health")
-def health() -> dict:
-    service = _service()
+@ROUTES.get("/health")
+def health(service: Service) -> dict:
     monitor = service.monitor
     return {
         "status": "healthy",
@@ -88,21 +123,20 @@ def health() -> dict:
     }
 
 
-@app.get("/challenger")
-def challenger() -> dict:
+@ROUTES.get("/challenger")
+def challenger(service: Service) -> dict:
     """The challenger beside the champion, if one is pinned: mode, share, and how the two
     compare (this worker's shadow figures; realized figures from the labels)."""
-    return _service().challenger_info()
+    return service.challenger_info()
 
 
-@app.get("/model_info")
-def model_info() -> dict:
-    return _service().model_info()
+@ROUTES.get("/model_info")
+def model_info(service: Service) -> dict:
+    return service.model_info()
 
 
-@app.get("/stats")
-def stats() -> dict:
-    service = _service()
+@ROUTES.get("/stats")
+def stats(service: Service) -> dict:
     return {
         "model_tag": service.runtime.tag,
         # Each API worker keeps its own figures; /metrics adds every worker's up (BentoML's
@@ -114,11 +148,11 @@ def stats() -> dict:
     }
 
 
-@app.get("/drift")
-async def drift(scope: Literal["replica", "fleet"] = "replica") -> dict:
+@ROUTES.get("/drift")
+async def drift(service: Service, scope: Literal["replica", "fleet"] = "replica") -> dict:
     """The latest closed profiling window compared with the model's reference profile: this
     replica's, or (`scope=fleet`) the merge of every replica's profile in the shared directory."""
-    monitor = _service().monitor
+    monitor = service.monitor
     if not monitor.status:
         return {"status": "the monitoring process is starting", "scope": scope}
     if not monitor.status["has_reference"]:
@@ -129,60 +163,60 @@ async def drift(scope: Literal["replica", "fleet"] = "replica") -> dict:
     return {"scope": scope, **report}
 
 
-@app.get("/v2/health/live")
+@ROUTES.get("/v2/health/live")
 def live() -> dict:
     return {"live": True}
 
 
-@app.get("/v2/health/ready")
+@ROUTES.get("/v2/health/ready")
 def ready() -> dict:
     return {"ready": True}
 
 
-@app.get("/v2")
+@ROUTES.get("/v2")
 def server_metadata() -> dict:
     return oip.server_metadata()
 
 
-def _challenger():
-    challenger = _service().scorer.challenger
+def _challenger(service: Worker):
+    challenger = service.scorer.challenger
     return challenger.model if challenger is not None else None
 
 
-def _model_or_error(name: str, version: str | None):
+def _model_or_error(service: Worker, name: str, version: str | None):
     """The model a name and version address: the champion, or the challenger by its version."""
-    model, challenger = _service().runtime, _challenger()
+    model, challenger = service.runtime, _challenger(service)
     oip.check_model(model, name, version, challenger)
     return challenger if challenger is not None and version == challenger.version else model
 
 
-@app.get("/v2/models/{name}")
-@app.get("/v2/models/{name}/versions/{version}")
-def model_metadata(name: str, version: str | None = None):
-    _model_or_error(name, version)
-    return oip.model_metadata(_service().runtime, _challenger())
+@ROUTES.get("/v2/models/{name}")
+@ROUTES.get("/v2/models/{name}/versions/{version}")
+def model_metadata(service: Service, name: str, version: str | None = None):
+    _model_or_error(service, name, version)
+    return oip.model_metadata(service.runtime, _challenger(service))
 
 
-@app.get("/v2/models/{name}/config")
-@app.get("/v2/models/{name}/versions/{version}/config")
-def model_config(name: str, version: str | None = None):
+@ROUTES.get("/v2/models/{name}/config")
+@ROUTES.get("/v2/models/{name}/versions/{version}/config")
+def model_config(service: Service, name: str, version: str | None = None):
     """The model configuration (Triton's extension): the feature order is in `parameters`."""
-    return oip.model_config(_model_or_error(name, version))
+    return oip.model_config(_model_or_error(service, name, version))
 
 
-@app.get("/v2/models/{name}/ready")
-@app.get("/v2/models/{name}/versions/{version}/ready")
-def model_ready(name: str, version: str | None = None):
-    _model_or_error(name, version)
+@ROUTES.get("/v2/models/{name}/ready")
+@ROUTES.get("/v2/models/{name}/versions/{version}/ready")
+def model_ready(service: Service, name: str, version: str | None = None):
+    _model_or_error(service, name, version)
     return {"name": name, "ready": True}
 
 
-@app.post("/v2/models/{name}/infer", response_model=InferResponse)
-@app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
-async def infer(name: str, request: Request, version: str | None = None):
+@ROUTES.post("/v2/models/{name}/infer", response_model=InferResponse)
+@ROUTES.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
+async def infer(service: Service, name: str, request: Request, version: str | None = None):
     """An inference request (also answered by the lean scoring path, serving/http/fast_path.py)."""
     reply = await oip_json.infer(
-        _service().scorer,
+        service.scorer,
         name,
         version,
         await request.body(),
@@ -199,19 +233,19 @@ async def infer(name: str, request: Request, version: str | None = None):
     )
 
 
-@app.get("/v1/models/{name}")
-def v1_model_ready(name: str) -> dict:
+@ROUTES.get("/v1/models/{name}")
+def v1_model_ready(service: Service, name: str) -> dict:
     """KServe's V1 protocol: whether the model is ready."""
-    kserve_v1.check_model(_service().runtime.name, name)
+    kserve_v1.check_model(service.runtime.name, name)
     return {"name": name, "ready": True}
 
 
-@app.post("/v1/models/{name}:predict")
-async def v1_predict(name: str, request: Request) -> Response:
+@ROUTES.post("/v1/models/{name}:predict")
+async def v1_predict(service: Service, name: str, request: Request) -> Response:
     """KServe's V1 protocol: `{"instances": [...]}`, each a list of the model's features in its
     order or an object of features by name; answers `{"predictions": [...]}` (also answered by
     the lean scoring path, serving/http/fast_path.py)."""
-    payload = await _service().endpoints.predict_v1(
+    payload = await service.endpoints.predict_v1(
         name, await request.body(), *request.scope[REQUEST_ID]
     )
     return Response(payload, media_type="application/json")
