@@ -74,16 +74,22 @@ class InvalidInput(ServingError, ValueError):
         }
 
 
+# BentoML names the request model of every typed endpoint `Input`, and its 400 says so: the lean
+# path's refusals carry the same title, so a body is refused in the same words on both paths.
+REQUEST_MODEL_TITLE = "Input"
+
+
 class InvalidBody(ServingError, ValueError):
     """A body the documented request model refuses: pydantic's list of problems, as BentoML's
-    typed endpoints answer it (`{"error": "N validation errors for ...", "detail": [...]}`)."""
+    typed endpoints answer it (`{"error": "N validation errors for Input", "detail": [...]}`)."""
 
     status = 400
 
     def __init__(self, error):  # a pydantic ValidationError
         self.error = error
         count = error.error_count()
-        super().__init__(f"{count} validation error{'s' if count > 1 else ''} for {error.title}")
+        plural = "s" if count > 1 else ""
+        super().__init__(f"{count} validation error{plural} for {REQUEST_MODEL_TITLE}")
 
     def payload(self) -> dict[str, Any]:
         return {

@@ -146,7 +146,7 @@ def test_a_refused_body_names_every_problem_where_it_is():
         ("transactions", 1, "tx_during_night"),
         ("transactions", 2, "surprise"),
     }
-    assert payload["error"] == "3 validation errors for PredictRequest"
+    assert payload["error"] == "3 validation errors for Input"  # as BentoML words it
 
 
 def test_row_decoder_refuses_non_json_numbers_and_bodies():
