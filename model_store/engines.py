@@ -76,10 +76,10 @@ class SklearnForest:
     """The stored forest scored by scikit-learn itself (float64 sums, answered in float32)."""
 
     def __init__(self, estimator: Any):
-        self._estimator = estimator
+        self.estimator = estimator
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        return self._estimator.predict_proba(matrix)[:, 1].astype(np.float32)
+        return self.estimator.predict_proba(matrix)[:, 1].astype(np.float32)
 
 
 def artifact_label(engine: Engine) -> str:

@@ -16,6 +16,7 @@ import yaml
 import model_store
 from model_store import LoadedForest, StoredModel
 from model_store.contract import FeatureSchema
+from model_store.engines import SklearnForest
 from settings import MODEL_NAME, Settings
 
 logger = logging.getLogger("fraud_bento.runtime")
@@ -104,7 +105,12 @@ class FraudModel:
         """The scikit-learn forest, read (hash and trusted types checked) on first use."""
         with self._reading:
             if self._estimator is None:
-                self._estimator = model_store.read_estimator(self.stored)
+                scoring = self.forest.forest  # scikit-learn's own: read once, at load
+                self._estimator = (
+                    scoring.estimator
+                    if isinstance(scoring, SklearnForest)
+                    else model_store.read_estimator(self.stored)
+                )
             return self._estimator
 
     @property
