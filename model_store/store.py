@@ -232,14 +232,12 @@ class LoadedForest:
     fallbacks: dict[str, str]  # engine -> why the model is served without it
 
 
-def load_forest(
-    stored: StoredModel, choice: str = "auto", threads: int = 1, estimator: Any = None
-) -> LoadedForest:
+def load_forest(stored: StoredModel, choice: str = "auto", threads: int = 1) -> LoadedForest:
     """The forest as served: the first of the model's engines that loads (`choice` "auto"), or
     the one named, from its hash-verified artifact. An engine that cannot be loaded here (a
     library built for another platform, its runtime missing) is passed over with the reason;
-    scikit-learn scores when none loads: `estimator`, or the stored one, read only then. A
-    tampered artifact, used or not, is refused."""
+    scikit-learn scores when none loads, its forest read only then. A tampered artifact, used or
+    not, is refused."""
     names = engine_names(stored)
     known = {name: engines.ENGINES[name] for name in names if name in engines.ENGINES}
     # Every artifact is checked here, used or not: a tampered file refuses the model.
@@ -249,11 +247,8 @@ def load_forest(
         for name, engine in known.items()
     }
 
-    def sklearn() -> engines.SklearnForest:
-        return engines.SklearnForest(read_estimator(stored) if estimator is None else estimator)
-
     if choice == engines.SKLEARN:
-        return LoadedForest(sklearn(), engines.SKLEARN, {})
+        return LoadedForest(engines.SklearnForest(read_estimator(stored)), engines.SKLEARN, {})
     fallbacks = {}
     if choice != "auto" and choice not in names:
         kept = engines.SEPARATOR.join(names) or "none"
@@ -266,7 +261,8 @@ def load_forest(
             return LoadedForest(known[name].load(artifacts[name], threads), name, fallbacks)
         except Exception as error:  # noqa: BLE001 - any load failure: the next engine
             fallbacks[name] = f"cannot be loaded: {type(error).__name__}: {error}"
-    return LoadedForest(sklearn(), engines.SKLEARN, fallbacks)
+    sklearn = engines.SklearnForest(read_estimator(stored))
+    return LoadedForest(sklearn, engines.SKLEARN, fallbacks)
 
 
 def list_models() -> list[StoredModel]:
