@@ -82,8 +82,8 @@ class FraudModel:
     Scoring uses the first of the model's engines that loads, in the order they were ranked at
     save time (model_store/engines.py), unless `engine` names one, or "sklearn". The
     scikit-learn forest is read from its artifact only when it scores or when `estimator` is
-    first asked for (SHAP explains it): reading it imports scikit-learn and skops, 3 s of a
-    worker's start that a compiled engine does without.
+    first asked for (SHAP explains it): reading it imports scikit-learn and skops, 2 to 2.5
+    CPU-s of a worker's start that a compiled engine does without.
     """
 
     stored: StoredModel
