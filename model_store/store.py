@@ -20,9 +20,9 @@ from typing import Any
 
 import bentoml
 import numpy as np
-from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 
+import bentoml_internals
 from model_store import engines
 from model_store.contract import FeatureSchema
 from model_store.errors import ModelIntegrityError, ModelNotFoundError, UntrustedArtifactError
@@ -153,7 +153,7 @@ def get(tag: str) -> StoredModel:
     try:
         bento_model = bentoml.models.get(parsed)
     except NotFound as error:
-        home = BentoMLContainer.bentoml_home.get()
+        home = bentoml_internals.home()
         raise ModelNotFoundError(
             f"model {tag} is not in the model store of {home} (BENTOML_HOME); "
             "`python -m model_store list` shows the tags it holds"

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import msgspec
 
-from monitoring import channel
+from monitoring import SCORE_COLUMN, channel
 from monitoring.feedback import FeedbackResult, Label, RealizedPerformance
+from settings import Settings
 
 logger = logging.getLogger("fraud_bento.monitoring")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,45 @@ class Listeners:
 # What the worker counts itself: rows it could not hand to the process (so neither profiled nor
 # logged). The process counts what it drops on its side (channel.Counted).
 DROPPED_METRICS = ("fraud_profiling_dropped_rows", "fraud_prediction_log_dropped_rows")
+
+
+def for_service(
+    settings: Settings,
+    features: list[str],
+    model_tag: str,
+    challenger_tag: str | None,
+    reference: bytes | None,
+    listeners: Listeners,
+) -> MonitorClient:
+    """A serving worker's monitoring process, as the settings configure it: profiling, drift
+    and the prediction log of `model_tag` (and of its challenger)."""
+    config = settings.monitoring
+    directory = settings.monitoring_directory()
+    process_config = channel.ProcessConfig(
+        features=features,
+        monitored=[f for f in [*features, SCORE_COLUMN] if f not in config.exclude_features],
+        directory=str(directory),
+        window_s=config.window_s,
+        drift_p_value=config.drift_p_value,
+        drift_min_effect=config.drift_min_effect,
+        max_queued_rows=config.max_queued_rows,
+        profile_max_rows_per_s=config.profile_max_rows_per_s,
+        feedback_db=str(config.feedback_db or directory / "feedback.db"),
+        challenger_tag=challenger_tag,
+        database_url=config.database_url,
+        realized_refresh_s=config.realized_refresh_s,
+        model_tag=model_tag,
+        realized_window_days=config.realized_window_days,
+        prediction_retention_days=config.prediction_retention_days,
+        log_level=settings.serving.log_level,
+    )
+    return MonitorClient(
+        process_config,
+        reference,
+        max_queued_rows=config.max_queued_rows,
+        log_sample=config.log_sample,
+        listeners=listeners,
+    )
 
 
 class MonitorClient:
@@ -167,6 +207,10 @@ class MonitorClient:
         finally:
             self._calls.pop(call, None)
         self._listeners.on_labels(result)
+        logger.info(
+            "feedback received=%d matched=%d unknown=%d ambiguous=%d",
+            *(result.received, result.matched, len(result.unknown), len(result.ambiguous)),
+        )
         return result
 
     async def fleet_drift(self) -> dict | None:

@@ -59,6 +59,12 @@ class Label:
     def key(self) -> str:
         return self.transaction_id if self.transaction_id is not None else self.request_id
 
+    @classmethod
+    def given(cls, is_fraud: bool, transaction_id=None, request_id=None, label_time=None) -> Label:
+        """A label as /feedback takes it (`label_time` a datetime, or none)."""
+        seconds = label_time.timestamp() if label_time is not None else None
+        return cls(is_fraud, transaction_id, request_id, seconds)
+
 
 @dataclass(frozen=True)
 class FeedbackResult:

@@ -17,12 +17,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from model_store.contract import Feature, FeatureSchema
-from serving.contract.errors import InvalidInput, Violation
+from serving.contract.errors import InvalidInput, Violation, failed_fields
 
 TRANSACTION_ID_MAX_LENGTH = 128
 TRANSACTION_ID = "transaction_id"
 TRANSACTION_ID_DESCRIPTION = "Your id for the transaction, echoed back."
-UNKNOWN_FIELD = "unknown_field"
 
 
 def _limits(feature: Feature) -> dict[str, float]:
@@ -37,23 +36,13 @@ def _kind(feature: Feature) -> type:
     return int if feature.integral else float
 
 
-def failed_fields(error: ValidationError) -> set[str]:
-    """The fields a validation error names, for the validation-failure counter."""
-    fields = set()
-    for detail in error.errors():
-        if detail["type"] == "extra_forbidden":
-            fields.add(UNKNOWN_FIELD)  # client-chosen names would explode label cardinality
-        else:
-            fields.add(str(detail["loc"][0]) if detail["loc"] else "row")
-    return fields
-
-
 def transaction_model(
-    schema: FeatureSchema, on_invalid: Callable[[set[str]], None]
+    schema: FeatureSchema, on_invalid: Callable[[set[str]], None] | None = None
 ) -> type[BaseModel]:
     """One transaction as pydantic: every model feature, typed and range-checked, and an
     optional id. Strict: a string, a boolean or a NaN/inf never passes for a number; unknown and
-    missing fields are errors. `on_invalid` receives the failing field names (for metrics)."""
+    missing fields are errors. `on_invalid` receives the failing field names: for BentoML's typed
+    endpoints, which answer a refused body themselves (serving/http/refusal.py counts the rest)."""
     fields: dict[str, Any] = {
         TRANSACTION_ID: (
             str | None,
@@ -71,7 +60,7 @@ def transaction_model(
     return create_model(
         "Transaction",
         __config__=ConfigDict(extra="forbid"),
-        __validators__=counting(on_invalid),
+        __validators__=counting(on_invalid) if on_invalid is not None else None,
         **fields,
     )
 

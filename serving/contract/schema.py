@@ -99,28 +99,3 @@ class FeedbackResponse(BaseModel):
     unknown: list[str] = Field(description="Ids with no logged prediction (none was changed).")
     ambiguous: list[str] = Field(description="Request ids that scored several transactions.")
     realized: RealizedPerformance
-
-
-def document_validation_errors() -> None:
-    """BentoML's OpenAPI document says a 400's body is `{"error": str, "detail": str}`, but a
-    request that fails validation gets pydantic's list of errors as `detail` and no `error`:
-    document the body that is actually sent (BentoML's schema objects are shared and cached)."""
-    from bentoml._internal.service.openapi.specification import Schema
-    from bentoml._internal.service.openapi.utils import exception_components_schema
-
-    invalid = exception_components_schema()["InvalidArgument"]
-    error_item = Schema(
-        type="object",
-        properties={
-            "loc": Schema(
-                type="array", items=Schema(anyOf=[Schema(type="string"), Schema(type="integer")])
-            ),
-            "msg": Schema(type="string"),
-            "type": Schema(type="string"),
-        },
-    )
-    invalid.properties["detail"] = Schema(
-        title="Error Detail",
-        anyOf=[Schema(type="string"), Schema(type="array", items=error_item)],
-    )
-    invalid.required.clear()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from model_store.contract import FeatureSchema
 from serving.contract import contract
+from serving.http import routes
 
 DOCUMENT_PATH = "/docs.json"
 TITLE = "fraud-bento"
@@ -35,33 +36,6 @@ DESCRIPTION = """Scores payment transactions with the pinned fraud model.
 
 Every answer carries `X-Request-ID` (yours when you send one). With API keys configured, send
 `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
-GROUPS = [
-    (
-        "scoring",
-        "Score transactions.",
-        ("/predict", "/predict_columns", "/score", "/score_columns"),
-    ),
-    ("explanations and labels", "Why a score, and what happened.", ("/explain", "/feedback")),
-    (
-        "Open Inference Protocol",
-        "KServe v2 over HTTP (gRPC on its own port), and KServe's V1 protocol.",
-        ("/v2", "/v1"),
-    ),
-    ("model", "What is served.", ("/model_info", "/challenger")),
-    ("monitoring", "Drift, figures and metrics.", ("/drift", "/stats", "/metrics")),
-    ("health", "Probes.", ("/health", "/livez", "/readyz", "/v2/health")),
-]
-
-
-def _group(path: str) -> str:
-    """The group of a path: the most specific prefix that names it."""
-    best, length = "health", -1
-    for name, _, prefixes in GROUPS:
-        for prefix in prefixes:
-            matches = path == prefix or path.startswith(prefix.rstrip("/") + "/")
-            if matches and len(prefix) > length:
-                best, length = name, len(prefix)
-    return best
 
 
 def examples(schema: FeatureSchema, payment: dict | None) -> dict[str, dict]:
@@ -100,11 +74,11 @@ def document(
     """BentoML's document made the project's own."""
     spec = dict(base)
     spec["info"] = {"title": TITLE, "description": DESCRIPTION, "version": model_tag}
-    spec["tags"] = [{"name": name, "description": text} for name, text, _ in GROUPS]
+    spec["tags"] = [{"name": name, "description": text} for name, text in routes.GROUPS]
     bodies = examples(schema, payment)
     for path, item in spec["paths"].items():
         for operation in item.values():
-            operation["tags"] = [_group(path)]
+            operation["tags"] = [routes.group_of(path)]
         example = bodies.get(path.replace("/versions/{version}", ""))
         if example is not None and "post" in item:
             request = item["post"].setdefault("requestBody", {"required": True, "content": {}})

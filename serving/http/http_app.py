@@ -13,11 +13,13 @@ import time
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
 from serving.contract.errors import ServingError
-from serving.http.fast_path import REQUEST_ID, ScoringEndpoints
+from serving.http import refusal, routes
+from serving.http.endpoints import Call, ScoringEndpoints
+from serving.http.fast_path import REQUEST_ID
 from serving.payments.payment_scoring import PaymentScoring
 from serving.protocols import kserve_v1, oip, oip_json
 from serving.scoring.runtime import FraudModel
@@ -86,9 +88,10 @@ def _attached(request: Request) -> Worker:
 Service = Annotated[Worker, Depends(_attached)]
 
 
-def _refused(request: Request, error: ServingError) -> JSONResponse:
-    """The one mapping of serving errors to answers on these routes."""
-    return JSONResponse(error.payload(), status_code=error.status, headers=error.headers)
+def _refused(request: Request, error: ServingError) -> Response:
+    """A refusal on these routes, answered and counted under its route's protocol."""
+    found = routes.find(request.url.path)
+    return refusal.response(refusal.refusal(error, found[0].protocol if found else "http"))
 
 
 def make_app() -> FastAPI:
@@ -211,26 +214,20 @@ def model_ready(service: Service, name: str, version: str | None = None):
     return {"name": name, "ready": True}
 
 
+def _call(request: Request, body: bytes, **params: str | None) -> Call:
+    """A request to a scoring route as its handler takes it, with the id the front door settled
+    (and sends back)."""
+    request_id, durable = request.scope[REQUEST_ID]
+    given = {name: value for name, value in params.items() if value is not None}
+    return Call(body, given, request_id, durable, request.headers.get(oip_json.HEADER_LENGTH))
+
+
 @ROUTES.post("/v2/models/{name}/infer", response_model=InferResponse)
 @ROUTES.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse)
 async def infer(service: Service, name: str, request: Request, version: str | None = None):
     """An inference request (also answered by the lean scoring path, serving/http/fast_path.py)."""
-    reply = await oip_json.infer(
-        service.scorer,
-        name,
-        version,
-        await request.body(),
-        request.headers.get(oip_json.HEADER_LENGTH),
-        request.scope[REQUEST_ID],  # the id the front door settled and sends back
-    )
-    if reply.json_length is None:
-        return Response(reply.body, status_code=reply.status, media_type="application/json")
-    return Response(
-        reply.body,
-        status_code=reply.status,
-        media_type="application/octet-stream",
-        headers={oip_json.HEADER_LENGTH: str(reply.json_length)},
-    )
+    call = _call(request, await request.body(), name=name, version=version)
+    return refusal.response(await service.endpoints.infer(call))
 
 
 @ROUTES.get("/v1/models/{name}")
@@ -245,7 +242,5 @@ async def v1_predict(service: Service, name: str, request: Request) -> Response:
     """KServe's V1 protocol: `{"instances": [...]}`, each a list of the model's features in its
     order or an object of features by name; answers `{"predictions": [...]}` (also answered by
     the lean scoring path, serving/http/fast_path.py)."""
-    payload = await service.endpoints.predict_v1(
-        name, await request.body(), *request.scope[REQUEST_ID]
-    )
-    return Response(payload, media_type="application/json")
+    call = _call(request, await request.body(), name=name)
+    return refusal.response(await service.endpoints.predict_v1(call))

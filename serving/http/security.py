@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 
-from serving.telemetry import metrics, traffic
+from serving.contract.errors import (
+    RateLimited,
+    Refused,
+    TooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from serving.http import refusal, routes
+from serving.protocols import grpc_server
+from serving.protocols.oip import OIPError
 from settings import SecurityConfig
 
 KEYS_ENV = "FRAUD_API_KEYS"
 _MALFORMED = object()
-PROBES = frozenset({"/livez", "/readyz", "/v2/health/live", "/v2/health/ready"})
 GRPC_PROBES = frozenset({"ServerLive", "ServerReady"})
 
 
@@ -115,39 +121,25 @@ def _presented_key(headers: dict[str, str]) -> str | None:
 
 
 def _accepted_body(path: str, headers: dict[str, str]) -> bool:
-    """Every POST endpoint takes JSON, and OIP infer also JSON followed by binary tensors (the
-    binary data extension); other bodies are refused before anything parses them."""
+    """Every POST route takes JSON, and the routes that take binary tensors (OIP infer, the
+    binary data extension) also JSON followed by them; other bodies are refused before anything
+    parses them."""
     content_type = headers.get("content-type")
     if content_type is None:
         return True
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         return True
-    return (
-        media_type == "application/octet-stream"
-        and "inference-header-content-length" in headers
-        and path.startswith("/v2/models/")
-        and path.endswith("/infer")
-    )
+    if media_type != "application/octet-stream" or "inference-header-content-length" not in headers:
+        return False
+    found = routes.find(path)
+    return found is not None and found[0].binary
 
 
-Send = Callable[[dict], Awaitable[None]]
-
-
-async def _respond(send: Send, status: int, body: dict, headers: list | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+MEDIA_TYPES = (
+    "Content-Type must be application/json (OIP infer also takes application/octet-stream with "
+    "an Inference-Header-Content-Length header)"
+)
 
 
 class SecurityMiddleware:
@@ -158,44 +150,38 @@ class SecurityMiddleware:
         self.app = app
         self.guard = guard
         self.max_body_bytes = max_body_bytes
-        self.open_paths = PROBES | ({"/metrics"} if metrics_open else set())
+        self.open_paths = routes.OPEN_PATHS | ({routes.METRICS} if metrics_open else set())
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
+        try:
+            receive = await self._checked(scope, receive)
+        except Refused as error:
+            await refusal.send(send, refusal.refusal(error, "http"))
+            return
+        await self.app(scope, receive, send)
+
+    async def _checked(self, scope, receive):
+        """`receive` once the request passed every check (or one that replays a body read to
+        bound its size), else Refused."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         presented = _presented_key(headers)
         if not self.guard.authenticate(presented):
-            metrics.SECURITY_REFUSALS.labels(protocol="http", reason="unauthenticated").inc()
-            await _respond(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
-            return
+            raise Unauthenticated()
         address = (scope.get("client") or ("unknown", 0))[0]
         wait = self.guard.retry_after(self.guard.client_of(presented, address))
         if wait > 0:
-            metrics.SECURITY_REFUSALS.labels(protocol="http", reason="rate_limited").inc()
-            retry = str(max(1, int(wait + 0.999))).encode()
-            await _respond(send, 429, {"error": "too many requests"}, [(b"retry-after", retry)])
-            return
+            raise RateLimited(wait)
         if scope["method"] == "POST" and not _accepted_body(scope["path"], headers):
-            metrics.SECURITY_REFUSALS.labels(protocol="http", reason="media_type").inc()
-            message = (
-                "Content-Type must be application/json (OIP infer also takes "
-                "application/octet-stream with an Inference-Header-Content-Length header)"
-            )
-            await _respond(send, 415, {"error": message})
-            return
+            raise UnsupportedMediaType(MEDIA_TYPES)
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.max_body_bytes:
-                await self._too_large(send)
-                return
-            await self.app(scope, receive, send)  # the HTTP server holds the body to its length
-            return
+                raise TooLarge(self.max_body_bytes)
+            return receive  # the HTTP server holds the body to its length
         body = await self._bounded_body(receive)
-        if body is None:
-            await self._too_large(send)
-            return
         replayed = False
 
         async def replay():
@@ -205,10 +191,10 @@ class SecurityMiddleware:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+        return replay
 
-    async def _bounded_body(self, receive) -> bytes | None:
-        """A body sent without Content-Length, read up to the limit; None past it."""
+    async def _bounded_body(self, receive) -> bytes:
+        """A body sent without Content-Length, read up to the limit (TooLarge past it)."""
         parts, size = [], 0
         while True:
             message = await receive()
@@ -217,14 +203,9 @@ class SecurityMiddleware:
             parts.append(message.get("body", b""))
             size += len(parts[-1])
             if size > self.max_body_bytes:
-                return None
+                raise TooLarge(self.max_body_bytes)
             if not message.get("more_body", False):
                 return b"".join(parts)
-
-    async def _too_large(self, send: Send) -> None:
-        metrics.SECURITY_REFUSALS.labels(protocol="http", reason="too_large").inc()
-        limit = f"request body larger than {self.max_body_bytes} bytes"
-        await _respond(send, 413, {"error": limit})
 
 
 class GrpcGuard(grpc.ServerInterceptor):
@@ -251,17 +232,15 @@ class GrpcGuard(grpc.ServerInterceptor):
             except Exception:  # any undecodable message: answered below, not an INTERNAL error
                 return _MALFORMED
 
-        def guarded(request, context):  # context.abort raises: the call ends there
+        def guarded(request, context):  # refuse raises: the call ends there
             if request is _MALFORMED:
-                traffic.record_rejection("grpc", {"request"})
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
+                grpc_server.refuse(context, OIPError("malformed request message"))
             if not guard.authenticate(presented):
-                metrics.SECURITY_REFUSALS.labels(protocol="grpc", reason="unauthenticated").inc()
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
+                grpc_server.refuse(context, Unauthenticated())
             client = guard.client_of(presented, context.peer().rsplit(":", 1)[0])
-            if guard.retry_after(client) > 0:
-                metrics.SECURITY_REFUSALS.labels(protocol="grpc", reason="rate_limited").inc()
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
+            wait = guard.retry_after(client)
+            if wait > 0:
+                grpc_server.refuse(context, RateLimited(wait))
             return handler.unary_unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -26,7 +26,6 @@ from model_store.store import StoredModel
 from serving.contract import contract
 from serving.contract.errors import InvalidBody, InvalidInput, Violation
 from serving.payments.payment_state import Payment
-from serving.telemetry import traffic
 from settings import ColumnsConfig
 
 PROTOCOL = "score"
@@ -57,13 +56,16 @@ def payment_columns(stored: StoredModel) -> ColumnsConfig | None:
 
 
 def payment_model(
-    columns: ColumnsConfig, schema: FeatureSchema, on_invalid: Callable[[set[str]], None]
+    columns: ColumnsConfig,
+    schema: FeatureSchema,
+    on_invalid: Callable[[set[str]], None] | None = None,
 ) -> type[BaseModel]:
     """One payment as pydantic, in the table's own column names: id, time (ISO 8601, or Unix
     seconds; without an offset it is read as UTC, like the training table), customer, terminal,
-    a finite amount >= 0, and the model's extra features with their own rules."""
+    a finite amount >= 0, and the model's extra features with their own rules. `on_invalid`: as
+    `contract.transaction_model`'s."""
     extras = contract.transaction_model(
-        FeatureSchema(tuple(f for f in schema if f.name in columns.extra_features)), on_invalid
+        FeatureSchema(tuple(f for f in schema if f.name in columns.extra_features))
     )
     fields: dict[str, Any] = {
         columns.transaction_id: (Key, Field(description="The payment's unique id.")),
@@ -80,7 +82,7 @@ def payment_model(
     return create_model(
         "Payment",
         __config__=ConfigDict(extra="forbid"),
-        __validators__=contract.counting(on_invalid),
+        __validators__=contract.counting(on_invalid) if on_invalid is not None else None,
         **fields,
     )
 
@@ -147,14 +149,9 @@ class PaymentsDecoder:
     """/score's bodies into payments: the row form with msgspec (falling back on the documented
     model, see `payment_struct`), the columnar form held to the row form's rules."""
 
-    def __init__(
-        self,
-        columns: ColumnsConfig,
-        schema: FeatureSchema,
-        row_model: type[BaseModel],
-        max_rows: int,
-    ):
+    def __init__(self, columns: ColumnsConfig, schema: FeatureSchema, max_rows: int):
         bounds = contract.rows_bounds(max_rows)
+        row_model = payment_model(columns, schema)
         self._rows_body = msgspec.json.Decoder(
             msgspec.defstruct(
                 "ScoreBody",
@@ -235,9 +232,8 @@ class PaymentsDecoder:
             if len(values) != len(columns)
         ]
         if problems:
-            traffic.record_rejection(PROTOCOL, {v.field for v in problems})
             raise InvalidInput(problems)
-        try:  # the row model counts its own refusals
+        try:
             rows = self._typed_rows.validate_python(
                 [dict(zip(columns, values, strict=True)) for values in data]
             )

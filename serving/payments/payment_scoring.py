@@ -10,9 +10,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from pydantic import (
-    BaseModel,
-)
+from pydantic import BaseModel
 
 from model_store.contract import FeatureSchema
 from model_store.payments import WindowAggregates, features_from
@@ -28,7 +26,6 @@ from serving.payments.payment_state import Payment, PaymentStore
 from serving.payments.redis_state import RedisState
 from serving.protocols import codec
 from serving.scoring.scorer import Scorer
-from serving.telemetry import traffic
 from settings import ColumnsConfig, Settings
 
 NOT_A_PAYMENT_MODEL = (
@@ -53,7 +50,6 @@ class PaymentScoring:
         self,
         columns: ColumnsConfig | None,
         schema: FeatureSchema,
-        row_model: type[BaseModel] | type[dict],
         state: PaymentStore | str | None,
         scorer: Scorer,
         max_clock_skew_s: float,
@@ -62,9 +58,7 @@ class PaymentScoring:
     ):
         self.columns = columns  # the model's (payment_columns); None: it takes no payments
         self.schema = schema
-        self.decoder = (
-            PaymentsDecoder(columns, schema, row_model, max_rows) if columns is not None else None
-        )
+        self.decoder = PaymentsDecoder(columns, schema, max_rows) if columns is not None else None
         self.state = state  # None: /score does not apply (the columns say why); text: broken
         self.scorer = scorer
         self.max_clock_skew_ns = int(max_clock_skew_s * 1e9)
@@ -91,26 +85,26 @@ class PaymentScoring:
         if isinstance(self.state, str):
             raise Unavailable(self.state)
 
-    async def score_body(self, body: bytes, request_id: str, durable: bool) -> bytes:
+    async def rows_body(self, body: bytes, request_id: str, durable: bool) -> bytes:
         """The lean path's /score: a row-form body."""
         self.check_applies()
         batch, with_features = self.decoder.rows(body)
-        return await self.score(batch, request_id, durable, with_features)
+        return await self.decide_batch(batch, request_id, durable, with_features)
 
-    async def score_columns_body(self, body: bytes, request_id: str, durable: bool) -> bytes:
+    async def columns_body(self, body: bytes, request_id: str, durable: bool) -> bytes:
         """The lean path's /score_columns: a columnar body."""
         self.check_applies()
         columns, data, with_features = self.decoder.columns_body(body)
-        return await self.score_columns(columns, data, request_id, durable, with_features)
+        return await self.decide_columns(columns, data, request_id, durable, with_features)
 
-    async def score_rows(
+    async def decide_rows(
         self, rows: list[BaseModel], request_id: str, durable: bool, with_features: bool
     ) -> bytes:
         """BentoML's typed /score: rows its types already validated."""
         self.check_applies()
-        return await self.score(self.decoder.typed(rows), request_id, durable, with_features)
+        return await self.decide_batch(self.decoder.typed(rows), request_id, durable, with_features)
 
-    async def score_columns(
+    async def decide_columns(
         self,
         columns: list[str],
         data: list[list[Any]],
@@ -120,7 +114,7 @@ class PaymentScoring:
     ) -> bytes:
         self.check_applies()
         batch = self.decoder.columns(columns, data)
-        return await self.score(batch, request_id, durable, with_features)
+        return await self.decide_batch(batch, request_id, durable, with_features)
 
     def _check_clock(self, payments: list[Payment]) -> None:
         latest = int(self.clock() * 1e9) + self.max_clock_skew_ns
@@ -154,19 +148,15 @@ class PaymentScoring:
             raise InvalidInput(too_old)
         return self.state.score_and_record(payments)
 
-    async def score(
+    async def decide_batch(
         self, batch: PaymentBatch, request_id: str, durable: bool, with_features: bool
     ) -> bytes:
         payments = batch.payments
-        try:
-            self._check_clock(payments)
-            if self.state.local:
-                aggregates = self._record(payments)
-            else:
-                aggregates = await anyio.to_thread.run_sync(self._record, payments)
-        except InvalidInput as error:
-            traffic.record_rejection(PROTOCOL, {v.field for v in error.violations})
-            raise
+        self._check_clock(payments)
+        if self.state.local:
+            aggregates = self._record(payments)
+        else:
+            aggregates = await anyio.to_thread.run_sync(self._record, payments)
         features = features_from(aggregates)
         for position, name in enumerate(self.columns.extra_features):
             features[name] = batch.extras[:, position]

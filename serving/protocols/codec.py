@@ -43,7 +43,8 @@ def matrix_and_ids(rows: list, values: attrgetter) -> tuple[np.ndarray, list[str
 class RowsDecoder:
     """`{"transactions": [{feature: value, ..., "transaction_id": ...}, ...]}` -> matrix, ids."""
 
-    def __init__(self, schema: FeatureSchema, transaction: type[BaseModel], max_rows: int):
+    def __init__(self, schema: FeatureSchema, max_rows: int):
+        transaction = contract.transaction_model(schema)  # its refusals are counted on answer
         row = contract.transaction_struct(schema)
         body = msgspec.defstruct(
             "PredictBody",

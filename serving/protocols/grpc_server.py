@@ -41,9 +41,12 @@ TYPED_CONTENTS = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+PROTOCOL = "grpc"  # the label its calls and refusals are counted under
 _STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -142,31 +145,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs = oip.requested_outputs([output.name for output in request.outputs])
             scoring = self._scorer.decide(
                 matrix,
-                "grpc",
+                PROTOCOL,
                 request_id_or_new(request.id),
                 durable=chosen_by_client(request.id),
                 version=request.model_version or None,
             )
             decided = asyncio.run_coroutine_threadsafe(scoring, self._loop).result()
         except ServingError as error:
-            if isinstance(error, oip.OIPError) and error.status == 400:
-                traffic.record_rejection("grpc", {"request"})  # the scorer counts its own
-            _abort(context, oip.OIPError.of(error))
+            refuse(context, oip.OIPError.of(error))
         except Exception:
-            traffic.TALLY.add_outcome("grpc", "error")
             logger.exception("gRPC ModelInfer failed")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            refuse(context, ServingError("internal error"))
         return infer_response(request, decided, outputs)
 
     def _check_model(self, name: str, version: str, context) -> None:
         try:
             oip.check_model(self._scorer.model, name, version, self._challenger)
         except oip.OIPError as error:
-            _abort(context, error)
+            refuse(context, error)
 
 
-def _abort(context, error: ServingError) -> None:
-    """The one mapping of serving errors to gRPC status codes (raises: the call ends)."""
+def refuse(context, error: ServingError) -> None:
+    """The one way a refusal becomes a gRPC status, and is counted (raises: the call ends)."""
+    traffic.record_refusal(PROTOCOL, error.outcome, error.fields(), error.security)
     context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))
 
 

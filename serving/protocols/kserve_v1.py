@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel
 
 from model_store.contract import FeatureSchema
 from serving.contract import contract
@@ -43,7 +42,8 @@ def check_model(expected: str, name: str) -> None:
 class V1Decoder:
     """`{"instances": [...]}` -> (matrix, transaction ids)."""
 
-    def __init__(self, schema: FeatureSchema, transaction: type[BaseModel], max_rows: int):
+    def __init__(self, schema: FeatureSchema, max_rows: int):
+        transaction = contract.transaction_model(schema)  # its refusals are counted on answer
         bounds = contract.rows_bounds(max_rows)
         self._envelope = msgspec.json.Decoder(
             msgspec.defstruct(

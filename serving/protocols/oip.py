@@ -45,20 +45,30 @@ EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 
 class OIPError(ServingError):
     """An error the protocol reports in its error body `{"error": message}` (HTTP 4xx / a gRPC
-    status)."""
+    status). A malformed request is counted against its field "request"."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, outcome: str | None = None, fields=None):
         self.status = status
+        self.outcome = outcome or ("invalid" if status == 400 else "not_found")
+        self._fields = (
+            set(fields) if fields is not None else ({"request"} if status == 400 else set())
+        )
         super().__init__(message)
+
+    def fields(self) -> set[str]:
+        return self._fields
 
     @classmethod
     def of(cls, error: ServingError) -> OIPError:
         """Any serving error in the protocol's terms (its body carries only the message)."""
         if isinstance(error, OIPError):
             return error
-        if isinstance(error, InvalidInput):
-            return cls(f"input '{INPUT_NAME}': {error}", error.status)
-        return cls(str(error), error.status)
+        message = (
+            f"input '{INPUT_NAME}': {error}" if isinstance(error, InvalidInput) else str(error)
+        )
+        refused = cls(message, error.status, error.outcome, error.fields())
+        refused.headers = error.headers
+        return refused
 
 
 def server_metadata() -> dict:

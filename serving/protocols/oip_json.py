@@ -1,6 +1,6 @@
-"""The Open Inference Protocol's HTTP/JSON binding: an inference request body in, the status and
-response body out, decoded and encoded with msgspec. Served by the lean scoring path and by the
-documented FastAPI route alike (serving/http/fast_path.py, serving/http/http_app.py)."""
+"""The Open Inference Protocol's HTTP/JSON binding: an inference request body in, the response
+body out (or an OIPError), decoded and encoded with msgspec. Served by the lean scoring path and
+by the documented FastAPI route alike, through `ScoringEndpoints.infer`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from serving.contract.errors import ServingError
 from serving.protocols import oip
 from serving.protocols.codec import encode
 from serving.scoring.scorer import Scorer, chosen_by_client
-from serving.telemetry import traffic
 
 
 class InferInputTensor(msgspec.Struct):
@@ -42,10 +41,9 @@ BINARY_SIZE = "binary_data_size"
 
 
 class Reply(NamedTuple):
-    """An answer: its status and body, and the length of the JSON part when binary data follow
-    it (sent as Inference-Header-Content-Length, with Content-Type application/octet-stream)."""
+    """An answer's body, and the length of its JSON part when binary data follow it (sent as
+    Inference-Header-Content-Length, with Content-Type application/octet-stream)."""
 
-    status: int
     body: bytes
     json_length: int | None = None
 
@@ -115,8 +113,8 @@ def _encode_response(
         {"model_name": name, "model_version": version, "id": request.id, "outputs": outputs}
     )
     if not binary:
-        return Reply(200, header)
-    return Reply(200, b"".join([header, *binary]), len(header))
+        return Reply(header)
+    return Reply(b"".join([header, *binary]), len(header))
 
 
 def _request_id(given: str | None, fallback: tuple[str, bool]) -> tuple[str, bool]:
@@ -151,10 +149,7 @@ async def infer(
             matrix, "oip_http", identity, durable=durable, version=version
         )
     except ServingError as error:
-        if isinstance(error, oip.OIPError) and error.status == 400:
-            traffic.record_rejection("oip_http", {"request"})  # the scorer counts its own
-        refusal = oip.OIPError.of(error)
-        return Reply(refusal.status, encode(refusal.payload()))
+        raise oip.OIPError.of(error) from None
     result = oip.InferResult(decided.probabilities, decided.decisions)
     version = decided.model_tag.split(":", 1)[1]  # the model that decided
     return _encode_response(request, name, version, outputs, result)

@@ -28,13 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from bentoml.exceptions import ServiceUnavailable
 
-from serving.contract.errors import Unavailable
-
-
-class Overloaded(Unavailable, ServiceUnavailable):
-    """The request waited past the latency bound: the caller should retry (HTTP 503)."""
+from serving.contract.errors import Overloaded
 
 
 @dataclass
@@ -66,7 +61,7 @@ class AdaptiveBatcher:
         self._busy = False  # a batch is in the engine thread
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="forest")
 
-    async def score(self, matrix: np.ndarray) -> np.ndarray:
+    async def probabilities(self, matrix: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         job = _Job(matrix, loop.create_future())
         self._queue.append(job)

@@ -169,7 +169,7 @@ class Challenger:
         finally:
             self._drain = None
 
-    async def score(self, matrix, champion_scores, request_id, protocol, transaction_ids):
+    async def probabilities(self, matrix, champion_scores, request_id, protocol, transaction_ids):
         """The challenger's scores, awaited (canary, or a request addressed to it); None when it
         failed: the caller falls back to the champion."""
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from serving.contract import schema
 from serving.scoring.runtime import FraudModel
 
 
@@ -31,3 +32,29 @@ class Explainer:
             values = values[..., 1]
         base = np.atleast_1d(explainer.expected_value)
         return values, float(base[-1])
+
+    def explanations(
+        self, matrix: np.ndarray, ids: list, probabilities: np.ndarray, top_k: int
+    ) -> list[schema.Explanation]:
+        """Each row's `top_k` largest contributions by size, with the features' values."""
+        values, base = self.explain(matrix)
+        names = self._model.feature_names
+        explanations = []
+        for transaction_id, probability, contributions, features in zip(
+            ids, probabilities, values, matrix, strict=True
+        ):
+            top = np.argsort(-np.abs(contributions))[:top_k]
+            explanations.append(
+                schema.Explanation(
+                    transaction_id=transaction_id,
+                    fraud_probability=float(probability),
+                    base_value=base,
+                    contributions=[
+                        schema.Contribution(
+                            feature=names[i], value=float(features[i]), shap=float(contributions[i])
+                        )
+                        for i in top
+                    ],
+                )
+            )
+        return explanations

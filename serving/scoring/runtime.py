@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +90,18 @@ class FraudModel:
     loaded_at: float = field(default_factory=time.time)
     _estimator: Any = field(default=None, init=False, repr=False)
     _reading: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Read from the stored model once: the scoring path asks for them on every request.
+    tag: str = field(init=False)
+    name: str = field(init=False)
+    version: str = field(init=False)
+    threshold: float = field(init=False)
+    schema: FeatureSchema = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tag = self.stored.tag
+        self.name, self.version = self.tag.split(":", 1)
+        self.threshold = self.stored.threshold
+        self.schema = self.stored.schema
 
     @classmethod
     def load(cls, tag: str, engine: str = "auto", intra_op_threads: int = 1) -> FraudModel:
@@ -116,26 +127,6 @@ class FraudModel:
     @property
     def engine(self) -> str:
         return self.forest.engine
-
-    @property
-    def tag(self) -> str:
-        return self.stored.tag
-
-    @property
-    def name(self) -> str:
-        return self.tag.split(":", 1)[0]
-
-    @property
-    def version(self) -> str:
-        return self.tag.split(":", 1)[1]
-
-    @property
-    def threshold(self) -> float:
-        return self.stored.threshold
-
-    @cached_property
-    def schema(self) -> FeatureSchema:
-        return self.stored.schema
 
     @property
     def feature_names(self) -> list[str]:

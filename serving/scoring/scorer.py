@@ -104,7 +104,7 @@ class Scorer:
         traffic.TALLY.add_batch(rows, requests)
         stats.STATS.record_batch(rows)
 
-    async def score(
+    async def probabilities(
         self,
         matrix: np.ndarray,
         protocol: str,
@@ -113,7 +113,8 @@ class Scorer:
         validated: bool = False,
         durable: bool = False,
     ) -> np.ndarray:
-        """Fraud probabilities of a [N, n_features] matrix; InvalidInput or Overloaded.
+        """Fraud probabilities of a [N, n_features] matrix; InvalidInput or Overloaded (which the
+        caller's transport answers and counts).
 
         `validated`: the caller's decoder already enforced the model's schema (types, ranges,
         row count), so the matrix is not checked a second time. Requests with a `request_id`
@@ -125,16 +126,12 @@ class Scorer:
         try:
             if not validated:
                 self.check(matrix)
-        except InvalidInput as error:
-            fields = {v.field for v in error.violations}
-            traffic.record_rejection(protocol, fields)
-            self._log(protocol, request_id, len(matrix), started, "invalid", sorted(fields))
+        except InvalidInput as error:  # counted by the transport's refusal, as every refusal is
+            self._log(protocol, request_id, len(matrix), started, "invalid", sorted(error.fields()))
             raise
         try:
-            probabilities = await self.batcher.score(matrix)
+            probabilities = await self.batcher.probabilities(matrix)
         except Overloaded:
-            traffic.TALLY.add_outcome(protocol, "overloaded")
-            stats.STATS.record_error("overloaded")
             self._log(protocol, request_id, len(matrix), started, "overloaded")
             raise
         decisions = probabilities >= self.model.threshold
@@ -165,7 +162,9 @@ class Scorer:
     ) -> Decided:
         """Score with the champion and, when there is one, let the challenger shadow or decide
         its canary share of the rows (or all of them when `version` addresses it)."""
-        scores = await self.score(matrix, protocol, request_id, transaction_ids, validated, durable)
+        scores = await self.probabilities(
+            matrix, protocol, request_id, transaction_ids, validated, durable
+        )
         challenger = self.challenger
         if challenger is None:
             return Decided.by(self.model, scores)
@@ -176,7 +175,9 @@ class Scorer:
         if routed is None or not routed.any():
             challenger.shadow(matrix, scores, request_id, protocol, transaction_ids)
             return Decided.by(self.model, scores)
-        theirs = await challenger.score(matrix, scores, request_id, protocol, transaction_ids)
+        theirs = await challenger.probabilities(
+            matrix, scores, request_id, protocol, transaction_ids
+        )
         if theirs is None:
             return Decided.by(self.model, scores)  # the challenger failed: the champion decides
         challenger.stats.decided_rows += int(routed.sum())

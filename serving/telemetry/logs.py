@@ -11,9 +11,9 @@ import logging
 import sys
 import time
 
+import bentoml_internals
+
 ROOT = "fraud_bento"
-# BentoML logs a full traceback for every request that raised, 400s and 503s included.
-BENTOML_REQUEST_ERRORS = "bentoml._internal.server.http_app"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -59,4 +59,4 @@ class _ExpectedErrors(logging.Filter):
 
 
 def quiet_expected_errors(expected: tuple[type[BaseException], ...]) -> None:
-    logging.getLogger(BENTOML_REQUEST_ERRORS).addFilter(_ExpectedErrors(expected))
+    logging.getLogger(bentoml_internals.REQUEST_ERRORS_LOGGER).addFilter(_ExpectedErrors(expected))

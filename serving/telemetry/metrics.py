@@ -227,6 +227,15 @@ def count(metric: str, value: float) -> None:
     COUNTED[metric].inc(value)
 
 
+# Where each report of the monitoring process goes (monitoring.client.Listeners's fields).
+MONITORING_LISTENERS = {
+    "on_drift": record_drift,
+    "on_realized": record_realized,
+    "on_count": count,
+    "on_labels": record_feedback,
+}
+
+
 def observe_many(histogram, values: np.ndarray) -> None:
     """`histogram.observe(v)` for every value, as one increment per bucket: each observe takes a
     lock and writes a multiprocess file value, too much per scored row at thousands of rows a

@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 
+import bentoml_internals
 from serving.telemetry import metrics
 from serving.telemetry.metrics import observe_many
 from serving.telemetry.stats import STATS
@@ -24,12 +25,10 @@ class _BentoHttpMetrics:
 
     def __init__(self) -> None:
         import prometheus_client
-        from bentoml._internal.configuration.containers import BentoMLContainer
-        from bentoml._internal.context import server_context
 
         labels = ["endpoint", "service_name", "service_version", "http_response_code"]
         labels.append("runner_name")
-        namespace = BentoMLContainer.api_server_config.metrics.namespace.get()
+        namespace, buckets = bentoml_internals.request_metrics_config()
         self.total = prometheus_client.Counter(
             "request_total",
             "Total number of runner RPC",
@@ -42,10 +41,10 @@ class _BentoHttpMetrics:
             "runner RPC duration in seconds",
             labels,
             namespace=namespace,
-            buckets=BentoMLContainer.duration_buckets.get(),
+            buckets=buckets,
             registry=None,
         )
-        self.context = server_context
+        self.context = bentoml_internals.server_context()
 
     def record(self, endpoint: str, status: int, seconds: list[float]) -> None:
         context = self.context
@@ -137,9 +136,15 @@ async def flush_tally_periodically() -> None:
         TALLY.flush()
 
 
-def record_rejection(protocol: str, fields: set[str]) -> None:
-    """Count one rejected request and each field that made it invalid."""
+def record_refusal(protocol: str, outcome: str, fields: set[str], security: bool = False) -> None:
+    """Count one refused request, and each request field that made it invalid; a refusal of the
+    security checks by its reason. Called by each transport's one refusal function
+    (serving/http/refusal.py, `grpc_server.refuse`) and by BentoML's typed endpoints' row models,
+    whose refusals BentoML answers itself."""
+    if security:
+        metrics.SECURITY_REFUSALS.labels(protocol=protocol, reason=outcome).inc()
+        return
     for name in fields:
         metrics.VALIDATION_FAILURES.labels(protocol=protocol, field=name).inc()
-    TALLY.add_outcome(protocol, "invalid")
-    STATS.record_error("invalid_input")
+    TALLY.add_outcome(protocol, outcome)
+    STATS.record_error(outcome)

@@ -28,7 +28,7 @@ NAMES = SCHEMA.names
 MAX_ROWS = 5
 TYPED = contract.transaction_model(SCHEMA, on_invalid=lambda fields: None)
 DOCUMENTED = codec.predict_request_model(TYPED, MAX_ROWS)
-ROWS = codec.RowsDecoder(SCHEMA, TYPED, MAX_ROWS)
+ROWS = codec.RowsDecoder(SCHEMA, MAX_ROWS)
 COLUMNS = codec.ColumnsDecoder(NAMES, MAX_ROWS)
 
 

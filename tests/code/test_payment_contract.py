@@ -36,7 +36,7 @@ RISK_SCORES = pd.DataFrame({"merchant_risk_score": [0.0, 0.4, 1.0]})  # a float 
 SCHEMA = FeatureSchema(tuple(feature_schema(COLUMNS, RISK_SCORES)))
 MAX_ROWS = 4
 ROW_MODEL = payment_model(COLUMNS, SCHEMA, on_invalid=lambda fields: None)
-DECODER = PaymentsDecoder(COLUMNS, SCHEMA, ROW_MODEL, MAX_ROWS)
+DECODER = PaymentsDecoder(COLUMNS, SCHEMA, MAX_ROWS)
 
 
 def _payment(**change) -> dict:

@@ -196,7 +196,6 @@ def test_score_says_why_it_does_not_apply(tmp_path):
         scoring = PaymentScoring(
             payment_columns(stored),
             stored.schema,
-            dict,
             None,
             None,
             max_clock_skew_s=0,

@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from serving.contract import contract
-from serving.contract.errors import InvalidInput
+from serving.contract.errors import InvalidInput, Overloaded
 from serving.protocols import oip
-from serving.scoring.batching import AdaptiveBatcher, Overloaded
+from serving.scoring.batching import AdaptiveBatcher
 from serving.scoring.runtime import FraudModel
 from settings import ColumnsConfig
 from tests.code.models import small_model
@@ -76,7 +76,7 @@ def test_batcher_merges_concurrent_calls_and_returns_each_its_own_rows():
         results = []
         for _wave in range(6):
             inputs = [rng.normal(size=(int(rng.integers(1, 4)), 3)) for _ in range(40)]
-            outputs = await asyncio.gather(*(batcher.score(m) for m in inputs))
+            outputs = await asyncio.gather(*(batcher.probabilities(m) for m in inputs))
             results += list(zip(inputs, outputs, strict=True))
         batcher.shutdown()
         return results
@@ -127,9 +127,10 @@ def test_batcher_sheds_work_that_waited_past_the_bound_and_keeps_serving():
     async def run():
         batcher = AdaptiveBatcher(slow, max_batch_size=1, max_latency_ms=20)
         outcomes = await asyncio.gather(
-            *(batcher.score(np.full((1, 2), i, float)) for i in range(4)), return_exceptions=True
+            *(batcher.probabilities(np.full((1, 2), i, float)) for i in range(4)),
+            return_exceptions=True,
         )
-        after = await batcher.score(np.full((1, 2), 9.0))
+        after = await batcher.probabilities(np.full((1, 2), 9.0))
         batcher.shutdown()
         return outcomes, after
 
@@ -148,8 +149,8 @@ def test_batcher_reports_engine_errors_to_that_batch_only():
     async def run():
         batcher = AdaptiveBatcher(fragile, max_batch_size=1, max_latency_ms=5000)
         outcomes = await asyncio.gather(
-            batcher.score(np.full((1, 1), -1.0)),
-            batcher.score(np.full((1, 1), 2.0)),
+            batcher.probabilities(np.full((1, 1), -1.0)),
+            batcher.probabilities(np.full((1, 1), 2.0)),
             return_exceptions=True,
         )
         batcher.shutdown()

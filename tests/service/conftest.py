@@ -240,10 +240,10 @@ def pipeline(served_tag, payment_history, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     for name, value in settings.items():
         patch.setenv(name, value)
-    from bentoml._internal.context import server_context
-
+    import bentoml_internals
     import service
 
+    server_context = bentoml_internals.server_context()
     server_context.service_name = server_context.bento_name = service.FraudDetector.name
     server_context.bento_version = "in-process"
     with TestClient(service.FraudDetector.to_asgi(is_main=True)) as client:

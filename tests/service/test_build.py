@@ -42,6 +42,7 @@ def test_bento_carries_the_pinned_model_and_only_the_service_code(built_tag, ser
     for needed in (
         "service.py",
         "settings.py",
+        "bentoml_internals.py",
         "serving/scoring/batching.py",
         "model_store/store.py",
     ):

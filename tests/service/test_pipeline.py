@@ -13,6 +13,8 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from serving.http import routes
+
 MODEL = "fraud_rf"
 
 
@@ -124,6 +126,15 @@ def test_the_typed_endpoints_answer_through_the_same_pipeline(pipeline, transact
     assert health["grpc"] == "serving" and health["status"] == "healthy"
     document = pipeline.get("/docs.json").json()
     assert document["info"]["title"] == "fraud-bento"
+
+
+def test_every_documented_route_is_in_the_route_table(pipeline):
+    """One table declares the routes: what BentoML documents (the typed endpoints and the
+    mounted routes) is what the table holds, scoring routes with their handlers."""
+    documented = set(pipeline.get("/docs.json").json()["paths"])
+    declared = {route.path for route in routes.ROUTES}
+    assert documented - declared == set()
+    assert {r.path for r in routes.SCORING_ROUTES} <= documented
 
 
 def test_grpc_infer_and_its_refusals_on_a_real_channel(pipeline, transactions):
