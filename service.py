@@ -21,10 +21,10 @@ import model_store
 from monitoring import client as monitoring_client
 from monitoring.client import Listeners, MonitoringUnavailable
 from monitoring.feedback import Label
-from serving.contract import contract, schema
-from serving.contract.errors import ServingError, Unavailable
+from serving.contract import rules, schema
+from serving.contract.refusals import ServingError, Unavailable
 from serving.deployment import Deployment
-from serving.http import http_app, refusal, routes, stack
+from serving.http import answers, http_app, routes, stack
 from serving.http.fast_path import REQUEST_ID
 from serving.http.typed_api import RequestTypes
 from serving.telemetry import logs, metrics
@@ -49,9 +49,9 @@ async def _answer(path: str, ctx: bentoml.Context, handle) -> object:
     try:
         answer = await handle(request_id, durable)
     except ServingError as error:
-        answer = refusal.refusal(error, routes.find(path)[0].protocol)
+        answer = answers.refusal(error, routes.find(path)[0].protocol)
         ctx.response.status_code = answer.status
-    return refusal.response(answer) if isinstance(answer, refusal.Answer) else answer
+    return answers.response(answer) if isinstance(answer, answers.Answer) else answer
 
 
 @bentoml.asgi_app(HTTP_APP, path="/")
@@ -107,9 +107,9 @@ class FraudDetector:
     async def predict_columns(
         self,
         columns: list[str],
-        data: list[list[contract.ColumnsValue]],
+        data: list[list[rules.ColumnsValue]],
         ctx: bentoml.Context,
-        transaction_ids: contract.ColumnsIds = None,
+        transaction_ids: rules.ColumnsIds = None,
     ) -> schema.PredictResponse:
         """Score many transactions sent as columns: `columns` names every model feature once (any
         order), `data` holds one list of values per transaction in that order."""
@@ -182,7 +182,7 @@ class FraudDetector:
             result = await monitor.submit_labels([Label.given(**i.model_dump()) for i in labels])
         except MonitoringUnavailable as error:
             raise Unavailable(str(error)) from error
-        realized = schema.RealizedPerformance(**monitor.realized.as_dict())
+        realized = schema.RealizedFigures(**monitor.realized.as_dict())
         return schema.FeedbackResponse(**dataclasses.asdict(result), realized=realized)
 
 

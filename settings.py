@@ -219,9 +219,11 @@ class ServingConfig(BaseModel):
     workers: int = Field(1, ge=1, description="API worker processes.")
     engine: Literal["auto", "onnx", "tl2cgen", "sklearn"] = Field(
         "auto",
-        description="auto: the engines the model passed its parity gates with, each batch "
-        "scored by the fastest at its size (ONNX Runtime for a few rows, the forest compiled "
-        "to native code for many); onnx or tl2cgen: that engine alone; sklearn: scikit-learn.",
+        description="auto: the first that loads here of the engines the model passed its parity "
+        "gates with, cheapest first by the batch cost measured when it was saved (ONNX Runtime, "
+        "or the forest compiled to native code by tl2cgen), scikit-learn when none loads; onnx "
+        "or tl2cgen: that engine (scikit-learn when it cannot load, with the reason logged and "
+        "in /model_info); sklearn: scikit-learn.",
     )
     intra_op_threads: int = Field(
         1,
@@ -437,6 +439,9 @@ class Settings(BaseSettings):
     def monitoring_directory(self) -> Path:
         home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
         return self.monitoring.directory or home / "monitoring"
+
+    def feedback_db_path(self) -> Path:
+        return self.monitoring.feedback_db or self.monitoring_directory() / "feedback.db"
 
     def payment_state_path(self) -> Path:
         return self.payments.state_path or self.monitoring_directory() / "payment_state.db"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -61,10 +60,8 @@ def _monitoring_log():
     live comparison; the library modules of model_store never touch monitoring."""
     from monitoring.prediction_log import open_log
 
-    monitoring = load_settings().monitoring
-    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
-    directory = monitoring.directory or home / "monitoring"
-    return open_log(monitoring.database_url, monitoring.feedback_db or directory / "feedback.db")
+    settings = load_settings()
+    return open_log(settings.monitoring.database_url, settings.feedback_db_path())
 
 
 def _comparison(champion_tag: str, challenger_tag: str) -> dict:

@@ -2,7 +2,7 @@
 
 One type, owned here because it is the model's: training builds it (training/features.py), the
 store keeps it in the model's metadata and hashes it into the `feature_hash` label, and every
-request form the service accepts is derived from it (serving/contract/contract.py).
+request form the service accepts is derived from it (serving/contract/rules.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from model_store.native_engine import NativeEngine
+from model_store.native_engine import Tl2cgenEngine
 from model_store.onnx_engine import OnnxEngine
 
 SKLEARN = "sklearn"
@@ -65,9 +65,9 @@ class Engine(Protocol):
 # trees of depth 14 it loses at 100 rows and more, where ONNX Runtime's tree-at-a-time walk
 # keeps the nodes in cache. The cost of a batch of COST_BATCH rows ranks them (throughput is
 # what a busy server runs out of); the other engine stays as the one to fall back on.
-ENGINES: dict[str, Engine] = {engine.name: engine for engine in (NativeEngine(), OnnxEngine())}
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (Tl2cgenEngine(), OnnxEngine())}
 COST_BATCH = 100
-NATIVE = NativeEngine.name
+NATIVE = Tl2cgenEngine.name
 ONNX = OnnxEngine.name
 PARITY_TOLERANCE = max(engine.tolerance for engine in ENGINES.values())
 

@@ -81,8 +81,9 @@ class NativeForest:
         return scores
 
 
-class NativeEngine:
-    """Built at save time; sums the trees in float64 like scikit-learn, so its answers are
+class Tl2cgenEngine:
+    """The forest compiled to native code by tl2cgen (the engine and its name). Built at save
+    time; sums the trees in float64 like scikit-learn, so its answers are
     scikit-learn's probabilities rounded to float32."""
 
     name = "tl2cgen"

@@ -77,7 +77,7 @@ def for_service(
         drift_min_effect=config.drift_min_effect,
         max_queued_rows=config.max_queued_rows,
         profile_max_rows_per_s=config.profile_max_rows_per_s,
-        feedback_db=str(config.feedback_db or directory / "feedback.db"),
+        feedback_db=str(settings.feedback_db_path()),
         challenger_tag=challenger_tag,
         database_url=config.database_url,
         realized_refresh_s=config.realized_refresh_s,

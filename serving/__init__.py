@@ -1,4 +1,7 @@
-"""The serving side of fraud-bento: model runtime, request codecs, batching, protocols.
+"""The serving side of fraud-bento, in rooms (telemetry, contract, scoring, protocols, payments,
+http: each above the ones before it), with on top what a deployment serves (deployment), one API
+worker built from it (worker) and the backfill command (__main__).
 
-Nothing here imports training/: the model carries its feature schema and threshold.
+Nothing here imports training/ or monitoring/: the model carries its feature schema and threshold,
+and service.py hands the worker its monitoring process.
 """

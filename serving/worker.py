@@ -26,7 +26,7 @@ from serving.protocols import codec, grpc_server, kserve_v1
 from serving.scoring.challenger import Challenger
 from serving.scoring.explain import Explainer
 from serving.scoring.runtime import FraudModel
-from serving.scoring.scorer import Scored, Scorer
+from serving.scoring.scorer import ScoredRows, Scorer
 from serving.telemetry import metrics, traffic
 from serving.telemetry.loop_watch import LoopWatch
 
@@ -124,7 +124,7 @@ class FraudWorker:
             on_scored=scored,
         )
 
-    def _monitor(self, scored: Scored) -> None:
+    def _monitor(self, scored: ScoredRows) -> None:
         self.monitor.record(
             scored.matrix,
             scored.scores,

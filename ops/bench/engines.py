@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 import model_store  # noqa: E402
-from model_store.native_engine import NativeEngine  # noqa: E402
+from model_store.native_engine import Tl2cgenEngine  # noqa: E402
 from model_store.onnx_engine import OnnxEngine, OnnxForest  # noqa: E402
 from settings import load_settings  # noqa: E402
 from training.dataset import load_dataset  # noqa: E402
@@ -87,9 +87,9 @@ def compare(name: str, forest, rows: np.ndarray) -> dict:
         notes["onnxruntime (opset 5 TreeEnsemble)"] = f"not built: {error!r}"[:200]
     try:
         started = time.perf_counter()
-        library = NativeEngine().build(forest, rows.shape[1])
+        library = Tl2cgenEngine().build(forest, rows.shape[1])
         notes[NATIVE] = f"built in {time.perf_counter() - started:.0f} s"
-        engines[NATIVE] = NativeEngine().load(library).predict_proba
+        engines[NATIVE] = Tl2cgenEngine().load(library).predict_proba
     except Exception as error:  # noqa: BLE001 - reported, the comparison goes on
         notes[NATIVE] = f"not built: {error!r}"[:200]
     reference = engines["scikit-learn"](rows)

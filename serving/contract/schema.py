@@ -1,5 +1,5 @@
 """HTTP response types and the /feedback request (the scoring requests:
-serving/contract/contract.py)."""
+serving/contract/rules.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.contract.contract import TRANSACTION_ID_MAX_LENGTH
+from serving.contract.rules import TRANSACTION_ID_MAX_LENGTH
 
 
 def to_matrix(transactions: list[BaseModel], names: list[str]) -> np.ndarray:
@@ -81,7 +81,7 @@ class FeedbackLabel(BaseModel):
         return self
 
 
-class RealizedPerformance(BaseModel):
+class RealizedFigures(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     model_tag: str
@@ -98,4 +98,4 @@ class FeedbackResponse(BaseModel):
     matched: int = Field(description="Labels that found their prediction.")
     unknown: list[str] = Field(description="Ids with no logged prediction (none was changed).")
     ambiguous: list[str] = Field(description="Request ids that scored several transactions.")
-    realized: RealizedPerformance
+    realized: RealizedFigures

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 
 from model_store.contract import FeatureSchema
-from serving.contract import contract
+from serving.contract import rules
 from serving.http import routes
 
 DOCUMENT_PATH = "/docs.json"
@@ -40,7 +40,7 @@ Every answer carries `X-Request-ID` (yours when you send one). With API keys con
 
 def examples(schema: FeatureSchema, payment: dict | None) -> dict[str, dict]:
     """A request body for each scoring route (`payment`: one for /score, when it applies)."""
-    row = contract.example_row(schema)
+    row = rules.example_row(schema)
     values = [row[name] for name in schema.names]
     return {
         **(

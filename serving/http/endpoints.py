@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.contract.errors import InvalidInput
-from serving.http.refusal import Answer
+from serving.contract.refusals import InvalidInput
+from serving.http.answers import Answer
 from serving.payments.payment_scoring import PaymentScoring
 from serving.protocols import codec, kserve_v1, oip_json
 from serving.scoring.scorer import Scorer

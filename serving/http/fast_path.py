@@ -27,8 +27,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from serving.contract.errors import Late, ServingError
-from serving.http import refusal, routes
+from serving.contract.refusals import Late, ServingError
+from serving.http import answers, routes
 from serving.http.endpoints import Call, ScoringEndpoints
 from serving.scoring.scorer import chosen_by_client, request_id_or_new
 from serving.telemetry import traffic
@@ -134,7 +134,7 @@ class _Measured:
         except TimeoutError:
             if status == CLIENT_CLOSED:  # nothing sent yet
                 late = Late(self.timeout_s, body_done)
-                await refusal.send(send_status, refusal.refusal(late, "http"))
+                await answers.send(send_status, answers.refusal(late, "http"))
         finally:
             traffic.TALLY.add_http(scope["path"], status, time.perf_counter() - started)
 
@@ -163,11 +163,11 @@ class _LeanScoring:
         try:
             answer = await getattr(endpoints, route.handler)(call)
         except ServingError as error:
-            answer = refusal.refusal(error, route.protocol)
+            answer = answers.refusal(error, route.protocol)
         except Exception:
             logger.exception("scoring failed on %s", route.path)
-            answer = refusal.refusal(ServingError("internal error"), route.protocol)
-        await refusal.send(send, answer)
+            answer = answers.refusal(ServingError("internal error"), route.protocol)
+        await answers.send(send, answer)
 
 
 async def _read_body(receive) -> bytes | None:

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
-from serving.contract.errors import ServingError
-from serving.http import refusal, routes
+from serving.contract.refusals import ServingError
+from serving.http import answers, routes
 from serving.http.endpoints import Call, ScoringEndpoints
 from serving.http.fast_path import REQUEST_ID
 from serving.payments.payment_scoring import PaymentScoring
@@ -91,7 +91,7 @@ Service = Annotated[Worker, Depends(_attached)]
 def _refused(request: Request, error: ServingError) -> Response:
     """A refusal on these routes, answered and counted under its route's protocol."""
     found = routes.find(request.url.path)
-    return refusal.response(refusal.refusal(error, found[0].protocol if found else "http"))
+    return answers.response(answers.refusal(error, found[0].protocol if found else "http"))
 
 
 def make_app() -> FastAPI:
@@ -227,7 +227,7 @@ def _call(request: Request, body: bytes, **params: str | None) -> Call:
 async def infer(service: Service, name: str, request: Request, version: str | None = None):
     """An inference request (also answered by the lean scoring path, serving/http/fast_path.py)."""
     call = _call(request, await request.body(), name=name, version=version)
-    return refusal.response(await service.endpoints.infer(call))
+    return answers.response(await service.endpoints.infer(call))
 
 
 @ROUTES.get("/v1/models/{name}")
@@ -243,4 +243,4 @@ async def v1_predict(service: Service, name: str, request: Request) -> Response:
     order or an object of features by name; answers `{"predictions": [...]}` (also answered by
     the lean scoring path, serving/http/fast_path.py)."""
     call = _call(request, await request.body(), name=name)
-    return refusal.response(await service.endpoints.predict_v1(call))
+    return answers.response(await service.endpoints.predict_v1(call))

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving.contract.errors import (
+from serving.contract.refusals import (
     RateLimited,
     Refused,
     TooLarge,
     Unauthenticated,
     UnsupportedMediaType,
 )
-from serving.http import refusal, routes
+from serving.http import answers, routes
 from serving.protocols import grpc_server
 from serving.protocols.oip import OIPError
 from settings import SecurityConfig
@@ -159,7 +159,7 @@ class SecurityMiddleware:
         try:
             receive = await self._checked(scope, receive)
         except Refused as error:
-            await refusal.send(send, refusal.refusal(error, "http"))
+            await answers.send(send, answers.refusal(error, "http"))
             return
         await self.app(scope, receive, send)
 

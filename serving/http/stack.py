@@ -34,6 +34,7 @@ def install(
         "metrics_open": config.metrics_open,
     }
     service.add_asgi_middleware(security.SecurityMiddleware, **checks)
+    bentoml_internals.document_validation_errors()  # the 400 the document names, as sent
     example = example_payment(payment_columns, features) if payment_columns else None
     service.add_asgi_middleware(
         api_document.ApiDocumentMiddleware,

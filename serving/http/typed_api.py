@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from model_store.contract import FeatureSchema
-from serving.contract import contract, schema
+from serving.contract import rules, schema
 from serving.http import routes
 from serving.payments.payment_requests import PaymentValue, payment_model
 from serving.telemetry import traffic
@@ -38,21 +38,21 @@ class RequestTypes:
     def of(
         cls, settings: Settings, features: FeatureSchema, payment_columns: ColumnsConfig | None
     ) -> RequestTypes:
-        transaction = contract.transaction_model(features, on_invalid=_counted("/predict"))
+        transaction = rules.transaction_model(features, on_invalid=_counted("/predict"))
         payment = (
             payment_model(payment_columns, features, on_invalid=_counted("/score"))
             if payment_columns is not None
             else dict[str, Any]  # any body: /score answers 409, it does not apply to this model
         )
-        payment_rows = contract.rows_bounds(settings.payments.max_rows_per_request)
+        payment_rows = rules.rows_bounds(settings.payments.max_rows_per_request)
         return cls(
             transaction=transaction,
             predict=Annotated[
                 list[transaction],
-                Field(**contract.rows_bounds(settings.serving.max_rows_per_request)),
+                Field(**rules.rows_bounds(settings.serving.max_rows_per_request)),
             ],
             explain=Annotated[
-                list[transaction], Field(**contract.rows_bounds(settings.serving.explain_max_rows))
+                list[transaction], Field(**rules.rows_bounds(settings.serving.explain_max_rows))
             ],
             feedback=Annotated[
                 list[schema.FeedbackLabel],

@@ -23,8 +23,8 @@ from pydantic import (
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
 from model_store.store import StoredModel
-from serving.contract import contract
-from serving.contract.errors import InvalidBody, InvalidInput, Violation
+from serving.contract import rules
+from serving.contract.refusals import InvalidBody, InvalidInput, Violation
 from serving.payments.payment_state import Payment
 from settings import ColumnsConfig
 
@@ -42,7 +42,7 @@ PaymentValue = str | int | float | bool | None  # a JSON scalar: the row form de
 Key = Annotated[
     str,
     BeforeValidator(_integer_as_text),
-    Field(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH),
+    Field(min_length=1, max_length=rules.TRANSACTION_ID_MAX_LENGTH),
 ]
 
 
@@ -63,8 +63,8 @@ def payment_model(
     """One payment as pydantic, in the table's own column names: id, time (ISO 8601, or Unix
     seconds; without an offset it is read as UTC, like the training table), customer, terminal,
     a finite amount >= 0, and the model's extra features with their own rules. `on_invalid`: as
-    `contract.transaction_model`'s."""
-    extras = contract.transaction_model(
+    `rules.transaction_model`'s."""
+    extras = rules.transaction_model(
         FeatureSchema(tuple(f for f in schema if f.name in columns.extra_features))
     )
     fields: dict[str, Any] = {
@@ -82,7 +82,7 @@ def payment_model(
     return create_model(
         "Payment",
         __config__=ConfigDict(extra="forbid"),
-        __validators__=contract.counting(on_invalid) if on_invalid is not None else None,
+        __validators__=rules.counting(on_invalid) if on_invalid is not None else None,
         **fields,
     )
 
@@ -96,8 +96,7 @@ def payment_struct(columns: ColumnsConfig, schema: FeatureSchema) -> type[msgspe
     (ids as text or integers, times as RFC 3339 text); a body it refuses goes to the documented
     model, which scores what only it reads (a time as Unix seconds) and names every problem."""
     key = (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=contract.TRANSACTION_ID_MAX_LENGTH)]
-        | int
+        Annotated[str, msgspec.Meta(min_length=1, max_length=rules.TRANSACTION_ID_MAX_LENGTH)] | int
     )
     amount = Annotated[float, msgspec.Meta(ge=0, le=FLOAT32_MAX)]
     features = {feature.name: feature for feature in schema}
@@ -105,7 +104,7 @@ def payment_struct(columns: ColumnsConfig, schema: FeatureSchema) -> type[msgspe
     fields: list[tuple] = [
         *zip(PAYMENT_FIELDS, (key, datetime, key, key, amount), strict=True),
         *(
-            (field, contract.struct_type(features[name]))
+            (field, rules.struct_type(features[name]))
             for field, name in zip(extras, columns.extra_features, strict=True)
         ),
     ]
@@ -150,7 +149,7 @@ class PaymentsDecoder:
     model, see `payment_struct`), the columnar form held to the row form's rules."""
 
     def __init__(self, columns: ColumnsConfig, schema: FeatureSchema, max_rows: int):
-        bounds = contract.rows_bounds(max_rows)
+        bounds = rules.rows_bounds(max_rows)
         row_model = payment_model(columns, schema)
         self._rows_body = msgspec.json.Decoder(
             msgspec.defstruct(
@@ -253,7 +252,7 @@ def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
         columns.terminal_id: "terminal-1",
         columns.amount: 42.5,
     }
-    features = contract.example_row(schema)
+    features = rules.example_row(schema)
     return payment | {name: features[name] for name in columns.extra_features}
 
 

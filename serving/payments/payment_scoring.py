@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from model_store.contract import FeatureSchema
 from model_store.payments import WindowAggregates, features_from
-from serving.contract.errors import Conflict, InvalidInput, Unavailable
+from serving.contract.refusals import Conflict, InvalidInput, Unavailable
 from serving.payments.embedded_state import EmbeddedState
 from serving.payments.payment_requests import (
     PROTOCOL,

@@ -26,7 +26,7 @@ from model_store.payments import (
     WINDOWS_DAYS,
     WindowAggregates,
 )
-from serving.contract.errors import Unavailable
+from serving.contract.refusals import Unavailable
 
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9

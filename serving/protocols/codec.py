@@ -1,7 +1,7 @@
 """Lean JSON codecs of the scoring path: request bodies straight into feature matrices, and
 responses straight into bytes, with msgspec (no per-row pydantic objects, one C pass each way).
 
-Both decoders take their rules from the request contract (serving/contract/contract.py). A body the
+Both decoders take their rules from the request contract (serving/contract/rules.py). A body the
 fast decoder refuses is validated once more by the documented pydantic model, right here, so its 400
 names every problem by location (the rare path pays for the detail, the common one does not).
 """
@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from model_store.contract import FeatureSchema
-from serving.contract import contract
-from serving.contract.errors import InvalidBody, InvalidInput, Violation
+from serving.contract import rules
+from serving.contract.refusals import InvalidBody, InvalidInput, Violation
 from serving.scoring.scorer import Decided
 
 _ENCODER = msgspec.json.Encoder()
@@ -30,12 +30,12 @@ def predict_request_model(
     field: str = "transactions",
 ) -> type[BaseModel]:
     """A body of rows as pydantic, `{field: [transaction, ...]}` (/predict's by default)."""
-    rows = Annotated[list[transaction], Field(**contract.rows_bounds(max_rows))]
+    rows = Annotated[list[transaction], Field(**rules.rows_bounds(max_rows))]
     return create_model(name, **{field: (rows, ...)})
 
 
 def matrix_and_ids(rows: list, values: attrgetter) -> tuple[np.ndarray, list[str | None]]:
-    """Decoded rows (contract.transaction_struct) as the float32 matrix and their ids."""
+    """Decoded rows (rules.transaction_struct) as the float32 matrix and their ids."""
     matrix = np.array([values(row) for row in rows], dtype=np.float32)
     return matrix.reshape(len(rows), -1), [row.transaction_id for row in rows]
 
@@ -44,14 +44,14 @@ class RowsDecoder:
     """`{"transactions": [{feature: value, ..., "transaction_id": ...}, ...]}` -> matrix, ids."""
 
     def __init__(self, schema: FeatureSchema, max_rows: int):
-        transaction = contract.transaction_model(schema)  # its refusals are counted on answer
-        row = contract.transaction_struct(schema)
+        transaction = rules.transaction_model(schema)  # its refusals are counted on answer
+        row = rules.transaction_struct(schema)
         body = msgspec.defstruct(
             "PredictBody",
             [
                 (
                     "transactions",
-                    Annotated[list[row], msgspec.Meta(**contract.rows_bounds(max_rows))],
+                    Annotated[list[row], msgspec.Meta(**rules.rows_bounds(max_rows))],
                 )
             ],
         )
@@ -83,21 +83,21 @@ class ColumnsDecoder:
     """`{"columns": [names], "data": [[values], ...], "transaction_ids": [...]}` -> matrix, ids.
 
     Columns may come in any order but must name every model feature once; the values are then
-    checked by the contract's matrix check (serving/contract/contract.py), which names row and
+    checked by the contract's matrix check (serving/contract/rules.py), which names row and
     field.
     """
 
     def __init__(self, feature_names: list[str], max_rows: int):
         self._names = feature_names
         self._max_rows = max_rows
-        self._decoder = msgspec.json.Decoder(contract.ColumnsBody)
+        self._decoder = msgspec.json.Decoder(rules.ColumnsBody)
 
-    def parse(self, body: bytes) -> contract.ColumnsBody:
+    def parse(self, body: bytes) -> rules.ColumnsBody:
         """The body's parts, or InvalidBody naming every problem of its shape and types."""
         try:
             return self._decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
-            raise explained(contract.ColumnsRequest, body, error) from None
+            raise explained(rules.ColumnsRequest, body, error) from None
 
     def arrange(
         self, columns: list[str], data: list[list[float]], ids: list[str | None] | None

@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serving.contract.errors import ServingError
+from serving.contract.refusals import ServingError
 from serving.protocols import oip
 from serving.scoring.scorer import Scorer, chosen_by_client, request_id_or_new
 from serving.telemetry import traffic

@@ -4,7 +4,7 @@ whether the model is ready.
 
 An instance is either a list of the model's features in its order (as tensors are sent) or an
 object of features by name with an optional `transaction_id` (as /predict's rows are). Both are
-held to the request contract (serving/contract/contract.py): lists by the matrix check, objects
+held to the request contract (serving/contract/rules.py): lists by the matrix check, objects
 by the same msgspec struct and, for a full 400, the same documented pydantic model as /predict.
 """
 
@@ -17,8 +17,8 @@ import msgspec
 import numpy as np
 
 from model_store.contract import FeatureSchema
-from serving.contract import contract
-from serving.contract.errors import InvalidInput, NotFound, Violation
+from serving.contract import rules
+from serving.contract.refusals import InvalidInput, NotFound, Violation
 from serving.protocols import codec
 from serving.scoring.scorer import Decided
 
@@ -43,8 +43,8 @@ class V1Decoder:
     """`{"instances": [...]}` -> (matrix, transaction ids)."""
 
     def __init__(self, schema: FeatureSchema, max_rows: int):
-        transaction = contract.transaction_model(schema)  # its refusals are counted on answer
-        bounds = contract.rows_bounds(max_rows)
+        transaction = rules.transaction_model(schema)  # its refusals are counted on answer
+        bounds = rules.rows_bounds(max_rows)
         self._envelope = msgspec.json.Decoder(
             msgspec.defstruct(
                 "V1Request",
@@ -52,7 +52,7 @@ class V1Decoder:
                 forbid_unknown_fields=True,
             )
         )
-        self._objects = list[contract.transaction_struct(schema)]
+        self._objects = list[rules.transaction_struct(schema)]
         self._documented = codec.predict_request_model(
             transaction, max_rows, "V1Request", "instances"
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.contract.errors import InvalidInput, ServingError
+from serving.contract.refusals import InvalidInput, ServingError
 from serving.scoring.runtime import FraudModel
 
 PROTOCOL_VERSION = "2"

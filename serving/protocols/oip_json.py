@@ -9,7 +9,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 from msgspec import Meta
 
-from serving.contract.errors import ServingError
+from serving.contract.refusals import ServingError
 from serving.protocols import oip
 from serving.protocols.codec import encode
 from serving.scoring.scorer import Scorer, chosen_by_client

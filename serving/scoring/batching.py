@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.contract.errors import Overloaded
+from serving.contract.refusals import Overloaded
 
 
 @dataclass

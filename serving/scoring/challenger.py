@@ -85,7 +85,7 @@ class ShadowStats:
         }
 
 
-class ScoredRequest(NamedTuple):
+class ShadowedRequest(NamedTuple):
     """One request among the rows the challenger scored in one call, in their order."""
 
     request_id: str | None
@@ -103,7 +103,7 @@ class Challenger:
     max_queued_rows: int
     shadow_priority: str  # IDLE or NORMAL
     # per call: the scores and decisions of every row, and the requests they came in
-    on_scored: Callable[[np.ndarray, np.ndarray, list[ScoredRequest]], None]
+    on_scored: Callable[[np.ndarray, np.ndarray, list[ShadowedRequest]], None]
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
@@ -118,7 +118,7 @@ class Challenger:
         # loop only appends; everything else is done once per batch)
         self._matrices: list[np.ndarray] = []
         self._champion_scores: list[np.ndarray] = []
-        self._requests: list[ScoredRequest] = []
+        self._requests: list[ShadowedRequest] = []
         self._queued = 0  # rows waiting or being scored
         self._drain: asyncio.Task | None = None
 
@@ -141,7 +141,7 @@ class Challenger:
         self._queued += rows
         self._matrices.append(matrix)
         self._champion_scores.append(champion_scores)
-        self._requests.append(ScoredRequest(request_id, protocol, transaction_ids, rows))
+        self._requests.append(ShadowedRequest(request_id, protocol, transaction_ids, rows))
         if self._drain is None:
             self._drain = asyncio.get_running_loop().create_task(self._score_waiting())
 
@@ -178,7 +178,7 @@ class Challenger:
         except Exception as error:  # noqa: BLE001 - counted; the champion decides instead
             self._failed(error)
             return None
-        request = ScoredRequest(request_id, protocol, transaction_ids, len(matrix))
+        request = ShadowedRequest(request_id, protocol, transaction_ids, len(matrix))
         self._record([request], champion_scores, scores)
         return scores
 
@@ -187,7 +187,7 @@ class Challenger:
         logger.error("challenger %s failed: %r", self.model.tag, error)
 
     def _record(
-        self, requests: list[ScoredRequest], champion_scores: np.ndarray, scores: np.ndarray
+        self, requests: list[ShadowedRequest], champion_scores: np.ndarray, scores: np.ndarray
     ) -> None:
         """Compare with the champion over the whole call, then hand its scores on at once."""
         decisions = scores >= self.model.threshold

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.contract.contract import MatrixCheck
-from serving.contract.errors import InvalidInput
+from serving.contract.refusals import InvalidInput
+from serving.contract.rules import MatrixCheck
 from serving.scoring.batching import AdaptiveBatcher, Overloaded
 from serving.scoring.challenger import Challenger
 from serving.scoring.runtime import FraudModel
@@ -35,7 +35,7 @@ def request_id_or_new(given: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class Scored:
+class ScoredRows:
     """One scored request, as handed to the monitoring listeners."""
 
     matrix: np.ndarray
@@ -77,7 +77,7 @@ class Scorer:
         self,
         model: FraudModel,
         config: ServingConfig,
-        on_scored: Callable[[Scored], None] | None = None,
+        on_scored: Callable[[ScoredRows], None] | None = None,
         challenger: Challenger | None = None,
     ):
         self.model = model
@@ -137,7 +137,7 @@ class Scorer:
         decisions = probabilities >= self.model.threshold
         if self._on_scored is not None:
             self._on_scored(
-                Scored(
+                ScoredRows(
                     matrix, probabilities, decisions, request_id, protocol, transaction_ids, durable
                 )
             )

@@ -139,7 +139,7 @@ async def flush_tally_periodically() -> None:
 def record_refusal(protocol: str, outcome: str, fields: set[str], security: bool = False) -> None:
     """Count one refused request, and each request field that made it invalid; a refusal of the
     security checks by its reason. Called by each transport's one refusal function
-    (serving/http/refusal.py, `grpc_server.refuse`) and by BentoML's typed endpoints' row models,
+    (serving/http/answers.py, `grpc_server.refuse`) and by BentoML's typed endpoints' row models,
     whose refusals BentoML answers itself."""
     if security:
         metrics.SECURITY_REFUSALS.labels(protocol=protocol, reason=outcome).inc()

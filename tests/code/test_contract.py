@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
-from serving.contract import contract, schema
-from serving.contract.errors import InvalidBody, InvalidInput
+from serving.contract import rules, schema
+from serving.contract.refusals import InvalidBody, InvalidInput
 from serving.protocols import codec
 from serving.scoring.scorer import Decided
 from serving.telemetry import metrics
@@ -26,7 +26,7 @@ from training.features import feature_schema
 SCHEMA = FeatureSchema(tuple(feature_schema(ColumnsConfig())))
 NAMES = SCHEMA.names
 MAX_ROWS = 5
-TYPED = contract.transaction_model(SCHEMA, on_invalid=lambda fields: None)
+TYPED = rules.transaction_model(SCHEMA, on_invalid=lambda fields: None)
 DOCUMENTED = codec.predict_request_model(TYPED, MAX_ROWS)
 ROWS = codec.RowsDecoder(SCHEMA, MAX_ROWS)
 COLUMNS = codec.ColumnsDecoder(NAMES, MAX_ROWS)
@@ -108,7 +108,7 @@ def columnar_bodies(draw) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(columnar_bodies())
 def test_columns_lean_and_documented_agree_on_the_body(body):
-    assert _lean(COLUMNS.parse, body) == _documented(contract.ColumnsRequest, body)
+    assert _lean(COLUMNS.parse, body) == _documented(rules.ColumnsRequest, body)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_columnar_value_errors_name_row_and_feature():
     matrix = np.zeros((3, len(NAMES)), dtype=np.float32)
     matrix[2, 0] = -1
     with pytest.raises(InvalidInput) as raised:
-        contract.MatrixCheck(SCHEMA, MAX_ROWS)(matrix)
+        rules.MatrixCheck(SCHEMA, MAX_ROWS)(matrix)
     detail = codec.in_columns(raised.value).payload()["detail"]
     assert [d["loc"] for d in detail] == [["data", 2, "tx_amount"]]
 

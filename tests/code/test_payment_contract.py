@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model_store.contract import FLOAT32_MAX, FeatureSchema
-from serving.contract.errors import InvalidBody
+from serving.contract.refusals import InvalidBody
 from serving.payments.payment_requests import (
     PaymentBatch,
     PaymentsDecoder,

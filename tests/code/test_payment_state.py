@@ -181,7 +181,7 @@ def test_score_says_why_it_does_not_apply(tmp_path):
     from sklearn.ensemble import RandomForestClassifier
 
     import model_store
-    from serving.contract.errors import Conflict
+    from serving.contract.refusals import Conflict
     from serving.payments.payment_requests import payment_columns
     from serving.payments.payment_scoring import NOT_A_PAYMENT_MODEL, STORE_OFF, PaymentScoring
     from training.features import feature_schema

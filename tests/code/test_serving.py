@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from serving.contract import contract
-from serving.contract.errors import InvalidInput, Overloaded
+from serving.contract import rules
+from serving.contract.refusals import InvalidInput, Overloaded
 from serving.protocols import oip
 from serving.scoring.batching import AdaptiveBatcher
 from serving.scoring.runtime import FraudModel
@@ -32,7 +32,7 @@ def _valid_rows(count: int) -> np.ndarray:
 
 def test_valid_matrix_passes_and_scores(model):
     matrix = _valid_rows(4)
-    contract.MatrixCheck(model.schema, max_rows=10)(matrix)
+    rules.MatrixCheck(model.schema, max_rows=10)(matrix)
     scores = model.predict_proba(matrix)
     assert scores.dtype == np.float32 and scores.shape == (4,)
 
@@ -44,7 +44,7 @@ def test_validation_names_every_bad_row_and_field(model):
     matrix[2, NAMES.index("terminal_risk_1d")] = 1.5
     matrix[2, NAMES.index("tx_amount")] = -1
     with pytest.raises(InvalidInput) as raised:
-        contract.MatrixCheck(model.schema, max_rows=10)(matrix)
+        rules.MatrixCheck(model.schema, max_rows=10)(matrix)
     found = {(v.row, v.field, v.reason) for v in raised.value.violations}
     assert found == {
         (0, "tx_amount", "must be a finite number"),
@@ -60,7 +60,7 @@ def test_validation_names_every_bad_row_and_field(model):
 )
 def test_validation_checks_shape_and_row_count(model, shape, message):
     with pytest.raises(InvalidInput, match=message.replace("[", r"\[")):
-        contract.MatrixCheck(model.schema, max_rows=10)(np.zeros(shape, dtype=np.float32))
+        rules.MatrixCheck(model.schema, max_rows=10)(np.zeros(shape, dtype=np.float32))
 
 
 def test_batcher_merges_concurrent_calls_and_returns_each_its_own_rows():
@@ -103,7 +103,7 @@ def test_oip_codec_errors():
 
 def test_transaction_type_is_strict_and_reports_failed_fields(model):
     failed: list[set[str]] = []
-    transaction = contract.transaction_model(model.schema, on_invalid=failed.append)
+    transaction = rules.transaction_model(model.schema, on_invalid=failed.append)
     row = dict.fromkeys(NAMES, 0)
     assert transaction.model_validate({**row, "transaction_id": "t1"}).transaction_id == "t1"
     for bad in (

@@ -11,7 +11,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import model_store
 from model_store import ModelIntegrityError, engines
-from model_store.native_engine import NativeEngine
+from model_store.native_engine import Tl2cgenEngine
 from model_store.onnx_engine import OnnxEngine
 from model_store.store import ARTIFACT_FILE
 from serving.scoring.runtime import FraudModel
@@ -84,7 +84,7 @@ def test_the_native_library_passes_its_gate_with_scikit_learns_sums(forest_and_r
     forest, rows = forest_and_rows
     library, report = engines.parity_gate(forest, rows, 0.5, engines.ENGINES[engines.NATIVE])
     assert library is not None and report.passed and report.decision_mismatches == 0
-    native = NativeEngine().load(library)
+    native = Tl2cgenEngine().load(library)
     reference = forest.predict_proba(rows)[:, 1].astype(np.float32)
     np.testing.assert_array_equal(native.predict_proba(rows), reference)
     row_by_row = np.concatenate([native.predict_proba(rows[i : i + 1]) for i in range(50)])
@@ -99,7 +99,7 @@ def test_saved_with_both_engines_ranked_by_their_measured_cost(forest_and_rows):
     ranked = stored.labels["engine"].split("+")
     assert sorted(ranked) == ["onnx", "tl2cgen"]
     assert len(stored.labels["onnx_sha256"]) == len(stored.labels["tl2cgen_sha256"]) == 64
-    for artifact in (OnnxEngine.artifact, NativeEngine.artifact, ARTIFACT_FILE):
+    for artifact in (OnnxEngine.artifact, Tl2cgenEngine.artifact, ARTIFACT_FILE):
         assert (stored.path / artifact).is_file()
     checks = stored.metadata["engine_parity"]
     assert all(checks[name]["max_abs_diff"] <= 1e-5 for name in ranked)
@@ -121,7 +121,7 @@ def test_without_a_compiler_the_model_is_saved_with_onnx_and_the_reason(
     monkeypatch.setenv("PATH", str(tmp_path))  # no gcc on it
     stored = _save(forest, rows)
     assert stored.labels["engine"] == "onnx" and "tl2cgen_sha256" not in stored.labels
-    assert not (stored.path / NativeEngine.artifact).exists()
+    assert not (stored.path / Tl2cgenEngine.artifact).exists()
     report = stored.metadata["engine_parity"]["tl2cgen"]
     assert report["passed"] is False and report["reason"].startswith("build failed")
     assert "gcc" in report["reason"]
@@ -133,8 +133,8 @@ def test_two_libraries_in_one_process_each_score_their_own_forest(forest_and_row
     forest, rows = forest_and_rows
     other = RandomForestClassifier(n_estimators=3, max_depth=2, random_state=1)
     other.fit(rows[:500], (rows[:500, 0] > np.median(rows[:500, 0])).astype(int))
-    first = NativeEngine().load(NativeEngine().build(forest, rows.shape[1]))
-    second = NativeEngine().load(NativeEngine().build(other, rows.shape[1]))
+    first = Tl2cgenEngine().load(Tl2cgenEngine().build(forest, rows.shape[1]))
+    second = Tl2cgenEngine().load(Tl2cgenEngine().build(other, rows.shape[1]))
     for native, model in ((first, forest), (second, other)):
         expected = model.predict_proba(rows[:100])[:, 1].astype(np.float32)
         np.testing.assert_array_equal(native.predict_proba(rows[:100]), expected)
@@ -142,10 +142,10 @@ def test_two_libraries_in_one_process_each_score_their_own_forest(forest_and_row
 
 def test_a_library_for_another_platform_is_refused_by_the_loader(forest_and_rows):
     forest, rows = forest_and_rows
-    library = bytearray(NativeEngine().build(forest, rows.shape[1]))
+    library = bytearray(Tl2cgenEngine().build(forest, rows.shape[1]))
     library[18:20] = (183).to_bytes(2, "little")  # ELF e_machine: AArch64
     with pytest.raises(OSError, match="cannot open shared object"):
-        NativeEngine().load(bytes(library))
+        Tl2cgenEngine().load(bytes(library))
 
 
 def test_an_engine_that_cannot_be_loaded_is_passed_over_with_the_reason(
@@ -165,7 +165,7 @@ def test_an_engine_that_cannot_be_loaded_is_passed_over_with_the_reason(
     np.testing.assert_allclose(served.predict_proba(rows), reference, atol=1e-5)
 
 
-@pytest.mark.parametrize("artifact", [OnnxEngine.artifact, NativeEngine.artifact])
+@pytest.mark.parametrize("artifact", [OnnxEngine.artifact, Tl2cgenEngine.artifact])
 def test_a_tampered_engine_artifact_refuses_the_model(forest_and_rows, artifact):
     """Whether or not that engine would serve: a tampered file is never passed over."""
     forest, rows = forest_and_rows

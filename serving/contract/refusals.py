@@ -1,6 +1,6 @@
 """The refusals of the serving path. Each error carries its HTTP status, its headers, its body and
 the outcome it is counted under; each transport turns them into an answer, and counts them, in one
-function (serving/http/refusal.py for HTTP, `grpc_server.refuse` for gRPC)."""
+function (serving/http/answers.py for HTTP, `grpc_server.refuse` for gRPC)."""
 
 from __future__ import annotations
 

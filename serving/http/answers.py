@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from starlette.responses import Response
 
-from serving.contract.errors import ServingError
+from serving.contract.refusals import ServingError
 from serving.protocols import codec
 from serving.telemetry import traffic
 

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from model_store.contract import Feature, FeatureSchema
-from serving.contract.errors import InvalidInput, Violation, failed_fields
+from serving.contract.refusals import InvalidInput, Violation, failed_fields
 
 TRANSACTION_ID_MAX_LENGTH = 128
 TRANSACTION_ID = "transaction_id"
@@ -42,7 +42,7 @@ def transaction_model(
     """One transaction as pydantic: every model feature, typed and range-checked, and an
     optional id. Strict: a string, a boolean or a NaN/inf never passes for a number; unknown and
     missing fields are errors. `on_invalid` receives the failing field names: for BentoML's typed
-    endpoints, which answer a refused body themselves (serving/http/refusal.py counts the rest)."""
+    endpoints, which answer a refused body themselves (serving/http/answers.py counts the rest)."""
     fields: dict[str, Any] = {
         TRANSACTION_ID: (
             str | None,
