@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast test-latest lock bytecode lint format clean bench bench-full bench-training system-deps image security soak stalls \
+.PHONY: run test test-fast test-latest lock bytecode lint format clean bench bench-full bench-ab bench-training system-deps image security soak stalls \
 	docs
 
 UV := $(BIN)/uv
@@ -68,6 +68,16 @@ bench bench-full: $(VENV)/.installed-dev $(DATA)
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/bench/run.py --profile $(if $(filter bench-full,$@),full,quick) \
 		--scratch runs/bench/scratch
+
+# A change against the commit before it, side by side in one run (both served from this
+# environment, the same model, alternating runs): make bench-ab BASELINE=REV
+bench-ab: $(VENV)/.installed-dev $(DATA)
+	@[ -n "$(BASELINE)" ] || { echo "give the commit to compare with: make bench-ab BASELINE=REV"; exit 2; }
+	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
+		$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python ops/bench/run.py --profile quick --servers bento,bento_baseline \
+		--baseline $(BASELINE) --alternating-pairs bento/bento_baseline \
+		--scratch runs/bench/scratch --out runs/bench-ab
 
 # Training at scale: features of simulated tables of 1, 10 and 100 million payments (out of core
 # and in memory) and `python -m training train` on 1.2 and 10 million, time, memory and PR-AUC.

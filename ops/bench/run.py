@@ -13,6 +13,7 @@ Writes JSON, a Markdown table and a PNG of p99 against offered rate.
     python ops/bench/run.py --profile quick            # make bench
     python ops/bench/run.py --profile full
     python ops/bench/run.py --profile smoke --servers seed,bento   # the test's tiny run
+    python ops/bench/run.py --servers bento,bento_baseline --baseline REV   # a change, A/B
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     load_options: list[str] = field(default_factory=list)  # for the load generator
     pinned: bool = True
+    cwd: Path = REPO_ROOT  # what it serves (`bentoml serve .`): this checkout, or the baseline's
     prepare: Callable[[], None] | None = None  # before the server starts (a store, a backfill)
     cleanup: Callable[[], None] | None = None  # after it stopped
     # fraud-bento's monitoring folder (prediction log, profiles), emptied before each start: a
@@ -156,7 +158,7 @@ class Server:
         command = [part.replace("{port}", str(self.port)) for part in self.command]
         self.process = subprocess.Popen(
             (SERVER_PIN if self.pinned else []) + command,
-            cwd=REPO_ROOT,
+            cwd=self.cwd,
             env={
                 **os.environ,
                 "FRAUD_SERVING__GRPC_PORT": str(self.grpc_port),
@@ -342,8 +344,28 @@ def production_server(bento_env: dict[str, str]) -> Server:
     )  # fmt: skip
 
 
+def baseline_checkout(revision: str, folder: Path) -> Path:
+    """The repository's files at `revision` (a commit before a change), to serve beside this
+    checkout with the same environment and model: `bento_baseline`."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def servers(
-    names: list[str], scratch: Path, tag: str, challenger: str | None = None, data: Path = DATA
+    names: list[str],
+    scratch: Path,
+    tag: str,
+    challenger: str | None = None,
+    data: Path = DATA,
+    baseline: Path | None = None,
 ) -> list[Server]:
     bento_env = {"FRAUD_MODEL_TAG": tag}
     bento = BENTO
@@ -379,6 +401,11 @@ def servers(
             made.append(server)
         elif name == "bento":
             made.append(Server(name, bento, "/readyz", "/predict", "rows", dict(bento_env)))
+        elif name == "bento_baseline":  # the same, served from the --baseline commit's files
+            if baseline is None:
+                raise ValueError("bento_baseline needs the commit to compare with: --baseline REV")
+            side = Server(name, bento, "/readyz", "/predict", "rows", dict(bento_env), cwd=baseline)
+            made.append(side)
         elif name == "bento_columns":  # the columnar form: one list of values a transaction
             made.append(Server(name, bento, "/readyz", "/predict_columns", "columns", bento_env))
         elif name in ("bento_oip", "bento_oip_binary"):  # OIP over HTTP: JSON or raw tensors
@@ -760,6 +787,7 @@ def alternating(
 # Costs measured by alternating runs: (the side with it, the side without, what it is).
 ALTERNATING = (
     ("bento", "bento_unmonitored", "Monitoring on vs off"),
+    ("bento", "bento_baseline", "This checkout against the --baseline commit"),
     ("bento_shadow", "bento", "Shadow challenger"),
     ("bento_production", "bento", "Production-like traffic"),
 )
@@ -975,11 +1003,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--alternating-pairs",
-        help="which pairs to alternate, named by the side with the cost (default: every pair"
-        " both of whose sides were measured)",
+        help="which pairs to alternate, named by the side with the cost, or ON/OFF (default:"
+        " every pair both of whose sides were measured)",
+    )
+    parser.add_argument(
+        "--baseline", help="a commit to serve as bento_baseline, beside this checkout (A/B)"
     )
     args = parser.parse_args()
-    costs = {on for on, _, _ in ALTERNATING}
+    costs = {on for on, _, _ in ALTERNATING} | {f"{on}/{off}" for on, off, _ in ALTERNATING}
     if args.alternating_pairs and not set(args.alternating_pairs.split(",")) <= costs:
         parser.error(f"--alternating-pairs: each of {', '.join(sorted(costs))}")
     profile = PROFILES[args.profile]
@@ -989,6 +1020,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     request_bodies = bodies(scratch, profile.sizes)
     names = args.servers.split(",")
+    baseline = baseline_checkout(args.baseline, scratch / "baseline") if args.baseline else None
     if any(name.startswith("bento_score") for name in names):
         request_bodies |= payment_bodies(scratch, profile.sizes, args.data, tag)
     if "bento_production" in names:
@@ -1004,12 +1036,13 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "model": tag,
         "profile": args.profile,
+        "baseline": args.baseline,
     }
     print(json.dumps(machine), flush=True)
     results: dict = {}
     monitoring: dict = {}
     stalled: dict = {}
-    for server in servers(names, scratch, tag, args.challenger, args.data):
+    for server in servers(names, scratch, tag, args.challenger, args.data, baseline):
         log = scratch / f"{server.name}.log"
         stolen_before = stolen_seconds()
         server.start(log)
@@ -1031,9 +1064,11 @@ def main() -> None:
     alternated: dict = {}
     pairs = args.alternating_pairs.split(",") if args.alternating_pairs else None
     for on_name, off_name, _ in ALTERNATING if args.alternating_runs else ():
-        if not {on_name, off_name} <= results.keys() or on_name not in (pairs or [on_name]):
+        pair = f"{on_name}/{off_name}"
+        chosen = pairs is None or on_name in pairs or pair in pairs
+        if not {on_name, off_name} <= results.keys() or not chosen:
             continue
-        on, off = servers([on_name, off_name], scratch, tag, args.challenger, args.data)
+        on, off = servers([on_name, off_name], scratch, tag, args.challenger, args.data, baseline)
         # One range for both sides, from the better of their ladders: a side whose ladder met a
         # bad minute (a fresh run's first server stalled) is not capped by its own figure.
         anchors = {
@@ -1044,7 +1079,7 @@ def main() -> None:
             )
             for size in profile.sizes
         }
-        alternated[on_name] = alternating(
+        alternated[pair] = alternating(
             on, off, request_bodies, profile, args.alternating_runs, anchors, scratch
         )
     if "mlserver" in results:
@@ -1077,9 +1112,9 @@ def main() -> None:
         + monitoring_table(monitoring)
         + stalls_table(stalled)
         + "".join(
-            alternating_table(alternated[on], on, off, what)
+            alternating_table(alternated[f"{on}/{off}"], on, off, what)
             for on, off, what in ALTERNATING
-            if on in alternated
+            if f"{on}/{off}" in alternated
         )
     )
     print(markdown)

@@ -78,10 +78,10 @@ def test_benchmark_smoke(served_tag, tmp_path):
     assert all(f"| {name} | " in stall_table for name in servers)
     # one alternating run per size of the pair asked for, and what monitoring did at the
     # monitored side's held rate
-    assert set(report["alternating"]) == {"bento_production"}
+    assert set(report["alternating"]) == {"bento_production/bento"}
     assert "Monitoring on vs off:" not in alternated
     assert alternated.count("| 1 | 1 | ") == 1 and alternated.count("| 100 | 1 | ") == 1
-    for rounds in report["alternating"]["bento_production"].values():
+    for rounds in report["alternating"]["bento_production/bento"].values():
         assert set(rounds[0]["held"]) == {"bento_production", "bento"}
         if rounds[0]["held"]["bento_production"]:
             assert rounds[0]["monitoring_at_held_rate"]["scored_rows"] > 0
