@@ -52,10 +52,7 @@ def transaction_model(
         )
     }
     for feature in schema:
-        constraints: dict[str, Any] = {"strict": True, "description": feature.description}
-        if not feature.integral:
-            constraints["allow_inf_nan"] = False
-        fields[feature.name] = (_kind(feature), Field(**constraints, **_limits(feature)))
+        fields[feature.name] = (documented_type(feature), ...)
 
     return create_model(
         "Transaction",
@@ -76,6 +73,15 @@ def counting(on_invalid: Callable[[set[str]], None]) -> dict[str, Any]:
             raise
 
     return {"count_failures": model_validator(mode="wrap")(count_failures)}
+
+
+def documented_type(feature: Feature) -> Any:
+    """A feature's pydantic type: its kind within its range, strict (a string, a boolean or a
+    NaN/inf never passes for a number)."""
+    constraints: dict[str, Any] = {"strict": True, "description": feature.description}
+    if not feature.integral:
+        constraints["allow_inf_nan"] = False
+    return Annotated[_kind(feature), Field(**constraints, **_limits(feature))]
 
 
 def struct_type(feature: Feature) -> Any:

@@ -26,10 +26,10 @@ class Prediction(BaseModel):
     threshold: float
     model_tag: str
     request_id: str
-    features: dict[str, float] | None = Field(
+    features: dict[str, float | int] | None = Field(
         None,
         description="The features the model scored (from /score and /score_columns with "
-        "include_features).",
+        "include_features; absent otherwise).",
     )
 
 

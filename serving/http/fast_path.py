@@ -30,11 +30,13 @@ from collections.abc import Callable
 from serving.contract.refusals import Late, ServingError
 from serving.http import answers, routes
 from serving.http.endpoints import Call, ScoringEndpoints
+from serving.protocols import codec
 from serving.scoring.scorer import chosen_by_client, request_id_or_new
 from serving.telemetry import traffic
 
 logger = logging.getLogger("fraud_bento.fast_path")
 REQUEST_ID = "fraud_bento.request_id"  # the scope key: (request id, chosen by the caller)
+ROUTE = "fraud_bento.route"  # the scope key of a scoring request: (route, path parameters)
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away before the answer
 Layer = Callable[[Callable], Callable]
 
@@ -98,7 +100,9 @@ class FrontDoor:
                 message = {**message, "headers": headers}
             await send(message)
 
-        if self.lean and routes.scoring(scope["method"], scope["path"]) is not None:
+        found = routes.scoring(scope["method"], scope["path"]) if self.lean else None
+        if found is not None:
+            scope[ROUTE] = found
             await self.scoring(scope, receive, send_with_id)
         else:
             await self.stack(scope, receive, send_with_id)
@@ -134,7 +138,7 @@ class _Measured:
         except TimeoutError:
             if status == CLIENT_CLOSED:  # nothing sent yet
                 late = Late(self.timeout_s, body_done)
-                await answers.send(send_status, answers.refusal(late, "http"))
+                await answers.send(send_status, answers.refusal(late, codec.PROTOCOL))
         finally:
             traffic.TALLY.add_http(scope["path"], status, time.perf_counter() - started)
 
@@ -155,7 +159,7 @@ class _LeanScoring:
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
-        route, params = routes.scoring(scope["method"], scope["path"])
+        route, params = scope[ROUTE]
         endpoints = self._endpoints or self._found()
         request_id, durable = scope[REQUEST_ID]
         header_length = _header(scope, b"inference-header-content-length") if route.binary else None

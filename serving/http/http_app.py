@@ -21,7 +21,7 @@ from serving.http import answers, routes
 from serving.http.endpoints import Call, ScoringEndpoints
 from serving.http.fast_path import REQUEST_ID
 from serving.payments.payment_scoring import PaymentScoring
-from serving.protocols import kserve_v1, oip, oip_json
+from serving.protocols import codec, kserve_v1, oip, oip_json
 from serving.scoring.runtime import FraudModel
 from serving.scoring.scorer import Scorer
 from serving.telemetry.loop_watch import LoopWatch
@@ -91,7 +91,7 @@ Service = Annotated[Worker, Depends(_attached)]
 def _refused(request: Request, error: ServingError) -> Response:
     """A refusal on these routes, answered and counted under its route's protocol."""
     found = routes.find(request.url.path)
-    return answers.response(answers.refusal(error, found[0].protocol if found else "http"))
+    return answers.response(answers.refusal(error, found[0].protocol if found else codec.PROTOCOL))
 
 
 def make_app() -> FastAPI:

@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from serving.payments import payment_requests
+from serving.protocols import codec, kserve_v1, oip_json
+
 SCORING = "scoring"
 EXPLANATIONS = "explanations and labels"
 OIP = "Open Inference Protocol"
@@ -39,7 +42,7 @@ class Route:
     path: str  # as documented: "{name}" is a path parameter
     group: str
     handler: str | None = None  # a scoring route: the ScoringEndpoints method answering its POST
-    protocol: str = "http"  # the label its requests and refusals are counted under
+    protocol: str = codec.PROTOCOL  # the label its requests and refusals are counted under
     binary: bool = False  # also takes OIP's binary tensors (application/octet-stream)
     keyed: bool = True  # needs an API key when keys are configured
     pattern: re.Pattern = field(init=False, repr=False, compare=False)
@@ -60,8 +63,8 @@ class Route:
 ROUTES = (
     Route("/predict", SCORING, handler="predict"),
     Route("/predict_columns", SCORING, handler="predict_columns"),
-    Route("/score", SCORING, handler="score", protocol="score"),
-    Route("/score_columns", SCORING, handler="score_columns", protocol="score"),
+    Route("/score", SCORING, handler="score", protocol=payment_requests.PROTOCOL),
+    Route("/score_columns", SCORING, handler="score_columns", protocol=payment_requests.PROTOCOL),
     Route("/explain", EXPLANATIONS),
     Route("/feedback", EXPLANATIONS),
     Route("/v2", OIP),
@@ -71,16 +74,16 @@ ROUTES = (
     Route("/v2/models/{name}/versions/{version}/config", OIP),
     Route("/v2/models/{name}/ready", OIP),
     Route("/v2/models/{name}/versions/{version}/ready", OIP),
-    Route("/v2/models/{name}/infer", OIP, handler="infer", protocol="oip_http", binary=True),
+    Route("/v2/models/{name}/infer", OIP, handler="infer", protocol=oip_json.PROTOCOL, binary=True),
     Route(
         "/v2/models/{name}/versions/{version}/infer",
         OIP,
         handler="infer",
-        protocol="oip_http",
+        protocol=oip_json.PROTOCOL,
         binary=True,
     ),
     Route("/v1/models/{name}", OIP),
-    Route("/v1/models/{name}:predict", OIP, handler="predict_v1", protocol="kserve_v1"),
+    Route("/v1/models/{name}:predict", OIP, handler="predict_v1", protocol=kserve_v1.PROTOCOL),
     Route("/model_info", MODEL),
     Route("/challenger", MODEL),
     Route("/drift", MONITORING),

@@ -31,6 +31,7 @@ from serving.protocols.oip import OIPError
 from settings import SecurityConfig
 
 KEYS_ENV = "FRAUD_API_KEYS"
+TRANSPORT = "http"  # what HTTP's security refusals are counted under, whatever the route
 _MALFORMED = object()
 GRPC_PROBES = frozenset({"ServerLive", "ServerReady"})
 
@@ -159,7 +160,7 @@ class SecurityMiddleware:
         try:
             receive = await self._checked(scope, receive)
         except Refused as error:
-            await answers.send(send, answers.refusal(error, "http"))
+            await answers.send(send, answers.refusal(error, TRANSPORT))
             return
         await self.app(scope, receive, send)
 

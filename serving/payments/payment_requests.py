@@ -5,6 +5,7 @@ payment (PaymentsDecoder), and an example payment for the API document."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from pydantic import (
     create_model,
 )
 
-from model_store.contract import FLOAT32_MAX, FeatureSchema
+from model_store.contract import Feature, FeatureSchema
 from model_store.store import StoredModel
 from serving.contract import rules
 from serving.contract.refusals import InvalidBody, InvalidInput, Violation
@@ -39,11 +40,56 @@ def _integer_as_text(value: Any) -> Any:
 
 
 PaymentValue = str | int | float | bool | None  # a JSON scalar: the row form decides
-Key = Annotated[
-    str,
-    BeforeValidator(_integer_as_text),
-    Field(min_length=1, max_length=rules.TRANSACTION_ID_MAX_LENGTH),
-]
+KEY_LENGTH = {"min_length": 1, "max_length": rules.TRANSACTION_ID_MAX_LENGTH}
+Key = Annotated[str, BeforeValidator(_integer_as_text), Field(**KEY_LENGTH)]
+LeanKey = Annotated[str, msgspec.Meta(**KEY_LENGTH)] | int
+AMOUNT = Feature("amount", "float64", 0.0, None, "Amount.")  # finite, >= 0, within float32
+
+
+@dataclass(frozen=True)
+class PaymentField:
+    """One of a payment's own fields: its name in the lean decoder, the `ColumnsConfig` setting
+    that names its column (the body's name for it), its pydantic and msgspec types, and an
+    example value (the API document's)."""
+
+    name: str
+    column: str
+    description: str
+    documented: Any
+    lean: Any
+    example: Any
+
+
+# A payment's own fields, written once: the documented model (payment_model), the lean struct
+# (payment_struct) and the example payment are all built from this table.
+PAYMENT = (
+    PaymentField(
+        "transaction_id", "transaction_id", "The payment's unique id.", Key, LeanKey, "pay-1"
+    ),
+    PaymentField(
+        "time",
+        "timestamp",
+        "When it happened (ISO 8601).",
+        datetime,
+        datetime,
+        "2026-07-01T12:30:00Z",
+    ),
+    PaymentField("customer", "customer_id", "The customer (card).", Key, LeanKey, "card-1"),
+    PaymentField("terminal", "terminal_id", "The terminal (merchant).", Key, LeanKey, "terminal-1"),
+    PaymentField(
+        "amount",
+        "amount",
+        AMOUNT.description,
+        rules.documented_type(AMOUNT),
+        rules.struct_type(AMOUNT),
+        42.5,
+    ),
+)
+
+
+def payment_wire_names(columns: ColumnsConfig) -> tuple[str, ...]:
+    """The body's names of a payment's own fields: the table's columns."""
+    return tuple(getattr(columns, field.column) for field in PAYMENT)
 
 
 def payment_columns(stored: StoredModel) -> ColumnsConfig | None:
@@ -64,21 +110,13 @@ def payment_model(
     seconds; without an offset it is read as UTC, like the training table), customer, terminal,
     a finite amount >= 0, and the model's extra features with their own rules. `on_invalid`: as
     `rules.transaction_model`'s."""
-    extras = rules.transaction_model(
-        FeatureSchema(tuple(f for f in schema if f.name in columns.extra_features))
-    )
+    features = {feature.name: feature for feature in schema}
     fields: dict[str, Any] = {
-        columns.transaction_id: (Key, Field(description="The payment's unique id.")),
-        columns.timestamp: (datetime, Field(description="When it happened (ISO 8601).")),
-        columns.customer_id: (Key, Field(description="The customer (card).")),
-        columns.terminal_id: (Key, Field(description="The terminal (merchant).")),
-        columns.amount: (
-            float,
-            Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False, strict=True, description="Amount."),
-        ),
+        getattr(columns, field.column): (field.documented, Field(description=field.description))
+        for field in PAYMENT
     }
     for name in columns.extra_features:
-        fields[name] = extras.model_fields[name].annotation, extras.model_fields[name]
+        fields[name] = (rules.documented_type(features[name]), ...)
     return create_model(
         "Payment",
         __config__=ConfigDict(extra="forbid"),
@@ -87,29 +125,20 @@ def payment_model(
     )
 
 
-# The lean decoder's names for a payment's fields (the wire names are the table's columns).
-PAYMENT_FIELDS = ("transaction_id", "time", "customer", "terminal", "amount")
-
-
 def payment_struct(columns: ColumnsConfig, schema: FeatureSchema) -> type[msgspec.Struct]:
     """The same payment as a msgspec struct, for the lean decoder. It reads the common forms
     (ids as text or integers, times as RFC 3339 text); a body it refuses goes to the documented
     model, which scores what only it reads (a time as Unix seconds) and names every problem."""
-    key = (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=rules.TRANSACTION_ID_MAX_LENGTH)] | int
-    )
-    amount = Annotated[float, msgspec.Meta(ge=0, le=FLOAT32_MAX)]
     features = {feature.name: feature for feature in schema}
     extras = [f"extra_{i}" for i in range(len(columns.extra_features))]
     fields: list[tuple] = [
-        *zip(PAYMENT_FIELDS, (key, datetime, key, key, amount), strict=True),
+        *((field.name, field.lean) for field in PAYMENT),
         *(
             (field, rules.struct_type(features[name]))
             for field, name in zip(extras, columns.extra_features, strict=True)
         ),
     ]
-    wire = (columns.transaction_id, columns.timestamp, columns.customer_id, columns.terminal_id)
-    rename = dict(zip(PAYMENT_FIELDS, (*wire, columns.amount), strict=True))
+    rename = dict(zip((field.name for field in PAYMENT), payment_wire_names(columns), strict=True))
     rename |= dict(zip(extras, columns.extra_features, strict=True))
     return msgspec.defstruct("Payment", fields, rename=rename, forbid_unknown_fields=True, gc=False)
 
@@ -185,17 +214,10 @@ class PaymentsDecoder:
             include_features=(bool, False),
         )
         self._typed_rows = TypeAdapter(list[row_model])
-        self._column_names = (
-            columns.transaction_id,
-            columns.timestamp,
-            columns.customer_id,
-            columns.terminal_id,
-            columns.amount,
-        )
-        self._typed_fields = attrgetter(*self._column_names)
+        self._typed_fields = attrgetter(*payment_wire_names(columns))
         self._typed_extras = attrgetter(*columns.extra_features) if columns.extra_features else None
         extras = [f"extra_{i}" for i in range(len(columns.extra_features))]
-        self._lean_fields = attrgetter(*PAYMENT_FIELDS)
+        self._lean_fields = attrgetter(*(field.name for field in PAYMENT))
         self._lean_extras = attrgetter(*extras) if extras else None
 
     def typed(self, rows: list[BaseModel]) -> PaymentBatch:
@@ -245,13 +267,7 @@ class PaymentsDecoder:
 
 def example_payment(columns: ColumnsConfig, schema: FeatureSchema) -> dict:
     """A valid payment in the model's columns (extra features at their smallest value)."""
-    payment = {
-        columns.transaction_id: "pay-1",
-        columns.timestamp: "2026-07-01T12:30:00Z",
-        columns.customer_id: "card-1",
-        columns.terminal_id: "terminal-1",
-        columns.amount: 42.5,
-    }
+    payment = dict(zip(payment_wire_names(columns), (f.example for f in PAYMENT), strict=True))
     features = rules.example_row(schema)
     return payment | {name: features[name] for name in columns.extra_features}
 

@@ -16,11 +16,12 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from model_store.contract import FeatureSchema
-from serving.contract import rules
+from serving.contract import rules, schema
 from serving.contract.refusals import InvalidBody, InvalidInput, Violation
 from serving.scoring.scorer import Decided
 
 _ENCODER = msgspec.json.Encoder()
+PROTOCOL = "http"  # the label of the requests these codecs carry (/predict, /predict_columns)
 
 
 def predict_request_model(
@@ -151,21 +152,17 @@ def in_columns(error: InvalidInput) -> InvalidInput:
     )
 
 
-class _Prediction(msgspec.Struct, gc=False):
-    """One entry of `serving.contract.schema.PredictResponse.predictions` (cheaper than a dict)."""
-
-    transaction_id: str | None
-    fraud_probability: float
-    is_fraud: bool
-    threshold: float
-    model_tag: str
-    request_id: str
+def _struct_of(model: type[BaseModel], name: str, leave_out: tuple[str, ...] = ()) -> type:
+    """A msgspec struct of a documented response model's fields, in its order (the answer is
+    encoded as the API document describes it: one spec, `serving/contract/schema.py`)."""
+    fields = [(key, f.annotation) for key, f in model.model_fields.items() if key not in leave_out]
+    return msgspec.defstruct(name, fields, gc=False)
 
 
-class _PredictionWithFeatures(_Prediction):
-    """/score's entry when asked for the features it computed."""
-
-    features: dict[str, float | int]
+# One entry of PredictResponse.predictions, without its features (/predict) and with them
+# (/score with include_features): a struct is cheaper to encode than a dict.
+_Prediction = _struct_of(schema.Prediction, "Prediction", leave_out=("features",))
+_PredictionWithFeatures = _struct_of(schema.Prediction, "PredictionWithFeatures")
 
 
 def encode_predictions(

@@ -22,16 +22,7 @@ from serving.contract.refusals import InvalidInput, NotFound, Violation
 from serving.protocols import codec
 from serving.scoring.scorer import Decided
 
-PREFIX = "/v1/models/"
-PREDICT_VERB = ":predict"
-
-
-def target(path: str) -> str | None:
-    """The model name of `/v1/models/<name>:predict`, else None."""
-    if path.startswith(PREFIX) and path.endswith(PREDICT_VERB):
-        name = path[len(PREFIX) : -len(PREDICT_VERB)]
-        return name if name and "/" not in name else None
-    return None
+PROTOCOL = "kserve_v1"  # the label its requests are counted under
 
 
 def check_model(expected: str, name: str) -> None:

@@ -37,6 +37,7 @@ class InferRequest(msgspec.Struct):
 
 _DECODER = msgspec.json.Decoder(InferRequest)
 HEADER_LENGTH = "inference-header-content-length"
+PROTOCOL = "oip_http"  # the label its requests are counted under
 BINARY_SIZE = "binary_data_size"
 
 
@@ -145,9 +146,7 @@ async def infer(
         matrix = oip.feature_matrix(model, _inputs(request, binary))
         outputs = oip.requested_outputs([output.name for output in request.outputs or []])
         identity, durable = _request_id(request.id, request_id)
-        decided = await scorer.decide(
-            matrix, "oip_http", identity, durable=durable, version=version
-        )
+        decided = await scorer.decide(matrix, PROTOCOL, identity, durable=durable, version=version)
     except ServingError as error:
         raise oip.OIPError.of(error) from None
     result = oip.InferResult(decided.probabilities, decided.decisions)
