@@ -35,6 +35,9 @@ GROUPS = (
     (HEALTH, "Probes."),
 )
 METRICS = "/metrics"
+# A path parameter (a model's name or version): no "/" and no ":", so that
+# `/v1/models/{name}` is not also `/v1/models/{name}:predict`.
+PARAMETER = r"[^/:]+"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Route:
     def __post_init__(self) -> None:
         parts = re.split(r"\{(\w+)\}", self.path)  # literal, name, literal, name, ...
         regex = "".join(
-            re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+?)" for i, part in enumerate(parts)
+            re.escape(part) if i % 2 == 0 else f"(?P<{part}>{PARAMETER})"
+            for i, part in enumerate(parts)
         )
         object.__setattr__(self, "pattern", re.compile(regex))
 
