@@ -8,7 +8,9 @@ when BentoML is upgraded, this module is the one list to check (tests/service ex
 - its access-log and OpenTelemetry middlewares, configured as BentoML configures its own, for
   the lean scoring path when `serving.access_log` / `serving.trace_scoring` ask for them;
 - the OpenAPI schema of a 400, corrected to the body BentoML actually sends;
-- the logger on which BentoML writes a traceback for every request that raised.
+- the logger on which BentoML writes a traceback for every request that raised;
+- the HTTP protocol class of the uvicorn server BentoML starts, which BentoML does not let a
+  service choose.
 
 The ground floor, beside settings.py: it imports nothing of this project.
 """
@@ -101,3 +103,13 @@ def document_validation_errors() -> None:
         anyOf=[Schema(type="string"), Schema(type="array", items=error_item)],
     )
     invalid.required.clear()
+
+
+def serve_http_with(protocol: str) -> None:
+    """Make `protocol` ("module:Class", a subclass of uvicorn's httptools protocol) the HTTP
+    protocol of the uvicorn server BentoML starts in this process. BentoML builds uvicorn's
+    Config with its default protocol ("auto") and no option to choose: the name "auto" is
+    pointed at this class before the server loads it."""
+    import uvicorn.config
+
+    uvicorn.config.HTTP_PROTOCOLS["auto"] = protocol

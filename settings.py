@@ -208,6 +208,13 @@ class ServingConfig(BaseModel):
     max_latency_ms: int = Field(
         200, ge=1, description="Latency bound of the batcher; queued work past it gets 503."
     )
+    admission_target_ms: float = Field(
+        20.0,
+        ge=0,
+        description="A scoring request is refused at once, before its body is read (HTTP 503 "
+        "with Retry-After, gRPC RESOURCE_EXHAUSTED), while the oldest request in progress has "
+        "waited longer than this (docs/serving.md, Overload); 0: every request is taken on.",
+    )
     max_rows_per_request: int = Field(
         1000, ge=1, description="Rows one scoring request may carry (any form)."
     )

@@ -23,6 +23,7 @@ from serving.http.security import GrpcGuard
 from serving.payments.payment_scoring import PaymentScoring, open_store
 from serving.payments.payment_state import PaymentStore
 from serving.protocols import codec, grpc_server, kserve_v1
+from serving.scoring.admission import Admission
 from serving.scoring.challenger import Challenger
 from serving.scoring.explain import Explainer
 from serving.scoring.runtime import FraudModel
@@ -59,7 +60,10 @@ class FraudWorker:
             clock=time.time,
         )
         max_rows = serving.max_rows_per_request
+        self.loop_watch = LoopWatch(serving.stall_log_ms)
+        self.admission = Admission(serving.admission_target_ms, self.loop_watch.lateness)
         self.endpoints = ScoringEndpoints(
+            self.admission,
             self.scorer,
             codec.RowsDecoder(features, max_rows),
             codec.ColumnsDecoder(features.names, max_rows),
@@ -67,7 +71,6 @@ class FraudWorker:
             self.payments,
         )
         self.explainer = Explainer(self.runtime)
-        self.loop_watch = LoopWatch(serving.stall_log_ms)
         self.grpc_server = None
         self.background: list[asyncio.Task] = []
         logger.info(
@@ -141,12 +144,14 @@ class FraudWorker:
         self.background = [
             loop.create_task(traffic.flush_tally_periodically()),
             loop.create_task(self.loop_watch.run()),
+            loop.create_task(self.admission.summarise_periodically()),
         ]
         await self.monitor.start()
         serving = self.deployment.settings.serving
         if serving.grpc_port:
             self.grpc_server = await grpc_server.start(
                 self.scorer,
+                self.admission,
                 serving.grpc_host,
                 serving.grpc_port,
                 self.deployment.settings.security.max_grpc_message_bytes,

@@ -97,8 +97,9 @@ async def serve_sync_pool(scorer, port: int) -> None:
     """grpcio's sync server as it serves (serving/protocols/grpc_server.py): its pool threads
     parse and answer, the scoring runs on this event loop (the batcher's), each call handed over."""
     from serving.protocols import grpc_server
+    from serving.scoring.admission import Admission
 
-    server = await grpc_server.start(scorer, "127.0.0.1", port, 64 * 1024 * 1024)
+    server = await grpc_server.start(scorer, Admission(0), "127.0.0.1", port, 64 * 1024 * 1024)
     await asyncio.Event().wait()  # the server stops when it is collected: held until killed
     await grpc_server.stop(server, 0)
 

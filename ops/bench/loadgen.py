@@ -31,6 +31,10 @@ import uvloop
 TIMEOUT_S = 5.0
 TICK_S = 0.001
 MAX_CONNECTIONS = 1024
+# A request's outcome: its HTTP status, or one of these.
+FAILED = 0  # no answer: the connection failed or closed, or the timeout passed
+REFUSED = 503  # gRPC: RESOURCE_EXHAUSTED or UNAVAILABLE
+REFUSED_BARE = -503  # a 503 without Retry-After
 
 
 class _Connection(asyncio.Protocol):
@@ -63,14 +67,16 @@ class _Connection(asyncio.Protocol):
             length = int(head[length_at + 15 : line_end if line_end >= 0 else len(head)])
         if len(self._buffer) < end + 4 + length:
             return
-        ok = head.startswith(b"http/1.1 200")
+        status = int(head[9:12])
+        if status == REFUSED and b"\r\nretry-after:" not in head:
+            status = REFUSED_BARE
         del self._buffer[: end + 4 + length]
-        self._on_done(self, self._started, ok)
+        self._on_done(self, self._started, status)
 
     def connection_lost(self, exc) -> None:
         self.lost = True
         if self._started:
-            self._on_done(self, self._started, False, lost=True)
+            self._on_done(self, self._started, FAILED, lost=True)
 
 
 class HttpLoad:
@@ -81,6 +87,7 @@ class HttpLoad:
         headers: list[str] = (),
         request_ids: bool = False,
         content_type: str = "application/json",
+        max_connections: int = MAX_CONNECTIONS,
     ):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
@@ -101,16 +108,17 @@ class HttpLoad:
         # Unique across the run's load generators too: the prediction log keeps a retried
         # request (same id) once, so ids reused by the next step would log nothing new.
         self._id_prefix = b"loadgen-%s-" % secrets.token_hex(4).encode()
-        self.results: list[tuple[float, float, bool]] = []  # (scheduled, latency, ok)
+        self.results: list[tuple[float, float, int]] = []  # (scheduled, latency, status)
         self._idle: deque[_Connection] = deque()
         self._waiting: deque[float] = deque()
         self._open = 0
         self._opening = 0
+        self._max_connections = max_connections
         self.closed_until: float | None = None  # closed loop: each answer sends the next
 
-    def _done(self, connection: _Connection, started: float, ok: bool, lost=False) -> None:
+    def _done(self, connection: _Connection, started: float, status: int, lost=False) -> None:
         now = time.perf_counter()
-        self.results.append((started, now - started, ok))
+        self.results.append((started, now - started, status))
         connection._started = 0.0
         if lost:
             self._open -= 1
@@ -143,7 +151,8 @@ class HttpLoad:
             self._idle.popleft().send(self.request, time.perf_counter())
             return
         self._waiting.append(scheduled)
-        if self._open + self._opening < MAX_CONNECTIONS and len(self._waiting) > self._opening:
+        opened = self._open + self._opening
+        if opened < self._max_connections and len(self._waiting) > self._opening:
             asyncio.get_running_loop().create_task(self._connect_and_use())
 
     async def _connect_and_use(self) -> None:
@@ -155,7 +164,7 @@ class HttpLoad:
             )
         except OSError:
             if self._waiting:
-                self.results.append((self._waiting.popleft(), 0.0, False))
+                self.results.append((self._waiting.popleft(), 0.0, FAILED))
             return
         finally:
             self._opening -= 1
@@ -164,6 +173,18 @@ class HttpLoad:
 
     def outstanding(self) -> int:
         return len(self._waiting) + (self._open - len(self._idle))
+
+    async def pool(self) -> None:
+        """All the connections it may use, opened before the first request (a client's pool):
+        a step starts with no connection storm, which the server would pay for in its first
+        second."""
+        loop = asyncio.get_running_loop()
+        for _ in range(self._max_connections):
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._done), self.host, self.port
+            )
+            self._open += 1
+            self._idle.append(connection)
 
 
 class GrpcLoad:
@@ -179,7 +200,7 @@ class GrpcLoad:
             response_deserializer=None,
         )
         self.body = body
-        self.results: list[tuple[float, float, bool]] = []
+        self.results: list[tuple[float, float, int]] = []
         self._in_flight = 0
         self.closed_until: float | None = None
 
@@ -188,12 +209,17 @@ class GrpcLoad:
         asyncio.get_running_loop().create_task(self._one(scheduled))
 
     async def _one(self, scheduled: float) -> None:
+        import grpc
+
+        refused = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
         try:
             await self.call(self.body, timeout=TIMEOUT_S)
-            ok = True
+            status = 200
+        except grpc.aio.AioRpcError as error:
+            status = REFUSED if error.code() in refused else FAILED
         except Exception:  # noqa: BLE001 - any failed call is an error of the run
-            ok = False
-        self.results.append((scheduled, time.perf_counter() - scheduled, ok))
+            status = FAILED
+        self.results.append((scheduled, time.perf_counter() - scheduled, status))
         self._in_flight -= 1
         if self.closed_until is not None and time.perf_counter() < self.closed_until:
             self.submit(time.perf_counter())
@@ -232,12 +258,15 @@ async def _drain(load) -> None:
     while load.outstanding() and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
     for _ in range(load.outstanding()):  # never answered within the timeout
-        load.results.append((0.0, TIMEOUT_S, False))
+        load.results.append((0.0, TIMEOUT_S, FAILED))
 
 
 def summarise(results: list, seconds: float, cpu_s: float) -> dict:
+    """Every request's figures, then the answered (200) and the refused (503) apart: under
+    overload a fast refusal is the point, and its latency is not the answers'."""
     table = np.array(results, dtype=np.float64).reshape(-1, 3)
-    scheduled, latencies, ok = table[:, 0], table[:, 1] * 1000, table[:, 2].astype(bool)
+    scheduled, latencies, status = table[:, 0], table[:, 1] * 1000, table[:, 2].astype(int)
+    ok, refused = status == 200, (status == REFUSED) | (status == REFUSED_BARE)
     errors = int((~ok).sum())
     p50, p95, p99, top = (
         np.percentile(latencies, [50, 95, 99, 100]) if len(latencies) else (0, 0, 0, 0)
@@ -245,6 +274,12 @@ def summarise(results: list, seconds: float, cpu_s: float) -> dict:
     timed = scheduled > 0  # requests never answered have no schedule left
     second = (scheduled[timed] - scheduled[timed].min()).astype(int) if timed.any() else []
     worst = [np.percentile(latencies[timed][second == s], 99) for s in np.unique(second)]
+    answered = timed & ok
+    first_second = answered & (scheduled - scheduled[timed].min() < 1) if timed.any() else ok
+
+    def p99_of(chosen) -> float | None:
+        return float(np.percentile(latencies[chosen], 99)) if chosen.any() else None
+
     return {
         "requests": len(results),
         "errors": errors,
@@ -254,6 +289,13 @@ def summarise(results: list, seconds: float, cpu_s: float) -> dict:
         "p99_ms": float(p99),
         "max_ms": float(top),
         "worst_second_p99_ms": float(max(worst, default=0.0)),
+        "answered": int(ok.sum()),
+        "answered_p99_ms": p99_of(ok),
+        "answered_first_second_p99_ms": p99_of(first_second),
+        "refused": int(refused.sum()),
+        "refused_without_retry_after": int((status == REFUSED_BARE).sum()),
+        "refused_p99_ms": p99_of(refused),
+        "failed": int((~ok & ~refused).sum()),  # no answer, or another status
         "loadgen_cpu_ms_per_request": 1000 * cpu_s / max(len(results), 1),
     }
 
@@ -277,6 +319,12 @@ def main() -> None:
         "--request-ids", action="store_true", help="a distinct X-Request-ID on every request"
     )
     parser.add_argument(
+        "--pool",
+        type=int,
+        help="open this many connections before the first request, and use no more (default: "
+        f"opened as needed, up to {MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
         "--oip-binary",
         action="store_true",
         help="BODY_FILE is an OIP JSON header followed by raw tensor bytes",
@@ -292,11 +340,13 @@ def main() -> None:
         content_type = "application/octet-stream"
 
     async def run() -> list:
-        load = (
-            GrpcLoad(args.url, body)
-            if args.grpc
-            else HttpLoad(args.url, bodies, args.header, args.request_ids, content_type)
-        )
+        if args.grpc:
+            load = GrpcLoad(args.url, body)
+        else:
+            limit = args.pool or MAX_CONNECTIONS
+            load = HttpLoad(args.url, bodies, args.header, args.request_ids, content_type, limit)
+            if args.pool:
+                await load.pool()
         if args.rate:
             await open_loop(load, args.rate, args.seconds)
         else:

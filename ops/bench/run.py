@@ -552,7 +552,9 @@ def production_bodies(
     return made
 
 
-def load(server: Server, body: Path, mode: str, value: float, seconds: float) -> dict:
+def load(
+    server: Server, body: Path, mode: str, value: float, seconds: float, options: list[str] = ()
+) -> dict:
     kind = {
         "grpc": ["--grpc"],
         "payments": ["--lines"],
@@ -563,7 +565,8 @@ def load(server: Server, body: Path, mode: str, value: float, seconds: float) ->
         [*LOADGEN_PIN, sys.executable, str(BENCH / "loadgen.py"), server.target, str(body)]
         + [f"--{mode}", str(value), "--seconds", str(seconds)]
         + kind.get(server.body_kind, [])
-        + server.load_options,
+        + server.load_options
+        + list(options),
         capture_output=True,
         text=True,
         check=True,

@@ -5,6 +5,7 @@ the mounted routes and the typed endpoints all refuse through `refusal`; gRPC ha
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import NamedTuple
 
 from starlette.responses import Response
@@ -26,11 +27,29 @@ class Answer(NamedTuple):
 def refusal(error: ServingError, protocol: str) -> Answer:
     """The answer to a refused request, counted under `protocol` (a route's, serving/http/
     routes.py): its status, its headers and its JSON body."""
+    count(error, protocol)
+    return answer_of(error)
+
+
+def count(error: ServingError, protocol: str) -> None:
     traffic.record_refusal(protocol, error.outcome, error.fields(), error.security)
+
+
+def answer_of(error: ServingError) -> Answer:
     extra = tuple(
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()
     )
     return Answer(codec.encode(error.payload()), error.status, JSON_HEADERS + extra)
+
+
+def http11(answer: Answer) -> tuple[bytes, bytes]:
+    """An answer as HTTP/1.1 bytes, in two parts to join around its request id (the early
+    refusal writes them itself, made once: serving/http/early_refusal.py)."""
+    status = HTTPStatus(answer.status)
+    head = [b"HTTP/1.1 %d %s" % (status, status.phrase.encode())]
+    head += [name + b": " + value for name, value in answer.headers]
+    head += [b"content-length: %d" % len(answer.body), b"x-request-id: "]
+    return b"\r\n".join(head), b"\r\n\r\n" + answer.body
 
 
 async def send(send, answer: Answer) -> None:

@@ -15,6 +15,7 @@ from serving.contract.refusals import InvalidInput
 from serving.http.answers import Answer
 from serving.payments.payment_scoring import PaymentScoring
 from serving.protocols import codec, kserve_v1, oip_json
+from serving.scoring.admission import Admission
 from serving.scoring.scorer import Scorer
 
 OIP_BINARY = b"application/octet-stream"
@@ -32,9 +33,10 @@ class Call(NamedTuple):  # a tuple: made on every request, it costs less than a 
 
 @dataclass
 class ScoringEndpoints:
-    """What scoring needs of a worker: its scorer, the body decoders and the raw-payment
-    scoring."""
+    """What scoring needs of a worker: its admission, its scorer, the body decoders and the
+    raw-payment scoring."""
 
+    admission: Admission
     scorer: Scorer
     rows: codec.RowsDecoder
     columns: codec.ColumnsDecoder

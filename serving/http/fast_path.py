@@ -27,8 +27,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from serving.contract.refusals import Late, ServingError
-from serving.http import answers, routes
+from serving.contract.refusals import Late, Overloaded, ServingError
+from serving.http import answers, early_refusal, routes
 from serving.http.endpoints import Call, ScoringEndpoints
 from serving.protocols import codec
 from serving.scoring.scorer import chosen_by_client, request_id_or_new
@@ -62,7 +62,11 @@ class FrontDoor:
     ):
         self.stack = stack
         self.lean = lean
-        scoring = _LeanScoring(endpoints)
+        self._find_endpoints = endpoints  # the worker's, once BentoML has made the service
+        self._endpoints: ScoringEndpoints | None = None
+        # made once per protocol and refusal: the bytes before and after the request id
+        self._early_answers: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        scoring = _LeanScoring(self.endpoints)
         for layer in layers:  # innermost first
             scoring = layer(scoring)
         self.scoring = _Measured(scoring, timeout_s)
@@ -77,11 +81,48 @@ class FrontDoor:
                 application = scope["app"]  # Starlette's application, its stack built by now
                 if not isinstance(application.middleware_stack, cls):
                     application.middleware_stack = cls(application.middleware_stack, **options)
+                if "state" in scope:  # uvicorn hands it to every connection's protocol
+                    scope["state"][early_refusal.REFUSE] = application.middleware_stack.refuse_early
             elif scope["type"] == "http" and scope["path"] == "/metrics":
                 traffic.TALLY.flush()  # this worker's latest counts, before it answers
             await app(scope, receive, send)
 
         return installer
+
+    def endpoints(self) -> ScoringEndpoints:
+        if self._endpoints is None:
+            self._endpoints = self._find_endpoints()
+        return self._endpoints
+
+    def refuse_early(self, method: bytes, url: bytes, headers) -> bytes | None:
+        """The answer to a scoring request the admission refuses now, as HTTP/1.1 bytes, for
+        the HTTP protocol to write before any ASGI call; None: the request goes on (to
+        `__call__`, which admits it or refuses it in turn)."""
+        if self._endpoints is None:
+            return None  # the worker is not found until the first scoring request
+        path = url.partition(b"?")[0]
+        if b"%" in path:
+            return None  # percent-encoded: uvicorn decodes it for the route table
+        found = routes.scoring(method.decode("latin-1"), path.decode("latin-1"))
+        if found is None:
+            return None
+        started = time.perf_counter()
+        protocol = found[0].protocol
+        try:
+            self._endpoints.admission.check(protocol)
+        except Overloaded as error:
+            given = next((value for name, value in headers if name == b"x-request-id"), None)
+            request_id = request_id_or_new(given.decode("latin-1") if given else None)
+            answers.count(error, protocol)
+            key = (protocol, str(error))
+            made = self._early_answers.get(key)
+            if made is None:  # one refusal's answer, the same for every refusal under overload
+                made = self._early_answers[key] = answers.http11(answers.answer_of(error))
+            traffic.TALLY.add_http(
+                path.decode("latin-1"), error.status, time.perf_counter() - started
+            )
+            return made[0] + request_id.encode() + made[1]
+        return None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -100,12 +141,26 @@ class FrontDoor:
                 message = {**message, "headers": headers}
             await send(message)
 
-        found = routes.scoring(scope["method"], scope["path"]) if self.lean else None
-        if found is not None:
-            scope[ROUTE] = found
-            await self.scoring(scope, receive, send_with_id)
-        else:
+        found = routes.scoring(scope["method"], scope["path"])
+        if found is None:
             await self.stack(scope, receive, send_with_id)
+            return
+        try:  # before the body is read: a refusal costs microseconds, not the request's work
+            arrived = scope.get(early_refusal.ARRIVED)
+            ticket = self.endpoints().admission.admit(found[0].protocol, arrived)
+        except Overloaded as error:
+            started = time.perf_counter()
+            await answers.send(send_with_id, answers.refusal(error, found[0].protocol))
+            traffic.TALLY.add_http(scope["path"], error.status, time.perf_counter() - started)
+            return
+        try:
+            if self.lean:
+                scope[ROUTE] = found
+                await self.scoring(scope, receive, send_with_id)
+            else:
+                await self.stack(scope, receive, send_with_id)
+        finally:
+            ticket.done()
 
 
 class _Measured:
@@ -148,19 +203,14 @@ class _LeanScoring:
     the one refusal function, under the route's protocol."""
 
     def __init__(self, endpoints: Callable[[], ScoringEndpoints]):
-        self._find_endpoints = endpoints  # the worker's, once BentoML has made the service
-        self._endpoints: ScoringEndpoints | None = None
-
-    def _found(self) -> ScoringEndpoints:
-        self._endpoints = self._find_endpoints()
-        return self._endpoints
+        self._endpoints = endpoints
 
     async def __call__(self, scope, receive, send) -> None:
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
         route, params = scope[ROUTE]
-        endpoints = self._endpoints or self._found()
+        endpoints = self._endpoints()
         request_id, durable = scope[REQUEST_ID]
         header_length = _header(scope, b"inference-header-content-length") if route.binary else None
         call = Call(body, params, request_id, durable, header_length)

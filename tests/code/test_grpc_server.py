@@ -18,6 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.protocols import grpc_server
+from serving.scoring.admission import Admission
 from serving.scoring.runtime import FraudModel
 from serving.scoring.scorer import Scorer
 from settings import ServingConfig
@@ -52,7 +53,7 @@ def _serve(model: FraudModel, calls, slow_s: float = 0.0):
     port = _free_port()
 
     async def run():
-        server = await grpc_server.start(scorer, "127.0.0.1", port, 4 * 1024 * 1024)
+        server = await grpc_server.start(scorer, Admission(0), "127.0.0.1", port, 4 * 1024 * 1024)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         try:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
