@@ -48,6 +48,14 @@ def _header(scope, wanted: bytes) -> str | None:
     return None
 
 
+def _length(headers) -> int:
+    """A request's Content-Length, the admission's measure of its work (0: not given)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
 class FrontDoor:
     """Every HTTP request: its id on the answer; scoring to the lean path (when `lean`), the
     rest to BentoML's stack."""
@@ -109,7 +117,7 @@ class FrontDoor:
         started = time.perf_counter()
         protocol = found[0].protocol
         try:
-            self._endpoints.admission.check(protocol)
+            self._endpoints.admission.check(protocol, _length(headers))
         except Overloaded as error:
             given = next((value for name, value in headers if name == b"x-request-id"), None)
             request_id = request_id_or_new(given.decode("latin-1") if given else None)
@@ -147,7 +155,8 @@ class FrontDoor:
             return
         try:  # before the body is read: a refusal costs microseconds, not the request's work
             arrived = scope.get(early_refusal.ARRIVED)
-            ticket = self.endpoints().admission.admit(found[0].protocol, arrived)
+            size = _length(scope["headers"])
+            ticket = self.endpoints().admission.admit(found[0].protocol, arrived, size)
         except Overloaded as error:
             started = time.perf_counter()
             await answers.send(send_with_id, answers.refusal(error, found[0].protocol))

@@ -145,7 +145,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request, context):  # noqa: N802
         model = self._scorer.model
         try:
-            ticket = self._admission.admit(PROTOCOL)
+            ticket = self._admission.admit(PROTOCOL, size=request.ByteSize())
         except Overloaded as error:
             refuse(context, error)
         try:

@@ -33,23 +33,34 @@ logger = logging.getLogger("fraud_bento.admission")
 SUMMARY_EVERY_S = 1.0
 
 
+# The limit on the bytes of requests in progress: where it starts, and its bounds. A request is
+# always taken on when none is in progress, however large.
+FIRST_LIMIT_BYTES = 1 << 20
+MIN_LIMIT_BYTES = 16 << 10
+MAX_LIMIT_BYTES = 256 << 20
+
+
 class Ticket:
-    """An admitted request, in flight until `done()`."""
+    """An admitted request, in progress until `done()`."""
 
-    __slots__ = ("arrived", "finished")
+    __slots__ = ("arrived", "size", "finished", "_admission")
 
-    def __init__(self, arrived: float):
+    def __init__(self, admission: Admission, arrived: float, size: int):
+        self._admission = admission
         self.arrived = arrived
+        self.size = size
         self.finished = False
 
     def done(self) -> None:
-        self.finished = True
+        if not self.finished:
+            self.finished = True
+            self._admission._answered(self)
 
 
 class Admission:
-    """`admit(protocol)`: a Ticket to mark done when the request is answered, or Overloaded
-    (raised) when the oldest admitted request in flight is older than the target. The worker
-    runs `summarise_periodically` for the log's summary line."""
+    """`admit(protocol, arrived, size)`: a Ticket to mark done when the request is answered, or
+    Overloaded (raised, counted). The worker runs `summarise_periodically` for the log's
+    summary line."""
 
     def __init__(
         self,
@@ -62,6 +73,8 @@ class Admission:
         self._clock = clock
         self._lock = threading.Lock()  # gRPC's pool threads admit too
         self._in_flight: deque[Ticket] = deque()  # in admission order: the oldest first
+        self._in_flight_bytes = 0
+        self.limit_bytes = FIRST_LIMIT_BYTES if target_ms > 0 else math.inf
         self._refused: Counter[str] = Counter()  # by protocol, since the last summary
         self._summarised = clock()
         self._longest_wait = 0.0  # of the refusals since the last summary
@@ -70,22 +83,27 @@ class Admission:
             "(serving.admission_target_ms): retry shortly"
         )
 
-    def admit(self, protocol: str, arrived: float | None = None) -> Ticket:
-        """A ticket for a request taken on; Overloaded (counted) when it is refused. `arrived`:
-        when the request reached the server, if earlier than now (its wait so far counts)."""
+    def admit(self, protocol: str, arrived: float | None = None, size: int = 0) -> Ticket:
+        """A ticket for a request taken on; Overloaded (counted) when it is refused.
+        `arrived`: when the request reached the server, if before now (its wait so far counts);
+        `size`: its body's bytes, the measure of its work."""
         with self._lock:
-            now = self._check(protocol, arrived)
-            ticket = Ticket(now if arrived is None else arrived)
+            now = self._check(protocol, arrived, size)
+            ticket = Ticket(self, now if arrived is None else arrived, size)
             self._in_flight.append(ticket)
+            self._in_flight_bytes += size
             return ticket
 
-    def check(self, protocol: str) -> None:
+    def check(self, protocol: str, size: int = 0) -> None:
         """Overloaded (counted) when a request would be refused now; nothing is taken on (the
         HTTP protocol's early refusal: serving/http/early_refusal.py)."""
         with self._lock:
-            self._check(protocol)
+            self._check(protocol, None, size)
 
-    def _check(self, protocol: str, arrived: float | None = None) -> float:
+    def _check(self, protocol: str, arrived: float | None, size: int) -> float:
+        """Refused when a request would wait past the target: the oldest in progress, this one
+        (since it arrived) or the event loop already has; or its bytes would take those in
+        progress past the limit."""
         now = self._clock()
         in_flight = self._in_flight
         while in_flight and in_flight[0].finished:
@@ -94,11 +112,25 @@ class Admission:
         if arrived is not None:
             oldest = min(oldest, arrived)
         waited = max(now - oldest, self._lateness(now))
-        if waited <= self.target_s:
+        over = in_flight and self._in_flight_bytes + size > self.limit_bytes
+        if waited <= self.target_s and not over:
             return now
         self._refused[protocol] += 1
         self._longest_wait = max(self._longest_wait, waited)
         raise Overloaded(self._reason)
+
+    def _answered(self, ticket: Ticket) -> None:
+        """The limit follows the answers' latency against the target, as adaptive concurrency
+        limits do (Netflix's, Envoy's): a wave of requests read in one turn of the loop, each
+        young when admitted, cannot all be taken on before the first of them has waited."""
+        with self._lock:
+            self._in_flight_bytes -= ticket.size
+            latency = self._clock() - ticket.arrived
+            if latency <= self.target_s / 2:  # room: probe for more
+                self.limit_bytes = min(self.limit_bytes + ticket.size, MAX_LIMIT_BYTES)
+            elif latency > self.target_s:
+                shrunk = self.limit_bytes * self.target_s / latency
+                self.limit_bytes = max(shrunk, MIN_LIMIT_BYTES)
 
     def summarise(self) -> None:
         """The refusals since the last summary, in one line (none: no line)."""

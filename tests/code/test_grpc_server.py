@@ -46,14 +46,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serve(model: FraudModel, calls, slow_s: float = 0.0):
+def _serve(model: FraudModel, calls, slow_s: float = 0.0, admission: Admission | None = None):
     """Start the server on a fresh event loop, run `calls(stub)` from other threads while it
     serves (told to stop `slow_s / 2` in, when given), and return what `calls` returned."""
     scorer = Scorer(model, ServingConfig())
     port = _free_port()
+    admission = admission or Admission(0)
 
     async def run():
-        server = await grpc_server.start(scorer, Admission(0), "127.0.0.1", port, 4 * 1024 * 1024)
+        server = await grpc_server.start(scorer, admission, "127.0.0.1", port, 4 * 1024 * 1024)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         try:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -119,3 +120,24 @@ def test_calls_in_flight_when_the_server_stops_are_answered(model, monkeypatch):
 
     answers = _serve(model, calls, slow_s=1.0)
     assert [answer.id for answer in answers] == [f"late{i}" for i in range(4)]
+
+
+def test_over_the_queue_target_a_call_is_refused_as_resource_exhausted_until_the_queue_drains(
+    model,
+):
+    clock = [0.0]
+    admission = Admission(20, clock=lambda: clock[0])
+    in_progress = admission.admit("http")  # another protocol's request, in the same queue
+    clock[0] += 1.0
+
+    def calls(stub):
+        request = _request(_valid_rows(model), "over-target")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request)
+        in_progress.done()
+        return refused.value, stub.ModelInfer(request)
+
+    refused, answered = _serve(model, calls, admission=admission)
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "admission_target_ms" in refused.details()
+    assert answered.id == "over-target"
