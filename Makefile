@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/transactions.parquet
 
-.PHONY: run test test-fast test-latest lock bytecode lint format clean bench bench-full bench-ab bench-training system-deps image security soak stalls \
+.PHONY: run test test-fast test-latest lock bytecode lint format clean bench bench-full bench-ab bench-overload bench-training system-deps image security soak stalls \
 	docs
 
 UV := $(BIN)/uv
@@ -68,6 +68,14 @@ bench bench-full: $(VENV)/.installed-dev $(DATA)
 		$(BIN)/python -m training train --data $(DATA) --promote
 	$(BIN)/python ops/bench/run.py --profile $(if $(filter bench-full,$@),full,quick) \
 		--scratch runs/bench/scratch
+	$(BIN)/python ops/bench/overload.py --out runs/bench
+
+# Overload alone: capacity C, then 1.2, 2 and 4 C open loop and 0.7 C right after, at 1 and 100
+# transactions a request; with BASELINE=REV, that commit's files served beside this checkout.
+bench-overload: $(VENV)/.installed-dev $(DATA)
+	@[ -n "$$FRAUD_MODEL_TAG" ] || [ -f ops/model.lock ] || \
+		$(BIN)/python -m training train --data $(DATA) --promote
+	$(BIN)/python ops/bench/overload.py --out runs/bench-overload $(if $(BASELINE),--baseline $(BASELINE))
 
 # A change against the commit before it, side by side in one run (both served from this
 # environment, the same model, alternating runs): make bench-ab BASELINE=REV

@@ -51,7 +51,8 @@ class Unavailable(ServingError, status=503, outcome="unavailable"):
 
 
 class Overloaded(Unavailable, outcome="overloaded"):
-    """The request waited past the latency bound: the caller should retry (HTTP 503)."""
+    """Refused for want of capacity: the caller should retry (HTTP 503, gRPC
+    RESOURCE_EXHAUSTED)."""
 
 
 class Late(ServingError, outcome="timeout"):

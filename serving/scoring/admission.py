@@ -38,6 +38,7 @@ SUMMARY_EVERY_S = 1.0
 FIRST_LIMIT_BYTES = 1 << 20
 MIN_LIMIT_BYTES = 16 << 10
 MAX_LIMIT_BYTES = 256 << 20
+BACK_OFF = 0.9  # the limit's factor for each answer later than the target
 
 
 class Ticket:
@@ -120,17 +121,17 @@ class Admission:
         raise Overloaded(self._reason)
 
     def _answered(self, ticket: Ticket) -> None:
-        """The limit follows the answers' latency against the target, as adaptive concurrency
-        limits do (Netflix's, Envoy's): a wave of requests read in one turn of the loop, each
-        young when admitted, cannot all be taken on before the first of them has waited."""
+        """The limit follows the answers' latency against the target, additive increase and
+        multiplicative decrease as adaptive concurrency limits do (Netflix's, Envoy's): a wave
+        of requests read in one turn of the loop, each young when admitted, cannot all be taken
+        on before the first of them has waited. In steady load the oldest-wait rule governs;
+        the limit settles above it."""
         with self._lock:
             self._in_flight_bytes -= ticket.size
-            latency = self._clock() - ticket.arrived
-            if latency <= self.target_s / 2:  # room: probe for more
+            if self._clock() - ticket.arrived <= self.target_s:
                 self.limit_bytes = min(self.limit_bytes + ticket.size, MAX_LIMIT_BYTES)
-            elif latency > self.target_s:
-                shrunk = self.limit_bytes * self.target_s / latency
-                self.limit_bytes = max(shrunk, MIN_LIMIT_BYTES)
+            else:
+                self.limit_bytes = max(self.limit_bytes * BACK_OFF, MIN_LIMIT_BYTES)
 
     def summarise(self) -> None:
         """The refusals since the last summary, in one line (none: no line)."""

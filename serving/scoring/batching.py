@@ -5,7 +5,8 @@ are merged into the next batch, up to `max_batch_size` rows; an idle forest take
 at once (requests parsed in the same turn of the event loop share a batch). Batches therefore
 grow with the load by themselves, with no timer: light traffic pays no batching delay, heavy
 traffic gets large, cheap batches. Work that has waited longer than `max_latency_ms` is shed with
-`Overloaded` (HTTP 503, gRPC UNAVAILABLE) instead of piling up.
+`Overloaded` (HTTP 503, gRPC RESOURCE_EXHAUSTED) instead of piling up; requests are refused before
+that, at the door, while the worker's queue is over its target (serving/scoring/admission.py).
 
 A batch of at most `inline_max_rows` rows is scored on the event loop itself: on the worker's
 own core, handing a batch to a thread and back (a wake-up and two GIL hand-overs) costs more than

@@ -18,7 +18,7 @@ from uvicorn.server import ServerState
 from serving.contract.refusals import Overloaded
 from serving.http.early_refusal import ARRIVED, REFUSE, EarlyRefusalProtocol
 from serving.http.fast_path import FrontDoor
-from serving.scoring.admission import FIRST_LIMIT_BYTES, Admission
+from serving.scoring.admission import BACK_OFF, FIRST_LIMIT_BYTES, Admission
 from serving.telemetry import metrics, traffic
 
 TARGET_MS = 20
@@ -90,9 +90,9 @@ def test_a_wave_read_in_one_turn_is_taken_on_up_to_a_limit_that_follows_the_answ
     grown = admission.limit_bytes
     assert grown == first + len(taken) * size
     late = admission.admit("http", size=size)
-    clock.now += 0.080  # answered four times the target late: the limit shrinks to a quarter
+    clock.now += 0.080  # answered after the target: the limit backs off
     late.done()
-    assert admission.limit_bytes == pytest.approx(grown / 4)
+    assert admission.limit_bytes == pytest.approx(grown * BACK_OFF)
     huge = admission.admit("http", size=100 * FIRST_LIMIT_BYTES)  # alone: taken on, any size
     huge.done()
 
