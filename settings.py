@@ -209,7 +209,7 @@ class ServingConfig(BaseModel):
         200, ge=1, description="Latency bound of the batcher; queued work past it gets 503."
     )
     admission_target_ms: float = Field(
-        20.0,
+        30.0,
         ge=0,
         description="A scoring request is refused at once, before its body is read (HTTP 503 "
         "with Retry-After, gRPC RESOURCE_EXHAUSTED), while the oldest request in progress has "

@@ -35,6 +35,7 @@ MAX_CONNECTIONS = 1024
 FAILED = 0  # no answer: the connection failed or closed, or the timeout passed
 REFUSED = 503  # gRPC: RESOURCE_EXHAUSTED or UNAVAILABLE
 REFUSED_BARE = -503  # a 503 without Retry-After
+USEFUL_MS = 50.0  # an answer later than this came after a payment's client gave up on it
 
 
 class _Connection(asyncio.Protocol):
@@ -290,6 +291,7 @@ def summarise(results: list, seconds: float, cpu_s: float) -> dict:
         "max_ms": float(top),
         "worst_second_p99_ms": float(max(worst, default=0.0)),
         "answered": int(ok.sum()),
+        "answered_within_50ms": int((ok & (latencies <= USEFUL_MS)).sum()),
         "answered_p99_ms": p99_of(ok),
         "answered_first_second_p99_ms": p99_of(first_second),
         "refused": int(refused.sum()),
