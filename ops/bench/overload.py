@@ -71,11 +71,16 @@ def passes(step: dict, capacity: float) -> dict[str, bool]:
 
 
 def closed_loop(server: Server, body: Path) -> dict:
-    """The closed-loop figures of a running server, warmed first."""
+    """The closed-loop figures of a running server, warmed first, with its CPU per answer."""
     quick = PROFILES["quick"]
     load(server, body, "concurrency", CONCURRENCY, quick.closed_seconds)  # warm
+    cpu_before = server.cpu_seconds()
     closed = load(server, body, "concurrency", CONCURRENCY, quick.closed_seconds)
-    return closed | {"capacity_rps": closed["answered"] / quick.closed_seconds}
+    spent = server.cpu_seconds() - cpu_before
+    return closed | {
+        "capacity_rps": closed["answered"] / quick.closed_seconds,
+        "server_cpu_us_per_answer": 1e6 * spent / max(closed["answered"], 1),
+    }
 
 
 def overload(server: Server, body: Path, seconds: float, capacity: float) -> dict:
@@ -101,6 +106,33 @@ def overload(server: Server, body: Path, seconds: float, capacity: float) -> dic
 
 
 CAPACITY_SIDE = "bento_capacity"  # this checkout with no admission: nothing refused
+REFUSING_SIDE = "bento_refusing"  # this checkout refusing every scoring request
+REFUSAL_CONCURRENCY = 64
+
+
+def refusal_cost(scratch: Path, tag: str, request_bodies: dict, sizes: tuple[int, ...]) -> dict:
+    """What a refusal costs the server's core: this checkout with a target of 1 µs, so every
+    scoring request is refused (as a request that already waited past the target), loaded in a
+    closed loop; the server's CPU seconds per refusal, against its CPU per answer at C."""
+    server = servers(["bento"], scratch, tag)[0]
+    server.name = REFUSING_SIDE
+    server.env["FRAUD_SERVING__ADMISSION_TARGET_MS"] = "0.001"
+    server.start(scratch / f"{server.name}.log")
+    found = {}
+    try:
+        for size in sizes:
+            body = request_bodies[("rows", size)]
+            load(server, body, "concurrency", REFUSAL_CONCURRENCY, 2)  # warm
+            cpu_before = server.cpu_seconds()
+            closed = load(server, body, "concurrency", REFUSAL_CONCURRENCY, 5)
+            cpu = server.cpu_seconds() - cpu_before
+            found[str(size)] = closed | {
+                "refusals_per_s": closed["refused"] / 5,
+                "server_cpu_us_per_refusal": 1e6 * cpu / max(closed["refused"], 1),
+            }
+    finally:
+        server.stop()
+    return found
 
 
 def capacities(scratch: Path, tag: str, request_bodies: dict, sizes: tuple[int, ...]) -> dict:
@@ -112,7 +144,10 @@ def capacities(scratch: Path, tag: str, request_bodies: dict, sizes: tuple[int, 
     server.env["FRAUD_SERVING__ADMISSION_TARGET_MS"] = "0"
     server.start(scratch / f"{server.name}.log")
     try:
-        return {size: closed_loop(server, request_bodies[("rows", size)]) for size in sizes}
+        found = {}
+        for size in sizes:
+            found[size] = closed_loop(server, request_bodies[("rows", size)])
+        return found
     finally:
         server.stop()
 
@@ -215,6 +250,11 @@ def main() -> None:
         "setting's default only)",
     )
     parser.add_argument("--sizes", default="1,100", help="transactions a request")
+    parser.add_argument(
+        "--refusal-cost-only",
+        action="store_true",
+        help="measure only what a refusal costs the server (refusal_cost.json)",
+    )
     args = parser.parse_args()
     tag = pinned_tag(load_settings(), REPO_ROOT / "service.py")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="fraud-overload-"))
@@ -235,6 +275,16 @@ def main() -> None:
     print(json.dumps(machine), flush=True)
     targets = [t for t in args.targets.split(",") if t]
     sizes = tuple(int(size) for size in args.sizes.split(","))
+    if args.refusal_cost_only:
+        request_bodies = bodies(scratch, sizes)
+        found = refusal_cost(scratch, tag, request_bodies, sizes)
+        (args.out / "refusal_cost.json").write_text(json.dumps(found, indent=2))
+        for size, cost in found.items():
+            print(
+                f"{size} a request: {cost['refusals_per_s']:.0f} refusals/s, "
+                f"{cost['server_cpu_us_per_refusal']:.0f} µs of server CPU each"
+            )
+        return
     capacity, results = run(names, scratch, tag, args.seconds, baseline, targets, sizes)
     report = {"machine": machine, "capacity": capacity, "results": results}
     (args.out / "overload.json").write_text(json.dumps(report, indent=2))
