@@ -2,9 +2,10 @@
 protocol itself, as soon as its head is parsed, with no ASGI call at all.
 
 Under overload a refusal is worth only what it saves. Answered through ASGI (uvicorn's request
-cycle and task, Starlette, the front door), a refusal cost 72 µs of the worker's core, two
-thirds of a one-transaction answer, so at twice the capacity refusing took the core that
-answering needed. Here it costs the parse that uvicorn does anyway and one write. The rule is
+cycle and task, Starlette, the front door), a refusal costs the worker's core almost half of a
+one-transaction answer (ops/bench/results/2026-12-08-overload/), so at twice the capacity
+refusing takes the core that answering needs. Here it costs the parse that uvicorn does anyway
+and one write. The rule is
 still the front door's (`FrontDoor.refuse_early`: the route table, the worker's Admission, the
 refusal's answer and counts); this class only asks it first. What it does not handle (a pipelined
 request behind one in progress, `Expect: 100-continue`, a connection to close after the answer,
