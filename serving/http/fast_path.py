@@ -153,7 +153,7 @@ class FrontDoor:
         if found is None:
             await self.stack(scope, receive, send_with_id)
             return
-        try:  # before the body is read: a refusal costs microseconds, not the request's work
+        try:  # before the body is read: a refusal costs its head's parse, not the request's work
             arrived = scope.get(early_refusal.ARRIVED)
             size = _length(scope["headers"])
             ticket = self.endpoints().admission.admit(found[0].protocol, arrived, size)

@@ -1,17 +1,18 @@
 """Admission: whether a scoring request is taken on, decided at the door before its body is read.
 
 A worker is one event loop on one core. Offered more than that core scores, every request it
-takes on makes the ones behind it later: before this, at 1.5 times capacity answers (and
+takes on makes the ones behind it later: before this, at 1.2 times capacity answers (and
 refusals) took seconds, and the requests' clients had given up long before. So the door admits a
-request only while the worker's queue is short, and measures that queue directly: the age of the
-oldest request it admitted and has not answered yet. Under the latency target (`target_ms`) it
-admits; over it, the request is refused at once (503 with Retry-After, gRPC RESOURCE_EXHAUSTED),
-before a byte of its body is read, decoded or scored, so a refusal costs microseconds and the
-core keeps serving what it admitted. No admitted request waits behind more than about a target's
-worth of work, so the queue holds no stale requests and drains within a target of the load
-falling: recovery needs nothing to expire.
+request only while the worker's queue is short, and measures that queue directly: how long the
+oldest request it admitted and has not answered has waited, how long this one has waited since
+its head was read, and how late the event loop runs. Over the latency target (`target_ms`), or
+with the bytes in progress over a limit that follows the answers' latency, the request is
+refused at once (503 with Retry-After, gRPC RESOURCE_EXHAUSTED), before a byte of its body is
+decoded or scored, and the core keeps serving what it admitted. No admitted request waits behind
+more than about a target's worth of work, so the queue holds no stale requests and drains within
+a target of the load falling: recovery needs nothing to expire.
 
-The same signal holds for every protocol of the worker (OIP and KServe over HTTP, /score, gRPC):
+The same rule holds for every protocol of the worker (OIP and KServe over HTTP, /score, gRPC):
 they share the worker's one Admission and its one queue. Refusals are counted per request like
 every refusal (`fraud_requests_total{outcome="overloaded"}`) and logged as one summary line a
 second, not one line each, when the worker can least afford it.
