@@ -18,7 +18,7 @@ from uvicorn.server import ServerState
 from serving.contract.refusals import Overloaded
 from serving.http.early_refusal import ARRIVED, REFUSE, EarlyRefusalProtocol
 from serving.http.fast_path import FrontDoor
-from serving.scoring.admission import BACK_OFF, FIRST_LIMIT_BYTES, Admission
+from serving.scoring.admission import BACK_OFF, FIRST_LIMIT_BYTES, QUEUE_FLOOR, Admission
 from serving.telemetry import metrics, traffic
 
 TARGET_MS = 20
@@ -36,29 +36,47 @@ def _admission(clock: Clock, lateness=lambda now: 0.0) -> Admission:
     return Admission(TARGET_MS, lateness, clock)
 
 
+def _queue(admission: Admission) -> list:
+    """As many requests in progress as make a queue the admission acts on."""
+    return [admission.admit("http") for _ in range(QUEUE_FLOOR)]
+
+
 def test_refused_while_the_oldest_in_progress_is_over_the_target_and_taken_again_once_it_is_done():
     clock = Clock()
     admission = _admission(clock)
-    first = admission.admit("http")
+    queued = _queue(admission)
     clock.now += 0.015
-    second = admission.admit("http")  # the oldest has waited 15 ms: under the target
+    later = admission.admit("http")  # the oldest has waited 15 ms: under the target
     clock.now += 0.010
     with pytest.raises(Overloaded) as refused:  # 25 ms
         admission.admit("http")
     assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
     assert "serving.admission_target_ms" in str(refused.value)
-    first.done()  # the oldest left: the next oldest has waited 10 ms
+    for ticket in queued:  # the oldest left: the one left has waited 10 ms
+        ticket.done()
     admission.admit("http").done()
-    second.done()
+    later.done()
     clock.now += 60  # nothing in progress: whatever came before, the next one is taken on
     admission.admit("grpc").done()
+
+
+def test_a_few_late_requests_are_not_a_queue():
+    clock = Clock()
+    admission = _admission(clock)
+    for _ in range(QUEUE_FLOOR - 1):  # kept late by the machine, not queued behind each other
+        admission.admit("http")
+    clock.now += 1
+    admission.admit("http", arrived=clock.now - 0.5)
+    with pytest.raises(Overloaded):  # now there is a queue
+        admission.admit("http")
 
 
 def test_a_request_that_already_waited_past_the_target_is_refused_fresher_ones_go_first():
     clock = Clock()
     admission = _admission(clock)
+    _queue(admission)
     with pytest.raises(Overloaded):
-        admission.admit("http", arrived=clock.now - 0.021)  # read 21 ms ago, nothing in progress
+        admission.admit("http", arrived=clock.now - 0.021)  # read 21 ms ago
     admission.admit("http", arrived=clock.now - 0.002).done()
 
 
@@ -66,6 +84,7 @@ def test_an_event_loop_behind_by_more_than_the_target_refuses():
     clock = Clock()
     behind = {"s": 0.0}
     admission = _admission(clock, lambda now: behind["s"])
+    _queue(admission)
     admission.admit("http").done()
     behind["s"] = 0.030
     with pytest.raises(Overloaded):
@@ -108,7 +127,7 @@ def test_a_target_of_zero_takes_everything_on():
 def test_refusals_are_summarised_in_one_line_a_second(caplog):
     clock = Clock()
     admission = _admission(clock)
-    admission.admit("http")  # never done: the queue stays over the target
+    _queue(admission)  # never done: the queue stays over the target
     clock.now += 0.5
     with caplog.at_level(logging.WARNING, logger="fraud_bento.admission"):
         for protocol in ["http"] * 70 + ["grpc"] * 30:
@@ -152,7 +171,7 @@ def _overloaded_count() -> float:
 def test_over_the_target_a_body_that_would_fail_validation_is_refused_as_overload_unread():
     clock = Clock()
     admission = _admission(clock)
-    admission.admit("http")  # in progress, and old by the time the request comes
+    _queue(admission)  # in progress, and old by the time the request comes
     clock.now += 1
     # The scoring handlers are never reached: a body the door read and decoded would be a 400.
     door = FrontDoor(None, lambda: SimpleNamespace(admission=admission), True, 30.0, [])
@@ -202,7 +221,7 @@ def _request(path: str, body: bytes, request_id: str = "") -> bytes:
 def test_the_http_protocol_answers_an_early_refusal_itself_and_the_connection_goes_on():
     clock = Clock()
     admission = _admission(clock)
-    admission.admit("http")
+    _queue(admission)
     clock.now += 1
     door = FrontDoor(None, lambda: SimpleNamespace(admission=admission), True, 30.0, [])
     door.endpoints()  # the worker found, as after its first scoring request

@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.protocols import grpc_server
-from serving.scoring.admission import Admission
+from serving.scoring.admission import QUEUE_FLOOR, Admission
 from serving.scoring.runtime import FraudModel
 from serving.scoring.scorer import Scorer
 from settings import ServingConfig
@@ -127,14 +127,16 @@ def test_over_the_queue_target_a_call_is_refused_as_resource_exhausted_until_the
 ):
     clock = [0.0]
     admission = Admission(20, clock=lambda: clock[0])
-    in_progress = admission.admit("http")  # another protocol's request, in the same queue
+    # other protocols' requests, in the same queue
+    in_progress = [admission.admit("http") for _ in range(QUEUE_FLOOR)]
     clock[0] += 1.0
 
     def calls(stub):
         request = _request(_valid_rows(model), "over-target")
         with pytest.raises(grpc.RpcError) as refused:
             stub.ModelInfer(request)
-        in_progress.done()
+        for ticket in in_progress:
+            ticket.done()
         return refused.value, stub.ModelInfer(request)
 
     refused, answered = _serve(model, calls, admission=admission)
