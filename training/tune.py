@@ -33,6 +33,7 @@ from training.dataset import Dataset, check_periods
 JOURNAL_PREFIX = "journal:"
 POSTGRESQL, POSTGRESQL_WITH_DRIVER = "postgresql://", "postgresql+psycopg://"
 SCHEMA_ATTEMPTS = 3
+SCHEMA_RACES = {"42P07", "42710", "23505"}  # duplicate table, duplicate object, unique violation
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | str:
@@ -49,10 +50,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage | str:
     while True:
         try:
             return optuna.storages.RDBStorage(url)
-        except sqlalchemy.exc.IntegrityError:
-            # Processes started together on an empty database race to create Optuna's tables:
-            # the loser finds them made on its next attempt.
-            if attempt == SCHEMA_ATTEMPTS:
+        except sqlalchemy.exc.DBAPIError as error:
+            # Processes started together on an empty database race to create Optuna's tables
+            # (PostgreSQL says so as a duplicate table, type or key): the loser finds them made
+            # on its next attempt.
+            raced = getattr(error.orig, "sqlstate", None) in SCHEMA_RACES
+            if attempt == SCHEMA_ATTEMPTS or not (
+                raced or isinstance(error, sqlalchemy.exc.IntegrityError)
+            ):
                 raise
             attempt += 1
             time.sleep(0.5)
