@@ -5,11 +5,11 @@ Under overload a refusal is worth only what it saves. Answered through ASGI (uvi
 cycle and task, Starlette, the front door), a refusal costs the worker's core almost half of a
 one-transaction answer (ops/bench/results/2026-12-08-overload/), so at twice the capacity
 refusing takes the core that answering needs. Here it costs the parse that uvicorn does anyway
-and one write. The rule is
-still the front door's (`FrontDoor.refuse_early`: the route table, the worker's Admission, the
-refusal's answer and counts); this class only asks it first. What it does not handle (a pipelined
-request behind one in progress, `Expect: 100-continue`, a connection to close after the answer,
-an upgrade) goes the usual way, where the front door admits or refuses it.
+and one write. The rule is still the front door's (`FrontDoor.refuse_early`: the route table,
+the worker's Admission, the refusal's answer and counts); this class only asks it first. What it
+does not handle (a pipelined request behind one in progress, `Expect: 100-continue`, a
+connection to close after the answer, an upgrade) goes the usual way, where the front door
+admits or refuses it.
 
 For the requests it lets through it notes when their heads were parsed (`ARRIVED` in the ASGI
 scope): the admission counts a request's wait from then, so a request that already waited past

@@ -143,17 +143,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self._scorer.challenger.model if self._scorer.challenger is not None else None
 
     def ModelInfer(self, request, context):  # noqa: N802
-        model = self._scorer.model
         try:
             ticket = self._admission.admit(PROTOCOL, size=request.ByteSize())
         except Overloaded as error:
             refuse(context, error)
         try:
-            return self._infer(request, context, model)
+            return self._infer(request, context)
         finally:
             ticket.done()
 
-    def _infer(self, request, context, model):
+    def _infer(self, request, context):
+        model = self._scorer.model
         self._check_model(request.model_name, request.model_version, context)
         try:
             matrix = oip.feature_matrix(model, request_inputs(request))
